@@ -1,0 +1,21 @@
+# The ICD pipeline (Fan et al., CVPR 2020) as a Snakemake DAG. Rules are thin: they call `python -m icd`.
+# Run: snakemake --cores N   (config.yaml is the synthetic default; add --configfile for real VOC)
+
+from icd.config import prepare_config
+
+
+configfile: "config.yaml"
+
+
+prepare_config(config)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

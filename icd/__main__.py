@@ -1,0 +1,5 @@
+import sys
+
+from icd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,104 @@
+"""`python -m icd <verb>`: the small CLI the Snakemake rules call, one verb per pipeline step.
+
+Knobs arrive as one JSON object (`--options`), the config section the step uses, so a rule passes
+exactly the parameters that should trigger its rerun. User errors print one clear line, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from icd.errors import ICDError
+from icd.files import write_text
+
+log = logging.getLogger("icd")
+
+
+def _write_json(path: str | Path, payload: dict) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def _synthesize(args: argparse.Namespace) -> None:
+    from icd.data.synthetic import generate_dataset
+
+    stats = generate_dataset(Path(args.out), **json.loads(args.options))
+    _write_json(args.stats, stats)
+
+
+def _validate_data(args: argparse.Namespace) -> None:
+    from icd.data.voc import SplitRoles, VOCPaths, validate_dataset
+
+    paths = VOCPaths.create(args.voc_root, args.sbd_root, args.saliency_root)
+    roles = SplitRoles(train=args.train_split, eval=args.eval_split, test=args.test_split)
+    report = validate_dataset(paths, roles, workers=args.workers)
+    _write_json(args.out, report)
+    log.info("dataset ok: %s", report["counts"])
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from icd.pretrain import pretrain_backbone
+
+    metrics = pretrain_backbone(Path(args.out), **json.loads(args.options))
+    _write_json(args.metrics, metrics)
+
+
+def _premise(args: argparse.Namespace) -> None:
+    from icd.pretrain import measure_premise
+
+    options = json.loads(args.options)
+    report = {
+        "pretrained": measure_premise(args.weights, Path(args.data_root), **options),
+        "random_init": measure_premise(None, Path(args.data_root), **options),
+    }
+    _write_json(args.out, report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="icd", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    verb = verbs.add_parser("synthesize", help="write the synthetic dataset in the VOC layout")
+    verb.add_argument("--out", required=True, help="the VOC2012 folder to create")
+    verb.add_argument("--stats", required=True, help="JSON file for the dataset statistics")
+    verb.add_argument("--options", required=True, help="JSON object: the config's `synthetic` section")
+    verb.set_defaults(run=_synthesize)
+
+    verb = verbs.add_parser("validate-data", help="check the dataset up front and write its report")
+    verb.add_argument("--voc-root", required=True)
+    verb.add_argument("--sbd-root")
+    verb.add_argument("--saliency-root")
+    verb.add_argument("--train-split", default="train_aug")
+    verb.add_argument("--eval-split", default="val")
+    verb.add_argument("--test-split", default="test")
+    verb.add_argument("--workers", type=int, default=1)
+    verb.add_argument("--out", required=True, help="JSON report: splits, labels, counts")
+    verb.set_defaults(run=_validate_data)
+
+    verb = verbs.add_parser("pretrain", help="pretrain the backbone on the synthetic pretext task")
+    verb.add_argument("--out", required=True, help="backbone weights (.pth)")
+    verb.add_argument("--metrics", required=True, help="JSON file for the training metrics")
+    verb.add_argument("--options", required=True, help="JSON object of pretrain_backbone's arguments")
+    verb.set_defaults(run=_pretrain)
+
+    verb = verbs.add_parser("premise", help="measure whether backbone features separate fg from bg")
+    verb.add_argument("--weights", required=True)
+    verb.add_argument("--data-root", required=True)
+    verb.add_argument("--options", required=True, help="JSON object of measure_premise's arguments")
+    verb.add_argument("--out", required=True)
+    verb.set_defaults(run=_premise)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except ICDError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

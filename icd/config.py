@@ -1,0 +1,101 @@
+"""Load, merge and validate the pipeline configuration against workflow/schemas/config.schema.yaml.
+
+The Snakefile and the CLI both go through `prepare_config`, so a typo or a wrong type fails before
+any work starts, with the offending key named.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from icd.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"
+
+
+def deep_merge(base: Mapping, update: Mapping) -> dict:
+    """Recursively merge `update` into a copy of `base` (as Snakemake merges several --configfile)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _validate_with_defaults(config: dict) -> None:
+    """Validate in place and fill the schema's defaults (snakemake.utils.validate).
+
+    Plain jsonschema runs first because Snakemake's error flattens the failing key into a long dump;
+    ours names the key and the fix in one line.
+    """
+    import jsonschema
+    from snakemake.utils import validate
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+        raise ConfigError(
+            f"invalid configuration at '{key}': {error.message}. "
+            f"Allowed keys, types and defaults are described in {SCHEMA_PATH.relative_to(PROJECT_ROOT)}."
+        )
+    validate(config, str(SCHEMA_PATH), set_default=True)
+
+
+def prepare_config(config: dict) -> dict:
+    """Validate `config` in place: schema defaults filled, synthetic overrides applied, cross-checks run.
+
+    `synthetic_overrides` is merged over the config only when data.source is synthetic; it is validated
+    either way so a typo in it never goes unnoticed.
+    """
+    overrides = config.get("synthetic_overrides") or {}
+    merged = deep_merge(config, overrides)
+    _validate_with_defaults(merged)
+    if merged["data"]["source"] == "synthetic":
+        config.clear()
+        config.update(merged)
+    else:
+        _validate_with_defaults(config)
+        _check_real_data(config)
+    return config
+
+
+def _check_real_data(config: dict) -> None:
+    data = config["data"]
+    if config["pretrain"]["weights"] is None:
+        raise ConfigError(
+            "data.source is 'voc' but pretrain.weights is not set: the ICD backbone starts from ImageNet "
+            "VGG16 weights. Set pretrain.weights to a torchvision VGG16 file (vgg16-397923af.pth)."
+        )
+    if data["sbd_root"] is None:
+        data["sbd_root"] = data["voc_root"]
+
+
+def load_config(*paths: str | os.PathLike, overrides: Mapping | None = None) -> dict:
+    """Read YAML config files in order (later ones win), merge `overrides`, validate; defaults to config.yaml."""
+    paths = paths or (DEFAULT_CONFIG_PATH,)
+    config: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found.") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must hold a mapping of keys, got {type(loaded).__name__}.")
+        config = deep_merge(config, loaded)
+    if overrides:
+        config = deep_merge(config, overrides)
+    return prepare_config(config)

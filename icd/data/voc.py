@@ -1,0 +1,248 @@
+"""Reader and up-front validator for the PASCAL VOC 2012 layout plus SBD's SegmentationClassAug.
+
+Layout (the real dataset and the synthetic one alike):
+  <voc_root>/JPEGImages/<id>.jpg, Annotations/<id>.xml, SegmentationClass/<id>.png,
+  <voc_root>/ImageSets/Segmentation/{train,val,trainval,test}.txt
+  <sbd_root>/SegmentationClassAug/<id>.png, <sbd_root>/ImageSets/SegmentationAug/train_aug.txt
+  <saliency_root>/<id>.png (optional grey maps)
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from icd.data.classes import FOREGROUND_CLASSES, class_index
+from icd.data.io import image_size, read_mask, read_rgb
+from icd.errors import DataError
+
+AUG_SPLITS = frozenset({"train_aug"})
+MAX_LISTED_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class VOCPaths:
+    """Where every file of the dataset lives; the one place that knows the layout."""
+
+    voc_root: Path
+    sbd_root: Path
+    saliency_root: Path | None = None
+
+    @classmethod
+    def create(cls, voc_root, sbd_root=None, saliency_root=None) -> "VOCPaths":
+        voc_root = Path(voc_root)
+        return cls(voc_root, Path(sbd_root) if sbd_root else voc_root, Path(saliency_root) if saliency_root else None)
+
+    def list_file(self, split: str) -> Path:
+        if split in AUG_SPLITS:
+            return self.sbd_root / "ImageSets" / "SegmentationAug" / f"{split}.txt"
+        return self.voc_root / "ImageSets" / "Segmentation" / f"{split}.txt"
+
+    def image(self, image_id: str) -> Path:
+        return self.voc_root / "JPEGImages" / f"{image_id}.jpg"
+
+    def annotation(self, image_id: str) -> Path:
+        return self.voc_root / "Annotations" / f"{image_id}.xml"
+
+    def ground_truth(self, split: str, image_id: str) -> Path:
+        """SBD's augmented masks for the augmented split, VOC's own masks otherwise."""
+        if split in AUG_SPLITS:
+            return self.sbd_root / "SegmentationClassAug" / f"{image_id}.png"
+        return self.voc_root / "SegmentationClass" / f"{image_id}.png"
+
+    def saliency(self, image_id: str) -> Path:
+        if self.saliency_root is None:
+            raise DataError("no saliency root is configured: set data.saliency_root to a folder of <id>.png maps.")
+        return self.saliency_root / f"{image_id}.png"
+
+
+def read_split(paths: VOCPaths, split: str) -> list[str]:
+    """Ids of a split list, in file order.
+
+    Accepts plain id lists and DeepLab-style lists of `/JPEGImages/<id>.jpg /Segmentation.../<id>.png` lines.
+    """
+    list_file = paths.list_file(split)
+    if not list_file.is_file():
+        raise DataError(
+            f"{list_file}: split list '{split}' not found. Check data.voc_root / data.sbd_root point at the "
+            f"folder holding ImageSets/ (for train_aug: SBD's ImageSets/SegmentationAug/train_aug.txt)."
+        )
+    ids: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        image_id = Path(line.split()[0]).stem
+        if image_id in seen:
+            raise DataError(f"{list_file}:{number}: id '{image_id}' is listed twice. Remove the duplicate line.")
+        seen.add(image_id)
+        ids.append(image_id)
+    if not ids:
+        raise DataError(f"{list_file}: split list '{split}' is empty. Regenerate or re-download it.")
+    return ids
+
+
+def parse_annotation(xml_path: str | os.PathLike) -> tuple[int, ...]:
+    """Foreground class indices (1..20, sorted, unique) of a VOC XML annotation.
+
+    Objects marked difficult are dropped unless every object of the image is difficult (the official
+    rule), so an image never loses all its labels to the difficult flag.
+    """
+    xml_path = Path(xml_path)
+    try:
+        root = ET.parse(xml_path).getroot()
+    except FileNotFoundError:
+        raise DataError(f"{xml_path}: annotation not found. Check data.voc_root and the split list.") from None
+    except ET.ParseError as exc:
+        raise DataError(f"{xml_path}: malformed XML ({exc}). Re-extract the Annotations folder.") from None
+    objects = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        try:
+            index = class_index(name)
+        except KeyError:
+            index = 0
+        if index == 0:
+            raise DataError(
+                f"{xml_path}: unknown class name '{name}'. Object names must be one of the 20 VOC classes: "
+                f"{', '.join(FOREGROUND_CLASSES)}."
+            )
+        objects.append((index, (obj.findtext("difficult") or "0").strip() == "1"))
+    kept = [index for index, difficult in objects if not difficult] or [index for index, _ in objects]
+    return tuple(sorted(set(kept)))
+
+
+@dataclass(frozen=True)
+class SplitRoles:
+    """Which split plays which part: weak training labels, evaluation with GT, server test."""
+
+    train: str = "train_aug"
+    eval: str = "val"
+    test: str = "test"
+
+
+def _check_image(path: Path) -> str | None:
+    """Decode an image fully (catching truncation); a problem message or None."""
+    try:
+        read_rgb(path)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def _check_same_size(image_path: Path, other: Path, what: str, fix: str) -> str | None:
+    try:
+        expected = image_size(image_path)
+        found = image_size(other)
+    except DataError as exc:
+        return str(exc)
+    if expected != found:
+        return f"{other}: {what} is {found[1]}x{found[0]} (WxH) but its image is {expected[1]}x{expected[0]}. {fix}"
+    return None
+
+
+def _check_mask(image_path: Path, mask_path: Path) -> str | None:
+    if not mask_path.is_file():
+        return f"{mask_path}: ground-truth mask missing. Add it or remove the id from the split list."
+    problem = _check_same_size(image_path, mask_path, "mask", "Masks must have their image's size.")
+    if problem:
+        return problem
+    try:
+        read_mask(mask_path)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def validate_dataset(
+    paths: VOCPaths,
+    roles: SplitRoles = SplitRoles(),
+    *,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Check everything the pipeline will read, before any work; raise one DataError listing the problems.
+
+    Returns a report: split ids, image-level labels of the training split and counts. Images are decoded
+    fully so a truncated JPEG is caught here rather than hours into training.
+    """
+    for directory, what in [
+        (paths.voc_root, "data.voc_root (the VOC2012 folder)"),
+        (paths.voc_root / "JPEGImages", "JPEGImages/ under data.voc_root"),
+        (paths.voc_root / "Annotations", "Annotations/ under data.voc_root"),
+        (paths.sbd_root, "data.sbd_root (holding SegmentationClassAug/)"),
+    ] + ([(paths.saliency_root, "data.saliency_root")] if paths.saliency_root else []):
+        if not directory.is_dir():
+            raise DataError(f"{directory}: directory not found. Set {what} to an existing folder.")
+
+    splits = {role: read_split(paths, split) for role, split in vars(roles).items()}
+    problems: list[str] = []
+    labels: dict[str, list[int]] = {}
+    for image_id in splits["train"]:
+        if not paths.annotation(image_id).is_file():
+            problems.append(f"{paths.annotation(image_id)}: annotation missing for id '{image_id}' of '{roles.train}'. "
+                            "Add the XML or remove the id from the split list.")
+            continue
+        try:
+            found = parse_annotation(paths.annotation(image_id))
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        if not found:
+            problems.append(f"{paths.annotation(image_id)}: no object, so the image has an empty label set; "
+                            f"weak supervision needs at least one class. Remove '{image_id}' from '{roles.train}'.")
+        labels[image_id] = list(found)
+
+    all_ids = sorted(set().union(*splits.values()))
+    missing = [paths.image(i) for i in all_ids if not paths.image(i).is_file()]
+    problems += [f"{p}: image missing for id '{p.stem}'. Add the JPEG or remove the id from its split list." for p in missing]
+    to_decode = [paths.image(i) for i in all_ids if paths.image(i).is_file()]
+    problems += [p for p in _map(_check_image, to_decode, workers, progress, "decode images") if p]
+
+    for role in ("train", "eval"):
+        split = getattr(roles, role)
+        for image_id in splits[role]:
+            if paths.image(image_id).is_file():
+                problem = _check_mask(paths.image(image_id), paths.ground_truth(split, image_id))
+                if problem:
+                    problems.append(problem)
+    if paths.saliency_root is not None:
+        for image_id in splits["train"]:
+            saliency = paths.saliency(image_id)
+            if not saliency.is_file():
+                problems.append(f"{saliency}: saliency map missing. Add it or unset data.saliency_root.")
+            elif paths.image(image_id).is_file():
+                problem = _check_same_size(paths.image(image_id), saliency, "saliency map",
+                                           "Resize the saliency maps to their images' sizes.")
+                if problem:
+                    problems.append(problem)
+
+    if problems:
+        shown = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        raise DataError(f"the dataset has {len(problems)} problem(s):\n  {shown}{more}")
+    return {
+        "voc_root": str(paths.voc_root),
+        "sbd_root": str(paths.sbd_root),
+        "saliency_root": str(paths.saliency_root) if paths.saliency_root else None,
+        "splits": {getattr(roles, role): ids for role, ids in splits.items()},
+        "roles": vars(roles),
+        "labels": labels,
+        "counts": {getattr(roles, role): len(ids) for role, ids in splits.items()},
+    }
+
+
+def _map(function, items: Sequence, workers: int, progress: bool, description: str) -> Iterable:
+    """Map over items, in worker processes when workers > 1, with a progress bar."""
+    bar = dict(total=len(items), desc=description, disable=not progress, mininterval=2.0)
+    if workers <= 1 or len(items) < 64:
+        return [function(item) for item in tqdm(items, **bar)]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(function, items, chunksize=32), **bar))

@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny hand-made VOC tree, independent of the synthetic generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from icd.data.io import write_grey, write_jpeg, write_mask
+
+
+def write_annotation(path: Path, objects: list[tuple[str, int]], size=(40, 30)) -> None:
+    """A VOC XML annotation with (name, difficult) objects."""
+    body = "".join(
+        f"<object><name>{name}</name><difficult>{difficult}</difficult>"
+        "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>"
+        for name, difficult in objects
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"<annotation><filename>{path.stem}.jpg</filename><size><width>{size[0]}</width>"
+        f"<height>{size[1]}</height><depth>3</depth></size>{body}</annotation>"
+    )
+
+
+def make_voc_tree(root: Path, *, height: int = 30, width: int = 40) -> Path:
+    """A minimal but complete VOC + SBD layout: 3 train_aug ids (1 in train), 2 val, 1 test, saliency."""
+    rng = np.random.default_rng(0)
+    splits = {"train_aug": ["a1", "a2", "a3"], "train": ["a1"], "val": ["v1", "v2"], "test": ["t1"]}
+    labels = {"a1": [("cat", 0)], "a2": [("dog", 0), ("person", 1)], "a3": [("train", 0), ("boat", 0)],
+              "v1": [("car", 0)], "v2": [("bird", 0)]}
+    for image_id in sorted({i for ids in splits.values() for i in ids}):
+        write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+        write_grey(root / "Saliency" / f"{image_id}.png", rng.random((height, width)))
+        if image_id in labels:
+            write_annotation(root / "Annotations" / f"{image_id}.xml", labels[image_id], (width, height))
+            mask = np.zeros((height, width), np.uint8)
+            mask[5:15, 5:20] = 8
+            mask[4, 5:20] = 255
+            write_mask(root / "SegmentationClass" / f"{image_id}.png", mask)
+            write_mask(root / "SegmentationClassAug" / f"{image_id}.png", mask)
+    for split, ids in splits.items():
+        folder = "SegmentationAug" if split == "train_aug" else "Segmentation"
+        path = root / "ImageSets" / folder / f"{split}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+@pytest.fixture
+def voc_tree(tmp_path: Path) -> Path:
+    return make_voc_tree(tmp_path / "VOC2012")
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file's bytes under root, to prove a failed step left existing results untouched."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def png_mode():
+    def mode(path: Path) -> str:
+        with Image.open(path) as image:
+            return image.mode
+    return mode

@@ -1,0 +1,80 @@
+"""Config validation: defaults, synthetic overrides, and rejection of bad configs with the key named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from icd.config import PROJECT_ROOT, load_config
+from icd.errors import ConfigError
+
+VOC = {"run": "voc", "data": {"source": "voc", "voc_root": "/data/VOC2012"}, "pretrain": {"weights": "/w/vgg16.pth"}}
+
+
+def test_default_config_is_synthetic_and_cpu_sized():
+    config = load_config()
+    assert config["data"]["source"] == "synthetic"
+    assert config["model"]["width"] == 0.125  # from synthetic_overrides
+    assert config["icd"]["lr"] == 0.001 and config["icd"]["epochs"] == 20  # schema defaults, the paper's
+    assert config["superpixels"] == {**config["superpixels"], "sigma": 0.8, "scale": 75, "min_size": 75, "max_regions": 64}
+    assert config["crf"]["bilateral_srgb"] == 13 and config["seeds"]["saliency_background"] == 0.01
+
+
+def test_voc_config_uses_the_paper_settings_not_the_synthetic_overrides(tmp_path):
+    path = tmp_path / "voc.yaml"
+    path.write_text(yaml.safe_dump(VOC))
+    config = load_config(PROJECT_ROOT / "config.yaml", path)
+    assert config["model"]["width"] == 1.0 and config["icd"]["crop_size"] == 321 and config["icd"]["batch_size"] == 32
+    assert config["data"]["sbd_root"] == "/data/VOC2012"  # defaults to voc_root
+
+
+BAD = {
+    "unknown top key": ({"seeds_threshold": 0.3}, "at '<top level>': Additional properties are not allowed ('seeds_threshold'"),
+    "typo in section": ({"seeds": {"treshold": 0.3}}, "at 'seeds': Additional properties are not allowed ('treshold'"),
+    "wrong type": ({"icd": {"epochs": "twenty"}}, "at 'icd.epochs': 'twenty' is not of type 'integer'"),
+    "out of range": ({"crf": {"unary_confidence": 1.5}}, "at 'crf.unary_confidence': 1.5 is greater than the maximum of 1"),
+    "bad enum": ({"icd": {"bottom_up_loss": "l3"}}, "at 'icd.bottom_up_loss': 'l3' is not one of ['l2', 'abs', 'sig']"),
+    "bad source": ({"data": {"source": "coco"}}, "at 'data.source': 'coco' is not one of ['synthetic', 'voc']"),
+    "bad run name": ({"run": "../escape"}, "at 'run': '../escape' does not match"),
+    "voc without root": ({"data": {"source": "voc"}}, "at 'data': 'voc_root' is a required property"),
+    "typo in overrides": ({"synthetic_overrides": {"icd": {"epoch": 3}}}, "at 'icd': Additional properties are not allowed ('epoch'"),
+    "unknown class": ({"synthetic": {"classes": ["cat", "unicorn"]}}, "at 'synthetic.classes.1': 'unicorn' is not one of"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_config_is_rejected_with_the_key_named(name):
+    override, expected = BAD[name]
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=override)
+    assert expected in str(info.value)
+    assert "config.schema.yaml" in str(info.value)
+
+
+def test_voc_requires_imagenet_weights():
+    with pytest.raises(ConfigError, match="pretrain.weights is not set"):
+        load_config(overrides={**VOC, "pretrain": {"weights": None}})
+
+
+def test_unreadable_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="list.yaml: a config file must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_snakemake_rejects_a_bad_config_before_running_anything(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds:\n  treshold: 0.3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(PROJECT_ROOT / "config.yaml"), str(bad)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "invalid configuration at 'seeds': Additional properties are not allowed ('treshold'" in result.stdout + result.stderr
+    assert not (Path(PROJECT_ROOT) / "results" / "synthetic" / "logs" / "never").exists()

@@ -1,0 +1,151 @@
+"""The VOC reader and its up-front validation, on hand-made good and malformed trees."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from icd.data.classes import PALETTE, VOC_CLASSES, class_index
+from icd.data.io import read_mask, read_rgb, write_mask
+from icd.data.voc import SplitRoles, VOCPaths, parse_annotation, read_split, validate_dataset
+from icd.errors import DataError
+from tests.conftest import snapshot, write_annotation
+
+
+def validate(root: Path, **kwargs) -> dict:
+    return validate_dataset(VOCPaths.create(root, saliency_root=root / "Saliency"), progress=False, **kwargs)
+
+
+def test_valid_tree_report(voc_tree):
+    report = validate(voc_tree)
+    assert report["counts"] == {"train_aug": 3, "val": 2, "test": 1}
+    assert report["splits"]["train_aug"] == ["a1", "a2", "a3"]
+    # a2: the difficult person is dropped; a3 keeps both classes, sorted by index.
+    assert report["labels"] == {"a1": [8], "a2": [12], "a3": [4, 19]}
+
+
+def test_difficult_objects_dropped_unless_all_difficult(tmp_path):
+    xml = tmp_path / "x.xml"
+    write_annotation(xml, [("cat", 0), ("dog", 1), ("cat", 1)])
+    assert parse_annotation(xml) == (class_index("cat"),)
+    write_annotation(xml, [("dog", 1), ("sheep", 1)])
+    assert parse_annotation(xml) == (class_index("dog"), class_index("sheep"))
+    write_annotation(xml, [("tvmonitor", 0), ("aeroplane", 0), ("tvmonitor", 0)])
+    assert parse_annotation(xml) == (1, 20)
+
+
+def test_deeplab_style_list_lines(voc_tree):
+    list_file = voc_tree / "ImageSets" / "SegmentationAug" / "train_aug.txt"
+    list_file.write_text("/JPEGImages/a1.jpg /SegmentationClassAug/a1.png\n/JPEGImages/a2.jpg /SegmentationClassAug/a2.png\n")
+    assert read_split(VOCPaths.create(voc_tree), "train_aug") == ["a1", "a2"]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _resize_png(path: Path) -> None:
+    with Image.open(path) as image:
+        image.resize((image.width // 2, image.height)).save(path)
+
+
+# Each malformation, and a piece of the message it must produce (the path and what is wrong).
+MALFORMED = {
+    "missing voc root": (lambda r: r.rename(r.with_name("moved")), "VOC2012: directory not found"),
+    "missing JPEGImages": (lambda r: (r / "JPEGImages").rename(r / "x"), "JPEGImages: directory not found"),
+    "missing list": (lambda r: (r / "ImageSets/Segmentation/val.txt").unlink(), "val.txt: split list 'val' not found"),
+    "empty list": (lambda r: (r / "ImageSets/Segmentation/test.txt").write_text("\n"), "split list 'test' is empty"),
+    "duplicate id": (lambda r: (r / "ImageSets/Segmentation/val.txt").write_text("v1\nv1\n"), "val.txt:2: id 'v1' is listed twice"),
+    "id without jpeg": (lambda r: (r / "JPEGImages/v2.jpg").unlink(), "v2.jpg: image missing for id 'v2'"),
+    "id without xml": (lambda r: (r / "Annotations/a3.xml").unlink(), "a3.xml: annotation missing for id 'a3'"),
+    "truncated jpeg": (lambda r: _truncate(r / "JPEGImages/a2.jpg"), "a2.jpg: unreadable or truncated image"),
+    "not a jpeg": (lambda r: (r / "JPEGImages/t1.jpg").write_bytes(b"hello"), "t1.jpg: unreadable or truncated image"),
+    "mask size": (lambda r: _resize_png(r / "SegmentationClassAug/a1.png"), "a1.png: mask is 20x30 (WxH) but its image is 40x30"),
+    "val mask missing": (lambda r: (r / "SegmentationClass/v1.png").unlink(), "v1.png: ground-truth mask missing"),
+    "unknown class": (lambda r: write_annotation(r / "Annotations/a1.xml", [("unicorn", 0)]), "a1.xml: unknown class name 'unicorn'"),
+    "empty labels": (lambda r: write_annotation(r / "Annotations/a2.xml", []), "a2.xml: no object, so the image has an empty label set"),
+    "malformed xml": (lambda r: (r / "Annotations/a3.xml").write_text("<annotation><object>"), "a3.xml: malformed XML"),
+    "saliency size": (lambda r: _resize_png(r / "Saliency/a3.png"), "a3.png: saliency map is 20x30 (WxH)"),
+    "saliency missing": (lambda r: (r / "Saliency/a2.png").unlink(), "a2.png: saliency map missing"),
+    "colour mask": (lambda r: Image.new("RGB", (40, 30)).save(r / "SegmentationClass/v2.png"), "v2.png: label mask has mode 'RGB'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_tree_gives_specific_error(voc_tree, name):
+    corrupt, expected = MALFORMED[name]
+    corrupt(voc_tree)
+    with pytest.raises(DataError) as info:
+        validate(voc_tree)
+    assert expected in str(info.value)
+
+
+def test_problems_are_listed_together(voc_tree):
+    (voc_tree / "JPEGImages/v2.jpg").unlink()
+    write_annotation(voc_tree / "Annotations/a1.xml", [("unicorn", 0)])
+    with pytest.raises(DataError, match=r"2 problem\(s\)") as info:
+        validate(voc_tree)
+    assert "unicorn" in str(info.value) and "v2.jpg" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grayscale_and_cmyk_jpegs_are_accepted_and_converted(voc_tree, mode):
+    path = voc_tree / "JPEGImages/a1.jpg"
+    Image.new(mode, (40, 30), color=100 if mode == "L" else (0, 100, 0, 0)).save(path, format="JPEG")
+    validate(voc_tree)
+    rgb = read_rgb(path)
+    assert rgb.shape == (30, 40, 3) and rgb.dtype == np.uint8
+
+
+def test_cli_failure_keeps_existing_report_and_prints_no_traceback(voc_tree, tmp_path):
+    out = tmp_path / "results" / "dataset.json"
+    cmd = [sys.executable, "-m", "icd", "validate-data", "--voc-root", str(voc_tree), "--out", str(out)]
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert json.loads(out.read_text())["counts"]["val"] == 2
+    before = snapshot(tmp_path / "results")
+    _truncate(voc_tree / "JPEGImages/v1.jpg")
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "error: the dataset has 1 problem(s)" in result.stderr and "Traceback" not in result.stderr
+    assert "v1.jpg: unreadable or truncated image" in result.stderr
+    assert snapshot(tmp_path / "results") == before
+
+
+def test_parallel_validation_matches_serial(voc_tree):
+    (voc_tree / "ImageSets/SegmentationAug/train_aug.txt").write_text("a1\na2\na3\n")
+    assert validate(voc_tree, workers=2) == validate(voc_tree, workers=1)
+
+
+def test_custom_split_roles(voc_tree):
+    report = validate(voc_tree, roles=SplitRoles(train="train", eval="val", test="test"))
+    assert report["counts"]["train"] == 1 and report["labels"] == {"a1": [8]}
+
+
+def test_palette_round_trip(tmp_path, png_mode):
+    mask = np.arange(21, dtype=np.uint8).repeat(3).reshape(7, 9)
+    mask[0, :3] = 255
+    path = tmp_path / "m.png"
+    write_mask(path, mask)
+    assert png_mode(path) == "P"
+    assert np.array_equal(read_mask(path), mask)
+    with Image.open(path) as image:
+        palette = np.array(image.getpalette()[: 256 * 3]).reshape(256, 3)
+    assert np.array_equal(palette, PALETTE)
+    # Known VOC colours: background, aeroplane, bicycle, person, tvmonitor, void.
+    known = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 15: (192, 128, 128), 20: (0, 64, 128), 255: (224, 224, 192)}
+    assert {k: tuple(PALETTE[k]) for k in known} == known
+    assert len(VOC_CLASSES) == 21 and VOC_CLASSES[15] == "person"
+
+
+def test_mask_values_outside_voc_are_rejected(tmp_path):
+    path = tmp_path / "m.png"
+    Image.fromarray(np.full((4, 4), 42, np.uint8), mode="L").save(path)
+    with pytest.raises(DataError, match=r"m.png: label mask holds values \[42\]"):
+        read_mask(path)

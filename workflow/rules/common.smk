@@ -1,0 +1,64 @@
+# Shared helpers: output locations, the command that runs a pipeline step, and per-source inputs.
+
+import json
+import shlex
+import sys
+
+from snakemake.settings.types import DeploymentMethod
+
+RESULTS = f"results/{config['run']}"
+LOGS = f"{RESULTS}/logs"
+SYNTHETIC = config["data"]["source"] == "synthetic"
+
+# With --use-conda the rule's environment provides `python`; otherwise the interpreter running Snakemake.
+_USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+ICD = "{} -m icd".format("python" if _USE_CONDA else shlex.quote(sys.executable))
+# Braces are doubled because Snakemake formats the prefix like a shell command.
+shell.prefix("set -euo pipefail; export PYTHONPATH=" + shlex.quote(workflow.basedir) + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
+
+
+def as_json(section):
+    """A config section as a canonical JSON string: the one `params:` value a step reruns on."""
+    return json.dumps(section, sort_keys=True)
+
+
+def dataset_roots():
+    """(voc_root, sbd_root, saliency_root) the pipeline reads: generated ones for synthetic data."""
+    if SYNTHETIC:
+        root = f"{RESULTS}/data/VOC2012"
+        return root, root, f"{root}/Saliency" if config["synthetic"]["saliency"] else None
+    data = config["data"]
+    return data["voc_root"], data["sbd_root"], data["saliency_root"]
+
+
+def dataset_inputs():
+    """The dataset as rule input: the synthesize rule's output, or the user's folders (never rebuilt)."""
+    if SYNTHETIC:
+        return [rules.synthesize_data.output.root]
+    return [ancient(root) for root in dataset_roots() if root]
+
+
+def backbone_weights():
+    """ImageNet weights given by the user, or the pretext-pretrained stand-in on synthetic data."""
+    if config["pretrain"]["weights"]:
+        return ancient(config["pretrain"]["weights"])
+    return f"{RESULTS}/pretrain/backbone.pth"
+
+
+def all_targets():
+    targets = [f"{RESULTS}/data/dataset.json"]
+    if SYNTHETIC:
+        targets.append(f"{RESULTS}/data/synthetic_stats.json")
+        targets.append(f"{RESULTS}/pretrain/premise.json")
+    return targets
+
+
+def backbone_options():
+    """The backbone's architecture knobs, shared by every step that builds it."""
+    model = config["model"]
+    return {"width": model["width"], "batch_norm": model["backbone"] == "vgg16_bn"}
+
+
+def pretrain_options():
+    options = {key: value for key, value in config["pretrain"].items() if key != "weights"}
+    return {**options, **backbone_options()}

@@ -1,0 +1,39 @@
+# Backbone initialisation on synthetic data: a pretext-pretrained stand-in for ImageNet weights,
+# and the measurement of the ICD premise (fg/bg features form separate clusters) it should give.
+
+
+rule pretrain_backbone:
+    output:
+        weights=f"{RESULTS}/pretrain/backbone.pth",
+        metrics=f"{RESULTS}/pretrain/metrics.json",
+    params:
+        options=as_json(pretrain_options()),
+    log:
+        f"{LOGS}/pretrain_backbone.log",
+    threads: 2
+    resources:
+        gpu=0,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{ICD} pretrain --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q} > {log:q} 2>&1"
+
+
+rule measure_premise:
+    input:
+        weights=backbone_weights(),
+        dataset=f"{RESULTS}/data/dataset.json",
+        data=dataset_inputs(),
+    output:
+        f"{RESULTS}/pretrain/premise.json",
+    params:
+        root=dataset_roots()[0],
+        options=as_json(backbone_options()),
+    log:
+        f"{LOGS}/measure_premise.log",
+    threads: 2
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{ICD} premise --weights {input.weights:q} --data-root {params.root:q} --options {params.options:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,198 @@
+"""DeepLab VGG16: output stride, torchvision parameter names, and strict weight loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from icd.backbones import FEATURE_KEYS, VGG16DeepLab, load_vgg16_weights, save_backbone
+from icd.errors import ConfigError
+
+# torchvision vgg16 `features` convolutions: (module index, out channels, in channels).
+TV_VGG16_CONVS = [
+    (0, 64, 3), (2, 64, 64),
+    (5, 128, 64), (7, 128, 128),
+    (10, 256, 128), (12, 256, 256), (14, 256, 256),
+    (17, 512, 256), (19, 512, 512), (21, 512, 512),
+    (24, 512, 512), (26, 512, 512), (28, 512, 512),
+]
+# torchvision vgg16_bn: each conv is followed by its BatchNorm at index + 1.
+TV_VGG16_BN_CONVS = [
+    (0, 64, 3), (3, 64, 64),
+    (7, 128, 64), (10, 128, 128),
+    (14, 256, 128), (17, 256, 256), (20, 256, 256),
+    (24, 512, 256), (27, 512, 512), (30, 512, 512),
+    (34, 512, 512), (37, 512, 512), (40, 512, 512),
+]
+
+
+def torchvision_feature_shapes(batch_norm: bool) -> dict[str, tuple[int, ...]]:
+    """The `features.*` keys and shapes of torchvision's vgg16 / vgg16_bn state dict."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for index, out_c, in_c in TV_VGG16_BN_CONVS if batch_norm else TV_VGG16_CONVS:
+        shapes[f"features.{index}.weight"] = (out_c, in_c, 3, 3)
+        shapes[f"features.{index}.bias"] = (out_c,)
+        if batch_norm:
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                shapes[f"features.{index + 1}.{name}"] = (out_c,)
+            shapes[f"features.{index + 1}.num_batches_tracked"] = ()
+    return shapes
+
+
+def fake_torchvision_state(batch_norm: bool = False, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A torchvision-layout VGG16 state dict with random values (cheap: uniform_ in place)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {k: torch.empty(s).uniform_(-1, 1, generator=gen) for k, s in torchvision_feature_shapes(batch_norm).items()
+             if not k.endswith("num_batches_tracked")}
+    if batch_norm:
+        for k in torchvision_feature_shapes(True):
+            if k.endswith("num_batches_tracked"):
+                state[k] = torch.tensor(7)
+    for key, shape in {
+        "classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,),
+        "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,),
+        "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,),
+    }.items():
+        state[key] = torch.empty(shape).uniform_(-1, 1, generator=gen)
+    return state
+
+
+@pytest.mark.parametrize("size, expected", [(321, 41), (513, 65)])
+def test_output_stride_8(size, expected):
+    model = VGG16DeepLab(width=0.125).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, size, size))
+    assert tuple(out) == FEATURE_KEYS
+    for key, value in out.items():
+        assert value.shape[-2:] == (expected, expected), key
+        assert value.shape[1] == model.feature_channels[key]
+
+
+def test_channels_at_full_width_and_small_forward():
+    model = VGG16DeepLab(width=1.0).eval()
+    assert model.feature_channels == {"conv4": 512, "conv5": 512, "pool5": 512, "fc6": 1024, "fc7": 1024}
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 33, 33))
+    assert {k: (v.shape[1], v.shape[-1]) for k, v in out.items()} == {
+        "conv4": (512, 5), "conv5": (512, 5), "pool5": (512, 5), "fc6": (1024, 5), "fc7": (1024, 5)
+    }
+    for value in out.values():
+        assert (value >= 0).all()  # all after ReLU
+
+
+def test_width_scales_every_channel_count():
+    model = VGG16DeepLab(width=0.125, fc6_dilation=12)
+    assert model.features[0].out_channels == 8
+    assert model.features[28].out_channels == 64
+    assert model.fc6.weight.shape == (128, 64, 3, 3)
+    assert model.fc6.dilation == (12, 12) and model.fc6.padding == (12, 12)
+    assert VGG16DeepLab(width=0.001).features[0].out_channels == 1
+
+
+def test_deeplab_layer_changes():
+    feats = VGG16DeepLab(width=0.125).features
+    pools = [m for m in feats if isinstance(m, torch.nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride, p.padding) for p in pools] == [(3, 2, 1)] * 3 + [(3, 1, 1)] * 2
+    assert [feats[i].dilation for i in (24, 26, 28)] == [(2, 2)] * 3
+    assert [feats[i].dilation for i in (17, 19, 21)] == [(1, 1)] * 3
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_parameter_names_match_torchvision(batch_norm):
+    model = VGG16DeepLab(width=1.0, batch_norm=batch_norm)
+    features = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("features.")}
+    assert features == torchvision_feature_shapes(batch_norm)
+    others = sorted(k for k in model.state_dict() if not k.startswith("features."))
+    assert others == ["fc6.bias", "fc6.weight", "fc7.bias", "fc7.weight"]
+
+
+def test_init_is_kaiming_with_zero_bias():
+    model = VGG16DeepLab(width=0.25, batch_norm=True)
+    conv = model.features[40]  # conv5_3 in the BN layout
+    fan_out = conv.out_channels * 9
+    assert conv.weight.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.1)
+    assert (conv.bias == 0).all()
+    assert (model.features[41].weight == 1).all() and (model.features[41].bias == 0).all()
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_torchvision_weights_convert_deeplab_style(batch_norm):
+    state = fake_torchvision_state(batch_norm)
+    model = VGG16DeepLab(width=1.0, batch_norm=batch_norm)
+    load_vgg16_weights(model, state)
+    got = model.state_dict()
+    for key, value in state.items():
+        if key.startswith("features."):
+            assert torch.equal(got[key], value), key
+    fc6 = state["classifier.0.weight"].numpy().reshape(4096, 512, 7, 7)[::4, :, ::3, ::3]
+    np.testing.assert_array_equal(got["fc6.weight"].numpy(), fc6)
+    np.testing.assert_array_equal(got["fc6.bias"].numpy(), state["classifier.0.bias"].numpy()[::4])
+    fc7 = state["classifier.3.weight"].numpy()[::4, ::4]
+    np.testing.assert_array_equal(got["fc7.weight"].numpy(), fc7[:, :, None, None])
+    np.testing.assert_array_equal(got["fc7.bias"].numpy(), state["classifier.3.bias"].numpy()[::4])
+
+
+def test_old_torchvision_bn_file_without_counters_loads():
+    state = {k: v for k, v in fake_torchvision_state(True).items() if not k.endswith("num_batches_tracked")}
+    model = VGG16DeepLab(width=1.0, batch_norm=True)
+    load_vgg16_weights(model, state)
+    assert model.features[1].num_batches_tracked.item() == 0
+
+
+def test_deeplab_format_round_trip(tmp_path):
+    source = VGG16DeepLab(width=0.125, batch_norm=True)
+    source.features[1].running_mean.uniform_()
+    path = tmp_path / "backbone.pt"
+    save_backbone(source, path)
+    target = VGG16DeepLab(width=0.125, batch_norm=True)
+    load_vgg16_weights(target, path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_wrong_width_file_names_file_key_and_fix(tmp_path):
+    path = tmp_path / "narrow.pt"
+    save_backbone(VGG16DeepLab(width=0.125), path)
+    with pytest.raises(ConfigError) as info:
+        load_vgg16_weights(VGG16DeepLab(width=0.25), path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "features.0.weight: expected (16, 3, 3, 3), found (8, 3, 3, 3)" in message
+    assert "width 0.125" in message and "model.width" in message
+
+
+def test_batch_norm_mismatch_is_refused(tmp_path):
+    path = tmp_path / "plain.pt"
+    save_backbone(VGG16DeepLab(width=0.125), path)
+    with pytest.raises(ConfigError, match="missing from the file"):
+        load_vgg16_weights(VGG16DeepLab(width=0.125, batch_norm=True), path)
+
+
+def test_imagenet_weights_need_full_width():
+    with pytest.raises(ConfigError, match="model.width: 1.0"):
+        load_vgg16_weights(VGG16DeepLab(width=0.5), {"classifier.0.weight": torch.zeros(1)}, source_name="vgg.pth")
+
+
+def test_unknown_layout_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="neither a torchvision"):
+        load_vgg16_weights(VGG16DeepLab(width=0.125), {"conv1.weight": torch.zeros(1)})
+    with pytest.raises(ConfigError, match="not found"):
+        load_vgg16_weights(VGG16DeepLab(width=0.125), tmp_path / "absent.pt")
+
+
+class NotATensor:
+    """Any pickled Python object: weights_only loading must refuse it."""
+
+    def __init__(self):
+        self.payload = "code could run here"
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    state = VGG16DeepLab(width=0.125).state_dict()
+    state["extra"] = NotATensor()
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match="weights_only") as info:
+        load_vgg16_weights(VGG16DeepLab(width=0.125), path)
+    assert str(path) in str(info.value)

@@ -1,0 +1,360 @@
+"""ICD network: sign flip and superpixel refinement vs explicit-loop numpy references, and ICDNet wiring."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from icd.backbones import VGG16DeepLab
+from icd.errors import ConfigError
+from icd.losses import icd_losses
+from icd.model import ICDNet, SignFlip, refine_with_superpixels
+
+WIDTH = 0.0625
+IMAGE_SHAPE = (3, 40, 56)  # non-square; stride 8 -> 5 x 7
+NUM_CLASSES = 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster and immune to a busy machine's other processes."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign flip
+
+
+def numpy_sign_ema(batches, classes, momentum=0.9):
+    stored = np.zeros((classes, 2))
+    for cam, raw, labels in batches:
+        for c in range(classes):
+            holders = [n for n in range(len(labels)) if labels[n, c]]
+            if not holders:
+                continue
+            current = np.zeros(2)
+            for n in holders:
+                for g, mask in enumerate((raw[n, c] > 0, raw[n, c] < 0)):
+                    total = sum(max(v, 0.0) for v in cam[n, c][mask])
+                    current[g] += total / max(mask.sum(), 1e-5)
+            current /= len(holders)
+            stored[c] = momentum * stored[c] + (1 - momentum) * current
+    return stored
+
+
+def test_sign_ema_matches_numpy_over_three_batches():
+    rng = np.random.default_rng(0)
+    classes = 4
+    labels = [
+        np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0]]),  # multi-class image counts too
+        np.array([[0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]),  # class 0 absent: keeps its value
+        np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]]),  # class 2 never present, class 3 never
+    ]
+    batches = []
+    for batch_labels in labels:
+        cam = rng.normal(size=(3, classes, 3, 5))
+        raw = rng.normal(size=(3, classes, 3, 5))
+        batches.append((cam, raw, batch_labels))
+    batches[0][1][0, 0] = np.abs(batches[0][1][0, 0])  # no negative pixel: count floored at 1e-5
+
+    flip = SignFlip(classes, momentum=0.9).double()
+    history = []
+    for cam, raw, batch_labels in batches:
+        flip.update(torch.tensor(cam), torch.tensor(raw), torch.tensor(batch_labels, dtype=torch.float64))
+        history.append(flip.stored.clone())
+    np.testing.assert_allclose(flip.stored.numpy(), numpy_sign_ema(batches, classes), rtol=1e-12)
+    torch.testing.assert_close(history[1][0], history[0][0])  # absent in batch 2
+    assert flip.stored[2:].abs().sum() == 0
+
+
+def test_sign_decision_and_application():
+    flip = SignFlip(4)
+    assert flip.sign().tolist() == [1.0, 1.0, 1.0, 1.0]  # zeros: pos >= neg
+    flip.stored.copy_(torch.tensor([[0.3, 0.1], [0.1, 0.3], [0.2, 0.2], [0.0, 1e-6]]))
+    assert flip.sign().tolist() == [1.0, -1.0, 1.0, -1.0]
+    raw = torch.randn(2, 4, 3, 3)
+    flipped = flip(raw)
+    torch.testing.assert_close(flipped, raw * torch.tensor([1.0, -1.0, 1.0, -1.0])[None, :, None, None])
+
+
+def test_sign_update_all_reduces_under_torch_distributed(tmp_path):
+    """A one-process gloo group: the all-reduce path runs and agrees with the local update."""
+    dist = torch.distributed
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    cam, raw = torch.randn(3, 4, 3, 5), torch.randn(3, 4, 3, 5)
+    labels = torch.tensor([[1.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1]])
+    local = SignFlip(4)
+    local.update(cam, raw, labels)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        reduced = SignFlip(4)
+        reduced.update(cam, raw, labels)
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(reduced.stored, local.stored)
+
+
+# ---------------------------------------------------------------------------------------------
+# Superpixel refinement
+
+
+def test_refinement_hand_built_example():
+    """8 x 8 map, 4 superpixels of two columns each, classes 0 and 1 present, class 2 absent.
+
+    Votes sum(sign S): class 0 = (16, -16, 16, -16), class 1 = (16, 8, 16, -8): superpixels
+    0-2 foreground, 3 background. Per-class max-normalised positive means: class 0 (max 2) =
+    (1, 0, 0.5, 0), class 1 (max 4) = (0.25, 0.75, 0.375, 0.0625): winners 0, 1, 0. (The official
+    per-pixel normalisation over classes would give superpixel 2 to class 1.)
+    """
+    superpixels = (torch.arange(8) // 2).repeat(8, 1)[None]  # columns 0-1, 2-3, 4-5, 6-7
+    scores = torch.zeros(1, 3, 8, 8)
+    scores[0, 0] = torch.tensor([2, 2, -1, -1, 1, 1, -2, -2], dtype=torch.float32)
+    scores[0, 1, :, 0:2] = 1
+    scores[0, 1, 0:6, 2:4] = 4
+    scores[0, 1, 6:8, 2:4] = -2
+    scores[0, 1, :, 4:6] = 1.5
+    scores[0, 1, 0:2, 6:8] = 1
+    scores[0, 1, 2:8, 6:8] = -0.5
+    scores[0, 2] = 5  # absent class: zeroed
+    labels = torch.tensor([[1.0, 1.0, 0.0]])
+
+    refined = refine_with_superpixels(scores, superpixels, labels)
+    expected_columns = torch.tensor([
+        [2, 2, -1, -1, 1, 1, -2, -2],  # fg(0), bg mean of min(S,0), fg(0), bg
+        [0, 0, 3, 3, 0, 0, -0.375, -0.375],  # bg, fg(1): 12*4/16, bg, bg: 12*-0.5/16
+        [0, 0, 0, 0, 0, 0, 0, 0],
+    ])
+    torch.testing.assert_close(refined[0], expected_columns[:, None, :].expand(3, 8, 8))
+
+
+def numpy_resize_bilinear_align_corners(image, height, width):
+    in_h, in_w = image.shape
+    out = np.zeros((height, width))
+    for i in range(height):
+        y = i * (in_h - 1) / (height - 1) if height > 1 else 0.0
+        y0 = int(np.floor(y))
+        y1, wy = min(y0 + 1, in_h - 1), y - y0
+        for j in range(width):
+            x = j * (in_w - 1) / (width - 1) if width > 1 else 0.0
+            x0 = int(np.floor(x))
+            x1, wx = min(x0 + 1, in_w - 1), x - x0
+            out[i, j] = ((1 - wy) * (1 - wx) * image[y0, x0] + (1 - wy) * wx * image[y0, x1]
+                         + wy * (1 - wx) * image[y1, x0] + wy * wx * image[y1, x1])
+    return out
+
+
+def numpy_refine(scores, superpixels, labels):
+    batch, classes, height, width = scores.shape
+    count = superpixels.max() + 1
+    out = np.zeros_like(scores)
+    for n in range(batch):
+        member = np.stack([numpy_resize_bilinear_align_corners((superpixels[n] == s).astype(float), height, width)
+                           for s in range(count)])  # K x h x w
+        s_map = scores[n] * labels[n][:, None, None]
+        class_max = [max(s_map[c].max(), 1e-5) for c in range(classes)]
+        values = np.zeros((classes, count))
+        for s in range(count):
+            m = member[s]
+            total = max(m.sum(), 1e-5)
+            votes = [np.sum(np.sign(s_map[c]) * m) for c in range(classes)]
+            is_fg = max(votes) > 1e-5
+            fg_means = [np.sum(np.maximum(s_map[c], 0) / class_max[c] * m) / total for c in range(classes)]
+            winner = int(np.argmax(fg_means))
+            for c in range(classes):
+                if is_fg and c == winner and labels[n, c]:
+                    values[c, s] = np.sum(np.maximum(s_map[c], 0) * m) / total
+                else:
+                    values[c, s] = np.sum(np.minimum(s_map[c], 0) * m) / total
+        for c in range(classes):
+            for s in range(count):
+                out[n, c] += values[c, s] * member[s]
+    return out
+
+
+def test_refinement_random_case_matches_numpy_with_bilinear_resize():
+    rng = np.random.default_rng(1)
+    batch, classes, height, width = 2, 4, 5, 7
+    scores = rng.normal(size=(batch, classes, height, width)) + 0.3
+    superpixels = rng.integers(0, 3, size=(batch, 17, 29))  # fractional memberships everywhere
+    superpixels[0, 10:, 20:] = 3
+    superpixels[1, :, :15] = 4  # image 1 lacks id 3; id 5 appears only here
+    superpixels[1, :4, 15:] = 5
+    labels = np.array([[1, 0, 1, 0], [0, 1, 1, 1]], dtype=float)
+    refined = refine_with_superpixels(torch.tensor(scores), torch.tensor(superpixels), torch.tensor(labels))
+    np.testing.assert_allclose(refined.numpy(), numpy_refine(scores, superpixels, labels), rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# ICDNet
+
+
+def make_net(**kwargs) -> ICDNet:
+    torch.manual_seed(0)
+    return ICDNet(num_classes=NUM_CLASSES, width=WIDTH, **kwargs)
+
+
+def batch(seed=0, batch_size=2):
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.rand((batch_size, *IMAGE_SHAPE), generator=gen) * 255 - 127
+    labels = torch.zeros(batch_size, NUM_CLASSES)
+    labels[0, 3] = 1
+    labels[1, [5, 7, 9]] = 1
+    superpixels = torch.randint(0, 6, (batch_size, 5, 7), generator=gen)
+    superpixels = superpixels.repeat_interleave(8, 1).repeat_interleave(8, 2)  # 40 x 56
+    return images, labels, superpixels
+
+
+@pytest.mark.parametrize("feature,structure", list(itertools.product(["conv4", "conv5", "fc6", "concat"], "abcd")))
+def test_output_shapes_for_every_variant(feature, structure):
+    if structure == "d" and feature in ("fc6", "concat"):
+        with pytest.raises(ConfigError, match="top_down_structure"):
+            make_net(bottom_up_feature=feature, top_down_structure=structure)
+        return
+    net = make_net(bottom_up_feature=feature, top_down_structure=structure).eval()
+    images, labels, superpixels = batch()
+    with torch.no_grad():
+        out = net(images, labels, superpixels)
+    assert out["class_logits"].shape == (2, NUM_CLASSES)
+    for key in ("cam", "bottom_up_raw", "bottom_up", "refined", "adapted"):
+        assert out[key].shape == (2, NUM_CLASSES, 5, 7), key
+
+
+def test_refine_and_top_down_off_give_none():
+    images, labels, superpixels = batch()
+    with torch.no_grad():
+        out = make_net(refine=False, top_down=False).eval()(images, labels, superpixels)
+        no_superpixels = make_net().eval()(images, labels)
+    assert out["refined"] is None and out["adapted"] is None
+    assert no_superpixels["refined"] is None and no_superpixels["adapted"] is not None
+
+
+def gradients_after(net, keys, **loss_kwargs):
+    """Parameter name -> whether it got a non-zero gradient from the sum of the given losses."""
+    images, labels, superpixels = batch()
+    net.zero_grad(set_to_none=True)
+    losses = icd_losses(net(images, labels, superpixels), labels, **loss_kwargs)
+    sum(losses[k] for k in keys).backward()
+    return {name: p.grad is not None and bool(p.grad.abs().sum() > 0) for name, p in net.named_parameters()}
+
+
+def test_gradients_reach_the_right_parameters():
+    net = make_net().train()
+    total = gradients_after(net, ["total"])
+    for name in ("directions", "fc8.weight", "top_down_classifier.weight", "fc6_ft.weight",
+                 "feature_bn.bias", "backbone.features.0.weight", "backbone.fc7.weight"):
+        assert total[name], name
+
+    bottom_up = gradients_after(net, ["bottom_up"])
+    assert [name for name, got in bottom_up.items() if got] == ["directions"]
+
+    top_down = gradients_after(net, ["top_down"])
+    assert top_down["backbone.features.0.weight"] and top_down["feature_bn.bias"]
+    assert not top_down["fc8.weight"] and not top_down["directions"]
+    assert not top_down["backbone.fc7.weight"]  # structure c: the CAM branch's fc6/fc7 are not used
+
+    cam = gradients_after(net, ["cam"])
+    assert cam["backbone.features.0.weight"] and cam["fc8.weight"]
+    assert not cam["directions"] and not cam["top_down_classifier.weight"] and not cam["feature_bn.bias"]
+
+
+def test_structure_d_adapts_the_cam_branch_fc_layers():
+    net = make_net(top_down_structure="d").train()
+    top_down = gradients_after(net, ["top_down"])
+    assert top_down["backbone.fc6.weight"] and top_down["backbone.fc7.weight"]
+    assert not hasattr(net, "fc6_ft")
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"batch_norm": True}, {"top_down_structure": "a", "bottom_up_feature": "fc6"},
+                                    {"top_down_structure": "d"}, {"top_down": False}])
+def test_parameter_groups_cover_trainable_parameters_once(kwargs):
+    net = make_net(**kwargs)
+    groups = net.parameter_groups(lr=1e-3, weight_decay=5e-4, new_layer_lr_mult=10)
+    names = {id(p): n for n, p in net.named_parameters()}
+    grouped = [names[id(p)] for g in groups for p in g["params"]]
+    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert sorted(grouped) == sorted(trainable)
+    assert len(set(g["name"] for g in groups)) == len(groups)
+    assert not net.feature_bn.weight.requires_grad and "feature_bn.weight" not in grouped
+    assert torch.all(net.feature_bn.weight == 1)
+    by_param = {names[id(p)]: g for g in groups for p in g["params"]}
+    assert by_param["fc8.weight"]["lr"] == pytest.approx(1e-2) and by_param["fc8.weight"]["lr_mult"] == 10
+    assert by_param["fc8.bias"]["weight_decay"] == 0 and by_param["fc8.weight"]["weight_decay"] == 5e-4
+    assert by_param["feature_bn.bias"]["weight_decay"] == 0 and by_param["feature_bn.bias"]["lr_mult"] == 1
+    assert by_param["directions"]["weight_decay"] == 5e-4 and by_param["directions"]["lr"] == pytest.approx(1e-3)
+    assert by_param["backbone.features.0.bias"]["weight_decay"] == 0
+    if net.top_down:
+        assert by_param["top_down_classifier.weight"]["lr_mult"] == 10
+    if hasattr(net, "fc6_ft"):
+        assert by_param["fc6_ft.weight"]["lr_mult"] == 1 and by_param["fc6_ft.bias"]["weight_decay"] == 0
+    torch.optim.SGD(groups, lr=1e-3, momentum=0.9)  # accepted as is
+
+
+def test_new_layer_initialisation_and_bn_settings():
+    net = make_net()
+    assert net.top_down_classifier.bias is None
+    assert net.top_down_classifier.in_channels == 32 + 2 * 64  # conv5 + fc6_ft + fc7_ft at width 1/16
+    assert net.feature_bn.momentum == pytest.approx(0.1) and net.feature_bn.eps == 1e-5
+    assert torch.all(net.feature_bn.bias == 0) and torch.all(net.fc8.bias == 0)
+    assert net.directions.std().item() == pytest.approx(0.01, rel=0.2)
+
+
+def test_load_backbone_copies_fc6_fc7_into_the_top_down_branch():
+    torch.manual_seed(1)
+    source = VGG16DeepLab(WIDTH)
+    state = source.state_dict()
+    net = make_net()
+    net.load_backbone(state)
+    for name, value in state.items():
+        torch.testing.assert_close(net.backbone.state_dict()[name], value)
+    for layer in ("fc6", "fc7"):
+        torch.testing.assert_close(getattr(net, f"{layer}_ft").weight, state[f"{layer}.weight"])
+        torch.testing.assert_close(getattr(net, f"{layer}_ft").bias, state[f"{layer}.bias"])
+    # Different input (fc6 features have 2x the channels of conv5): no copy, no error.
+    other = make_net(bottom_up_feature="fc6")
+    before = other.fc6_ft.weight.clone()
+    other.load_backbone(state)
+    torch.testing.assert_close(other.fc6_ft.weight, before)
+
+
+def test_sign_buffer_is_updated_in_training_only_and_saved():
+    net = make_net()
+    assert "sign_flip.stored" in net.state_dict()
+    images, labels, superpixels = batch()
+    net.eval()
+    with torch.no_grad():
+        net(images, labels, superpixels)
+    assert net.sign_flip.stored.abs().sum() == 0 and net.feature_bn.num_batches_tracked == 0
+
+    net.train()
+    with torch.no_grad():
+        out = net(images, labels, superpixels)
+    stored = net.sign_flip.stored.clone()
+    present = labels.sum(0) > 0
+    assert torch.all(stored[present].sum(1) > 0) and stored[~present].abs().sum() == 0
+    # The sign used is the one after this batch's update (a flipped class must exist for this to bite).
+    sign = net.sign_flip.sign()
+    assert (sign[present] < 0).any()
+    torch.testing.assert_close(out["bottom_up"], out["bottom_up_raw"] * sign[None, :, None, None])
+
+    restored = make_net()
+    restored.load_state_dict(net.state_dict())
+    torch.testing.assert_close(restored.sign_flip.stored, stored)
+
+
+def test_forward_is_deterministic_on_cpu():
+    images, labels, superpixels = batch()
+    outputs = []
+    for _ in range(2):
+        net = make_net().train()
+        with torch.no_grad():
+            outputs.append(net(images, labels, superpixels))
+    # Dropout draws from the global generator: reseed per run via make_net, so outputs match.
+    for key, value in outputs[0].items():
+        torch.testing.assert_close(value, outputs[1][key], rtol=0, atol=0)

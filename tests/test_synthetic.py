@@ -1,0 +1,297 @@
+"""The synthetic VOC generator: exact VOC layout, determinism, atomicity and the weak-supervision premise."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from icd.data import synthetic
+from icd.data.classes import IGNORE_LABEL, PALETTE, VOC_CLASSES, class_index
+from icd.data.io import read_grey, read_rgb
+from icd.data.synthetic import PRETEXT_CLASSES, generate_dataset, pretext_images
+
+SMALL = dict(
+    seed=3,
+    num_train=12,
+    num_val=6,
+    num_test=4,
+    train_gt_fraction=0.25,
+    min_size=80,
+    max_size=112,
+    classes=["aeroplane", "boat", "car", "cat", "train"],
+    context_classes=["boat", "train"],
+    context_probability=0.7,
+    objects_per_image=[1, 3],
+    single_class_fraction=0.6,
+    part_fraction=0.12,
+    object_length=[0.47, 0.72],
+    object_width=[0.19, 0.30],
+    boundary_width=3,
+    saliency=True,
+    saliency_noise=0.15,
+    difficult_fraction=0.2,  # higher than the default so a dozen images hold some difficult objects
+    jpeg_quality=95,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic") / "VOC2012"
+    stats = generate_dataset(root, **SMALL)
+    return root, stats
+
+
+def _ids(root: Path, relative: str) -> list[str]:
+    return (root / relative).read_text().split()
+
+
+def _objects(root: Path, image_id: str) -> tuple[ET.Element, list[dict]]:
+    tree = ET.parse(root / "Annotations" / f"{image_id}.xml").getroot()
+    objects = [
+        {
+            "name": obj.findtext("name"),
+            "difficult": int(obj.findtext("difficult")),
+            "box": [int(obj.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")],
+        }
+        for obj in tree.iter("object")
+    ]
+    return tree, objects
+
+
+def _mask(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        assert image.getpalette()[: 256 * 3] == PALETTE.reshape(-1).tolist()
+        return np.asarray(image)
+
+
+def test_layout_lists(dataset):
+    root, stats = dataset
+    train_aug = _ids(root, "ImageSets/SegmentationAug/train_aug.txt")
+    train = _ids(root, "ImageSets/Segmentation/train.txt")
+    val = _ids(root, "ImageSets/Segmentation/val.txt")
+    test = _ids(root, "ImageSets/Segmentation/test.txt")
+    assert len(train_aug) == 12 and len(val) == 6 and len(test) == 4
+    assert train == train_aug[: round(0.25 * 12)] and set(train) < set(train_aug)
+    assert _ids(root, "ImageSets/Segmentation/trainval.txt") == sorted(train + val)
+    for ids in (train_aug, train, val, test):
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert train_aug[0] == "train_000001" and val[0] == "val_000001" and test[0] == "test_000001"
+    assert stats["images"] == {"train_aug": 12, "train": 3, "val": 6, "test": 4}
+
+
+def test_layout_files(dataset):
+    root, _ = dataset
+    train_aug = _ids(root, "ImageSets/SegmentationAug/train_aug.txt")
+    segmented = _ids(root, "ImageSets/Segmentation/trainval.txt")
+    val = _ids(root, "ImageSets/Segmentation/val.txt")
+    test = _ids(root, "ImageSets/Segmentation/test.txt")
+    everything = train_aug + val + test
+
+    def names(folder: str) -> set[str]:
+        return {p.stem for p in (root / folder).iterdir()}
+
+    assert names("JPEGImages") == set(everything)
+    assert names("Saliency") == set(everything)
+    assert names("Annotations") == set(train_aug + val)
+    assert names("SegmentationClassAug") == set(train_aug + val)
+    assert names("SegmentationClass") == set(segmented)
+    assert not any(p.name.startswith(".") for p in root.rglob("*")), "temporary files left behind"
+
+
+def test_masks_match_images(dataset):
+    root, _ = dataset
+    allowed = {0, IGNORE_LABEL} | {class_index(c) for c in SMALL["classes"]}
+    shapes = []
+    for path in sorted((root / "SegmentationClassAug").iterdir()):
+        mask = _mask(path)
+        rgb = read_rgb(root / "JPEGImages" / f"{path.stem}.jpg")
+        assert mask.shape == rgb.shape[:2]
+        values = set(np.unique(mask).tolist())
+        assert values <= allowed and IGNORE_LABEL in values and len(values - {0, IGNORE_LABEL}) >= 1
+        shapes.append(mask.shape)
+        if (root / "SegmentationClass" / path.name).exists():
+            assert (root / "SegmentationClass" / path.name).read_bytes() == path.read_bytes()
+    assert all(80 <= s <= 112 for shape in shapes for s in shape)
+    assert sum(h != w for h, w in shapes) >= len(shapes) // 2, "non-square images must be common"
+
+
+def test_xml_matches_masks(dataset):
+    root, _ = dataset
+    ids = _ids(root, "ImageSets/SegmentationAug/train_aug.txt") + _ids(root, "ImageSets/Segmentation/val.txt")
+    difficult = 0
+    for image_id in ids:
+        tree, objects = _objects(root, image_id)
+        mask = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
+        h, w = mask.shape
+        assert tree.findtext("filename") == f"{image_id}.jpg"
+        assert (int(tree.findtext("size/width")), int(tree.findtext("size/height"))) == (w, h)
+        assert tree.findtext("size/depth") == "3"
+        assert 1 <= len(objects) <= 3
+        assert any(o["difficult"] == 0 for o in objects), "every image needs a labelled object"
+        difficult += sum(o["difficult"] for o in objects)
+        present = {VOC_CLASSES[v] for v in np.unique(mask) if v not in (0, IGNORE_LABEL)}
+        assert {o["name"] for o in objects} == present  # difficult objects are still in the mask
+        for name in present:
+            boxes = np.array([o["box"] for o in objects if o["name"] == name])
+            assert (boxes[:, :2] >= 1).all() and (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+            ys, xs = np.nonzero(mask == class_index(name))
+            extent = np.array([xs.min() + 1, ys.min() + 1, xs.max() + 1, ys.max() + 1])
+            union = np.r_[boxes[:, :2].min(0), boxes[:, 2:].max(0)]
+            assert np.abs(union - extent).max() <= SMALL["boundary_width"], (image_id, name, union, extent)
+    assert difficult > 0
+
+
+def test_ignore_band_straddles_boundaries(dataset):
+    root, _ = dataset
+    mask = _mask(root / "SegmentationClassAug" / "train_000001.png")
+    ignore = mask == IGNORE_LABEL
+    foreground = (mask != 0) & ~ignore
+    # every foreground pixel touching background crosses the band: no direct fg/bg contact
+    assert not (foreground[:, 1:] & (mask[:, :-1] == 0)).any() and not (foreground[1:] & (mask[:-1] == 0)).any()
+    assert 0.02 < ignore.mean() < 0.3
+
+
+def test_saliency_marks_foreground(dataset):
+    root, _ = dataset
+    for image_id in _ids(root, "ImageSets/Segmentation/val.txt"):
+        saliency = read_grey(root / "Saliency" / f"{image_id}.png")
+        mask = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
+        assert saliency.shape == mask.shape
+        fg, bg = (mask != 0) & (mask != IGNORE_LABEL), mask == 0
+        assert saliency[fg].mean() > saliency[bg].mean() + 0.4
+
+
+def test_premise_parts_are_small_coloured_and_class_specific(dataset):
+    root, stats = dataset
+    assert abs(stats["part_fraction"] - SMALL["part_fraction"]) <= 0.05
+    assert abs(stats["part_fraction_unoccluded"] - SMALL["part_fraction"]) <= 0.02
+    # measured on the files: saturated pixels are the parts, the rest of an object is grey body
+    part_colours, saturated_share = {}, []
+    for image_id in _ids(root, "ImageSets/SegmentationAug/train_aug.txt"):
+        rgb = read_rgb(root / "JPEGImages" / f"{image_id}.jpg").astype(np.float32)
+        mask = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
+        saturated = rgb.max(2) - rgb.min(2) > 100
+        for name in SMALL["classes"]:
+            region = mask == class_index(name)
+            if region.any():
+                saturated_share.append(saturated[region].mean())
+                part_colours.setdefault(name, []).append(rgb[region & saturated].mean(0))
+                body = rgb[region & ~saturated]
+                assert abs(body.mean() - 128) < 25 and body.std() > 20  # textured mid grey
+    assert abs(np.mean(saturated_share) - SMALL["part_fraction"]) < 0.06
+    means = {name: np.mean(colours, axis=0) for name, colours in part_colours.items()}
+    assert len(means) >= 4
+    for a in means:
+        for b in means:
+            if a < b:
+                assert np.linalg.norm(means[a] - means[b]) > 80, (a, b)
+
+
+def test_stats_and_class_mix(tmp_path):
+    kwargs = dict(SMALL, num_train=60, num_val=20, num_test=1, saliency=False, context_probability=1.0)
+    stats = generate_dataset(tmp_path / "VOC2012", **kwargs)
+    root = tmp_path / "VOC2012"
+    ids = _ids(root, "ImageSets/SegmentationAug/train_aug.txt") + _ids(root, "ImageSets/Segmentation/val.txt")
+    counts = [len(_objects(root, i)[1]) for i in ids]
+    single = [len({o["name"] for o in _objects(root, i)[1]}) == 1 for i in ids]
+    assert min(counts) >= 1 and max(counts) <= 3
+    assert stats["objects_per_image"]["histogram"] == {str(k): counts.count(k) for k in sorted(set(counts))}
+    assert stats["objects_per_image"]["mean"] == pytest.approx(np.mean(counts))
+    assert stats["single_class_fraction"] == pytest.approx(np.mean(single))
+    assert 0.4 <= stats["single_class_fraction"] <= 0.8
+    assert 0.08 < stats["foreground_fraction"] < 0.4
+    assert stats["context_fraction"] == {"boat": 1.0, "train": 1.0}
+    assert sum(stats["class_images"].values()) >= len(ids)
+    assert not (root / "Saliency").exists()
+
+
+def test_same_seed_same_bytes_other_seed_other_images(tmp_path, dataset):
+    root, _ = dataset
+    again = tmp_path / "again"
+    generate_dataset(again, **SMALL)
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    for relative in files:
+        assert (root / relative).read_bytes() == (again / relative).read_bytes(), relative
+
+    other = tmp_path / "other"
+    generate_dataset(other, **dict(SMALL, seed=SMALL["seed"] + 1))
+    jpegs = sorted((root / "JPEGImages").iterdir())
+    assert all(p.read_bytes() != (other / "JPEGImages" / p.name).read_bytes() for p in jpegs)
+
+
+def test_images_do_not_depend_on_split_sizes(tmp_path, dataset):
+    root, _ = dataset
+    fewer = tmp_path / "fewer"
+    generate_dataset(fewer, **dict(SMALL, num_train=5, num_val=2, num_test=1))
+    for path in sorted((fewer / "JPEGImages").iterdir()):
+        assert path.read_bytes() == (root / "JPEGImages" / path.name).read_bytes()
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+    real = synthetic.write_jpeg
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("disk full")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "write_jpeg", failing)
+    root = tmp_path / "VOC2012"
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_dataset(root, **SMALL)
+    assert not root.exists() and list(tmp_path.iterdir()) == []
+
+    root.mkdir()
+    (root / "marker.txt").write_text("previous run")
+    calls.clear()
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_dataset(root, **SMALL)
+    assert [p.name for p in root.iterdir()] == ["marker.txt"]
+    assert (root / "marker.txt").read_text() == "previous run"
+    assert [p.name for p in tmp_path.iterdir()] == ["VOC2012"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"classes": ["aeroplane", "dragon"]}, "dragon"),
+        ({"classes": ["aeroplane", "background"]}, "background"),
+        ({"context_classes": ["dog"]}, "dog"),
+        ({"objects_per_image": [3, 1]}, "objects_per_image"),
+    ],
+)
+def test_bad_options_are_named(tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        generate_dataset(tmp_path / "VOC2012", **dict(SMALL, **change))
+    assert not (tmp_path / "VOC2012").exists()
+
+
+def test_pretext_images():
+    images, labels = pretext_images(seed=5, n=300, size=48)
+    assert images.shape == (300, 48, 48, 3) and images.dtype == np.uint8
+    assert labels.shape == (300,) and labels.dtype == np.int64
+    assert labels.min() >= 0 and labels.max() < len(PRETEXT_CLASSES)
+    assert len(set(labels.tolist())) == len(PRETEXT_CLASSES) == len(set(PRETEXT_CLASSES))
+    assert all("/" in name for name in PRETEXT_CLASSES)
+    again, labels_again = pretext_images(seed=5, n=300, size=48)
+    assert np.array_equal(images, again) and np.array_equal(labels, labels_again)
+    other, _ = pretext_images(seed=6, n=300, size=48)
+    assert not np.array_equal(images, other)
+    assert images.std(axis=(1, 2, 3)).min() > 5  # every image shows something
+
+
+def test_pretext_is_fast():
+    import time
+
+    start = time.perf_counter()
+    pretext_images(seed=0, n=1000, size=96)
+    assert time.perf_counter() - start < 10

@@ -13,6 +13,7 @@ prepare_config(config)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/icd.smk"
 
 
 rule all:

@@ -57,6 +57,28 @@ def _premise(args: argparse.Namespace) -> None:
     _write_json(args.out, report)
 
 
+def _read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _superpixels(args: argparse.Namespace) -> None:
+    from icd.shards import shard_ids
+    from icd.superpixels import compute_superpixel_shard
+
+    dataset = _read_json(args.dataset)
+    ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
+    stats = compute_superpixel_shard(args.out, ids, voc_root=dataset["voc_root"], weights=args.weights,
+                                     **json.loads(args.options))
+    log.info("shard %d/%d: %s", args.shard, args.shards, stats)
+
+
+def _train_icd(args: argparse.Namespace) -> None:
+    from icd.train import train_icd
+
+    train_icd(args.out_dir, dataset=_read_json(args.dataset), superpixel_shards=args.superpixels,
+              weights=args.weights, **json.loads(args.options))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icd", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -90,6 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--options", required=True, help="JSON object of measure_premise's arguments")
     verb.add_argument("--out", required=True)
     verb.set_defaults(run=_premise)
+
+    verb = verbs.add_parser("superpixels", help="Felzenszwalb + feature merging for one shard of the training split")
+    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
+    verb.add_argument("--weights", required=True, help="backbone weights the features come from")
+    verb.add_argument("--shard", type=int, required=True)
+    verb.add_argument("--shards", type=int, required=True)
+    verb.add_argument("--options", required=True, help="JSON object of compute_superpixel_shard's arguments")
+    verb.add_argument("--out", required=True, help="the shard (.npz)")
+    verb.set_defaults(run=_superpixels)
+
+    verb = verbs.add_parser("train-icd", help="train the ICD network (resumes from OUT_DIR/checkpoint.pt)")
+    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
+    verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
+    verb.add_argument("--weights", required=True, help="pretrained backbone weights")
+    verb.add_argument("--options", required=True, help='JSON object {"model": ..., "icd": ..., "seed": ...}')
+    verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
+    verb.set_defaults(run=_train_icd)
     return parser
 
 

@@ -64,10 +64,23 @@ def prepare_config(config: dict) -> dict:
     if merged["data"]["source"] == "synthetic":
         config.clear()
         config.update(merged)
+        _check_synthetic(config)
     else:
         _validate_with_defaults(config)
         _check_real_data(config)
     return config
+
+
+def _check_synthetic(config: dict) -> None:
+    synthetic = config["synthetic"]
+    strays = sorted(set(synthetic["context_classes"]) - set(synthetic["classes"]))
+    if strays:
+        raise ConfigError(f"invalid configuration at 'synthetic.context_classes': {strays} not in synthetic.classes. "
+                          "A context class must be one of the generated classes.")
+    low, high = synthetic["objects_per_image"]
+    if low > high or synthetic["min_size"] > synthetic["max_size"]:
+        raise ConfigError("invalid configuration at 'synthetic': objects_per_image and min_size/max_size must be "
+                          "[low, high] pairs with low <= high.")
 
 
 def _check_real_data(config: dict) -> None:

@@ -65,3 +65,17 @@ def png_mode():
         with Image.open(path) as image:
             return image.mode
     return mode
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> dict:
+    """A small synthetic VOC (24 train_aug / 8 val / 4 test, <= 64 px), validated: the dataset report."""
+    from icd.config import load_config
+    from icd.data.synthetic import generate_dataset
+    from icd.data.voc import VOCPaths, validate_dataset
+
+    options = load_config(overrides={"synthetic": {"num_train": 24, "num_val": 8, "num_test": 4,
+                                                   "min_size": 48, "max_size": 64}})["synthetic"]
+    root = tmp_path_factory.mktemp("tiny") / "VOC2012"
+    generate_dataset(root, **options, progress=False)
+    return validate_dataset(VOCPaths.create(root, saliency_root=root / "Saliency"), progress=False)

@@ -6,6 +6,10 @@ import sys
 
 from snakemake.settings.types import DeploymentMethod
 
+wildcard_constraints:
+    shard=r"\d+",
+
+
 RESULTS = f"results/{config['run']}"
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
@@ -50,6 +54,7 @@ def all_targets():
     if SYNTHETIC:
         targets.append(f"{RESULTS}/data/synthetic_stats.json")
         targets.append(f"{RESULTS}/pretrain/premise.json")
+    targets.append(f"{RESULTS}/icd/model.pt")
     return targets
 
 
@@ -62,3 +67,13 @@ def backbone_options():
 def pretrain_options():
     options = {key: value for key, value in config["pretrain"].items() if key != "weights"}
     return {**options, **backbone_options()}
+
+
+def superpixel_options():
+    options = {key: value for key, value in config["superpixels"].items() if key != "shards"}
+    model = config["model"]
+    return {**options, **backbone_options(), "input_mean": model["input_mean"], "input_scale": model["input_scale"]}
+
+
+def superpixel_shards():
+    return expand(f"{RESULTS}/superpixels/shard_{{shard}}.npz", shard=range(config["superpixels"]["shards"]))

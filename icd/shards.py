@@ -1,0 +1,71 @@
+"""Per-image arrays stored as compressed npz shards: one file per shard, one member per image id.
+
+Per-image work (superpixels, scores) runs as a fixed number of shards rather than one job per
+image, so a VOC-scale DAG stays small; readers look ids up across shards lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from icd.errors import DataError
+from icd.files import atomic_path
+
+
+def shard_ids(ids: Sequence[str], index: int, count: int) -> list[str]:
+    """The ids of shard `index` of `count`: contiguous, near-equal blocks in list order."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} outside 0..{count - 1}")
+    bounds = np.linspace(0, len(ids), count + 1).round().astype(int)
+    return list(ids[bounds[index]:bounds[index + 1]])
+
+
+def save_shard(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write {id: array} as one compressed npz, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+
+class ShardStore:
+    """Read-only {id: array} view over several npz shards; each shard opens lazily, once per process."""
+
+    def __init__(self, paths: Iterable[str | os.PathLike]) -> None:
+        self._where: dict[str, Path] = {}
+        for path in map(Path, paths):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    names = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise DataError(f"{path}: unreadable shard ({exc}). Delete it and rerun the step that writes it.") from None
+            self._where.update(dict.fromkeys(names, path))
+        self._open: dict[Path, np.lib.npyio.NpzFile] = {}
+        self._pid = os.getpid()
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def ids(self) -> list[str]:
+        return sorted(self._where)
+
+    def __getitem__(self, image_id: str) -> np.ndarray:
+        if image_id not in self._where:
+            raise DataError(f"no entry for image '{image_id}' in the shards ({sorted({str(p) for p in self._where.values()})[:3]}...). "
+                            "The shards were made for another image list: rerun the step that writes them.")
+        if os.getpid() != self._pid:  # a forked data-loader worker must not share zip handles
+            self._open, self._pid = {}, os.getpid()
+        path = self._where[image_id]
+        if path not in self._open:
+            self._open[path] = np.load(path)
+        return self._open[path][image_id]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": {}}

@@ -1,0 +1,239 @@
+"""One round of ICD training: CAM + bottom-up + sign flip + superpixel refinement + top-down.
+
+Schedule as the official code: SGD (momentum 0.9, wd 5e-4 except biases/BN), lr 1e-3 with x10 on
+the new classifiers, poly decay per epoch, 20 epochs, batch 32, random scale/flip/pad/crop; the
+top-down loss warms up exponentially over 2 epochs. A checkpoint after every epoch holds the model
+(sign-flip EMA included), optimiser and RNG state, and training resumes from it. Every random draw
+is derived from (seed, epoch, sample), so a resumed run ends with the same weights as an
+uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from icd.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
+from icd.data.io import read_rgb
+from icd.data.voc import VOCPaths
+from icd.errors import ICDError
+from icd.files import atomic_path, write_text
+from icd.losses import icd_losses, warmup_weight
+from icd.model import ICDNet
+from icd.shards import ShardStore
+from icd.transforms import augment, to_network_input
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(ICDError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def multi_hot(classes: list[int]) -> np.ndarray:
+    """VOC class indices 1..20 -> a 20-dim float vector (background is not a label)."""
+    vector = np.zeros(NUM_FOREGROUND, np.float32)
+    vector[np.asarray(classes, dtype=np.int64) - 1] = 1.0
+    return vector
+
+
+class ICDTrainingSet(Dataset):
+    """Augmented (image, superpixels, labels) samples; augmentation seeded by (seed, epoch, index)."""
+
+    def __init__(self, ids, labels, voc_root, superpixels: ShardStore, *, seed, scales, flip, crop_size, pad_value):
+        self.ids, self.labels = list(ids), labels
+        self.paths = VOCPaths.create(voc_root)
+        self.superpixels = superpixels
+        self.seed, self.epoch = seed, 0
+        self.options = dict(scales=scales, flip=flip, crop_size=crop_size, pad_value=pad_value)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, superpixels = augment(rng, read_rgb(self.paths.image(image_id)), self.superpixels[image_id], **self.options)
+        return torch.from_numpy(image), torch.from_numpy(superpixels), torch.from_numpy(multi_hot(self.labels[image_id]))
+
+
+def fingerprint(options: dict) -> str:
+    """A short hash of everything that defines a training run, stored in its checkpoints."""
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def poly_lr(base_lr: float, epoch: int, epochs: int, power: float) -> float:
+    """The official per-epoch poly schedule: lr * (1 - epoch / epochs) ** power."""
+    return base_lr * (1.0 - epoch / epochs) ** power
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun, initialising the process group once; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return torch.distributed.get_rank(), world
+
+
+def _device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        index = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def _rank_accuracy(class_logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """Official monitor: a present class counts as correct if it ranks within the top |labels| scores."""
+    order = class_logits.argsort(dim=1, descending=True)
+    counts = labels.sum(dim=1).long()
+    correct = sum(int(labels[i, order[i, : counts[i]]].sum()) for i in range(len(labels)))
+    return correct, int(counts.sum())
+
+
+def train_icd(
+    out_dir: str | os.PathLike,
+    *,
+    dataset: dict,
+    superpixel_shards: list[str],
+    weights: str,
+    model: dict,
+    icd: dict,
+    seed: int,
+    progress: bool = True,
+) -> dict:
+    """Train ICD; write `checkpoint.pt` each epoch, then `model.pt` and `history.json`. Returns the history.
+
+    `dataset` is the validated dataset report (ids, labels, roots); `model` and `icd` are the config
+    sections of the same names.
+    """
+    out_dir = Path(out_dir)
+    rank, world = _distributed()
+    device = _device(rank)
+    options = {"model": model, "icd": icd, "seed": seed, "weights": str(weights)}
+    run_id = fingerprint(options)
+    train_split = dataset["roles"]["train"]
+    ids = dataset["splits"][train_split]
+    labels = {image_id: dataset["labels"][image_id] for image_id in ids}
+
+    torch.manual_seed(seed)
+    net = ICDNet(
+        num_classes=NUM_FOREGROUND, width=model["width"], batch_norm=model["backbone"] == "vgg16_bn",
+        dropout=icd["dropout"], bottom_up_feature=icd["bottom_up_feature"], top_down=icd["top_down"],
+        top_down_structure=icd["top_down_structure"], refine=icd["refine"],
+        sign_momentum=icd["sign_momentum"], bn_momentum=icd["bn_momentum"],
+    )
+    net.load_backbone(weights)
+    net.to(device)
+    groups = net.parameter_groups(icd["lr"], icd["weight_decay"], icd["new_layer_lr_mult"])
+    optimizer = torch.optim.SGD(groups, lr=icd["lr"], momentum=icd["momentum"])
+    train_net = net
+    if world > 1:
+        # Losses switch on and off (top-down start), so some parameters may receive no gradient.
+        train_net = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
+
+    data = ICDTrainingSet(
+        ids, labels, dataset["voc_root"], ShardStore(superpixel_shards), seed=seed, scales=icd["scales"],
+        flip=icd["flip"], crop_size=icd["crop_size"], pad_value=icd["pad_value"],
+    )
+    per_rank_batch = max(1, icd["batch_size"] // world)
+    iterations_per_epoch = math.ceil(len(ids) / (per_rank_batch * world))
+    warmup_iterations = max(1, round(icd["warmup_epochs"] * iterations_per_epoch))
+
+    checkpoint_path = out_dir / "checkpoint.pt"
+    history: list[dict] = []
+    start_epoch = 0
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state.get("fingerprint") == run_id:
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history = json.loads(state["history"])
+            start_epoch = int(state["epoch"]) + 1
+            log.info("resuming from %s after epoch %d", checkpoint_path, start_epoch - 1)
+        else:
+            log.warning("%s was written by a different configuration; training from scratch", checkpoint_path)
+
+    amp = bool(icd["amp"]) and device.type == "cuda"
+    for epoch in range(start_epoch, icd["epochs"]):
+        started = time.time()
+        lr = poly_lr(icd["lr"], epoch, icd["epochs"], icd["poly_power"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        data.epoch = epoch
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout masks: a function of (seed, epoch)
+        order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+        loader = DataLoader(data, batch_size=per_rank_batch, sampler=order[rank::world], drop_last=False,
+                            num_workers=icd["workers"], pin_memory=device.type == "cuda", persistent_workers=False)
+        train_net.train()
+        sums: dict[str, float] = {}
+        correct = total = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{icd['epochs']}", disable=not progress or rank != 0, mininterval=2.0)
+        for step, (images, superpixels, targets) in enumerate(bar):
+            images = to_network_input(images, model["input_mean"], model["input_scale"]).to(device, non_blocking=True)
+            superpixels, targets = superpixels.to(device), targets.to(device)
+            iteration = (epoch - icd["top_down_start_epoch"]) * iterations_per_epoch + step
+            top_down_weight = warmup_weight(iteration, warmup_iterations) if iteration >= 0 else 0.0
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                outputs = train_net(images, targets, superpixels)
+            losses = icd_losses(
+                outputs, targets, variant=icd["bottom_up_loss"], scale=icd["bottom_up_weight"],
+                threshold=icd["top_down_threshold"], top_down_weight=top_down_weight,
+            )
+            if not torch.isfinite(losses["total"]):
+                raise TrainingDiverged(
+                    f"the ICD loss became {losses['total'].item()} at epoch {epoch + 1}, batch {step + 1} "
+                    f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}). The last good checkpoint "
+                    f"is kept at {checkpoint_path}. Lower icd.lr or check the input data."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            hits, count = _rank_accuracy(outputs["class_logits"].detach(), targets)
+            correct, total = correct + hits, total + count
+            bar.set_postfix(loss=f"{losses['total'].item():.3f}")
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "seconds": round(time.time() - started, 2),
+            "top_down_weight": top_down_weight,
+            "class_rank_accuracy": correct / max(total, 1),
+            "sign": {name: int(s) for name, s in zip(FOREGROUND_CLASSES, net.sign_flip.sign().tolist())},
+            **{f"loss_{key}": value / max(len(loader), 1) for key, value in sums.items()},
+        }
+        history.append(record)
+        if rank == 0:
+            log.info("epoch %s", json.dumps(record))
+            _save_checkpoint(checkpoint_path, net, optimizer, epoch, history, run_id)
+    if rank == 0:
+        with atomic_path(out_dir / "model.pt") as tmp:
+            torch.save({"model": net.state_dict(), "options": json.dumps(options), "fingerprint": run_id}, tmp)
+        write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+    return {"history": history, "fingerprint": run_id}
+
+
+def _save_checkpoint(path: Path, net: ICDNet, optimizer, epoch: int, history: list[dict], run_id: str) -> None:
+    state = {
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "history": json.dumps(history),
+        "fingerprint": run_id,
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)

@@ -1,0 +1,71 @@
+"""Training augmentation as the official ICD loader: random scale, flip, pad, random crop.
+
+Images are resized bilinearly and superpixel maps by nearest neighbour; padding uses `pad_value`
+for the image (127 = zero after the official `x - 127`) and a fresh region id for the superpixels,
+so the padding is its own superpixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def nearest_resize(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a label map (pixel centres), exact for any integer dtype."""
+    rows = np.minimum(((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64), labels.shape[1] - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of an H x W x 3 uint8 image."""
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def pad_to(array: np.ndarray, height: int, width: int, value) -> np.ndarray:
+    """Pad at the bottom and right up to (height, width); the image stays at the top-left as in VOC tools."""
+    pad_h, pad_w = max(height - array.shape[0], 0), max(width - array.shape[1], 0)
+    if not pad_h and not pad_w:
+        return array
+    spec = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, spec, constant_values=value)
+
+
+def augment(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    superpixels: np.ndarray,
+    *,
+    scales: list[float],
+    flip: bool,
+    crop_size: int,
+    pad_value: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One training sample: (crop x crop x 3 uint8 image, crop x crop int64 superpixel ids)."""
+    scale = float(rng.choice(scales))
+    height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+    image = bilinear_resize(image, height, width)
+    superpixels = nearest_resize(superpixels.astype(np.int64), height, width)
+    if flip and rng.random() < 0.5:
+        image, superpixels = image[:, ::-1], superpixels[:, ::-1]
+    image = pad_to(image, crop_size, crop_size, np.uint8(round(pad_value)))
+    superpixels = pad_to(superpixels, crop_size, crop_size, superpixels.max() + 1)
+    top = int(rng.integers(0, image.shape[0] - crop_size + 1))
+    left = int(rng.integers(0, image.shape[1] - crop_size + 1))
+    window = (slice(top, top + crop_size), slice(left, left + crop_size))
+    return np.ascontiguousarray(image[window]), np.ascontiguousarray(superpixels[window])
+
+
+def to_network_input(images, mean: float, scale: float):
+    """uint8 N x H x W x 3 (numpy or tensor) -> float N x 3 x H x W as `(x - mean) / scale`.
+
+    The official ICD code feeds `x - 127` (mean 127, scale 1); every step that runs the backbone
+    goes through here so pretraining, superpixel features, training and inference agree.
+    """
+    import torch
+
+    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    return (images.permute(0, 3, 1, 2).float() - mean) / scale

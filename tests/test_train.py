@@ -1,0 +1,126 @@
+"""ICD training end to end on a tiny synthetic set: superpixel shards, loss decrease, checkpoint resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from icd.backbones import VGG16DeepLab, save_backbone
+from icd.config import load_config
+from icd.data.io import image_size
+from icd.shards import ShardStore, shard_ids
+from icd.superpixels import compute_superpixel_shard
+from icd.train import TrainingDiverged, poly_lr, train_icd
+
+WIDTH = 0.0625
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_dataset, tmp_path_factory):
+    """Random backbone weights and two superpixel shards of the tiny dataset's training split."""
+    folder = tmp_path_factory.mktemp("icd")
+    torch.manual_seed(0)
+    weights = folder / "backbone.pth"
+    save_backbone(VGG16DeepLab(width=WIDTH, batch_norm=True), weights)
+    ids = tiny_dataset["splits"]["train_aug"]
+    options = {k: v for k, v in load_config()["superpixels"].items() if k != "shards"}
+    options.update(feature_input_size=65, max_regions=8)
+    shards = []
+    for index in range(2):
+        path = folder / f"shard_{index}.npz"
+        compute_superpixel_shard(path, shard_ids(ids, index, 2), voc_root=tiny_dataset["voc_root"], weights=weights,
+                                 width=WIDTH, batch_norm=True, input_mean=127.0, input_scale=1.0, progress=False,
+                                 **options)
+        shards.append(str(path))
+    return weights, shards
+
+
+def icd_options(**overrides) -> dict:
+    config = load_config(overrides={"icd": {"epochs": 3, "batch_size": 8, "crop_size": 48, "lr": 0.01,
+                                            "dropout": 0.0, "warmup_epochs": 1, **overrides}})
+    return {"model": {**config["model"], "width": WIDTH}, "icd": config["icd"], "seed": 0}
+
+
+def test_superpixel_shards_cover_the_split_with_bounded_regions(tiny_dataset, prepared):
+    store = ShardStore(prepared[1])
+    assert store.ids() == sorted(tiny_dataset["splits"]["train_aug"])
+    for image_id in store.ids():
+        regions = store[image_id]
+        image_path = f"{tiny_dataset['voc_root']}/JPEGImages/{image_id}.jpg"
+        assert regions.shape == image_size(image_path) and regions.dtype == np.uint8
+        assert set(np.unique(regions)) == set(range(regions.max() + 1)) and regions.max() < 8
+
+
+def _train_command(dataset_file, shards, weights, out_dir, options) -> list[str]:
+    return [sys.executable, "-m", "icd", "train-icd", "--dataset", str(dataset_file), "--superpixels", *shards,
+            "--weights", str(weights), "--options", json.dumps(options), "--out-dir", str(out_dir)]
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_training_lowers_the_cam_loss_and_a_killed_run_resumes_to_identical_weights(tiny_dataset, prepared, tmp_path):
+    weights, shards = prepared
+    dataset_file = tmp_path / "dataset.json"
+    dataset_file.write_text(json.dumps(tiny_dataset))
+    options = icd_options(epochs=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    full = tmp_path / "full"
+    subprocess.run(_train_command(dataset_file, shards, weights, full, options), check=True, env=env, capture_output=True)
+    history = json.loads((full / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert history[-1]["loss_cam"] < history[0]["loss_cam"]
+    assert history[1]["lr"] == pytest.approx(poly_lr(0.01, 1, 4, 0.9))
+    assert {"cat", "boat"} <= set(history[0]["sign"]) and set(history[0]["sign"].values()) <= {-1, 1}
+
+    # Kill a second run with SIGKILL once its first checkpoint exists, then run the same command again.
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(dataset_file, shards, weights, killed, options), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] < 3
+    result = subprocess.run(_train_command(dataset_file, shards, weights, killed, options), env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stderr
+    expected, resumed = _state(full / "model.pt"), _state(killed / "model.pt")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+    assert json.loads((killed / "history.json").read_text())[-1]["loss_total"] == history[-1]["loss_total"]
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_dataset, prepared, tmp_path, caplog):
+    weights, shards = prepared
+    train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
+              **icd_options(epochs=1))
+    with caplog.at_level("WARNING"):
+        result = train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
+                           **icd_options(epochs=1, lr=0.02))
+    assert "written by a different configuration" in caplog.text
+    assert len(result["history"]) == 1
+
+
+def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, prepared, tmp_path):
+    weights, shards = prepared
+    train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
+              **icd_options(epochs=1))
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match=r"became (nan|inf).*checkpoint is kept at"):
+        train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
+                  **icd_options(epochs=1, lr=1e12))
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before

@@ -1,0 +1,49 @@
+# The ICD stage: superpixels (sharded) from the pretrained backbone, then one round of ICD training.
+
+
+rule superpixels:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        weights=backbone_weights(),
+        data=dataset_inputs(),
+    output:
+        f"{RESULTS}/superpixels/shard_{{shard}}.npz",
+    params:
+        shards=config["superpixels"]["shards"],
+        options=as_json(superpixel_options()),
+    log:
+        f"{LOGS}/superpixels/shard_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/superpixels/shard_{{shard}}.tsv"
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{ICD} superpixels --dataset {input.dataset:q} --weights {input.weights:q} --shard {wildcards.shard}"
+        " --shards {params.shards} --options {params.options:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule train_icd:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        superpixels=superpixel_shards(),
+        weights=backbone_weights(),
+        data=dataset_inputs(),
+    output:
+        model=f"{RESULTS}/icd/model.pt",
+        history=f"{RESULTS}/icd/history.json",
+    params:
+        options=as_json({"model": config["model"], "icd": config["icd"], "seed": config["seed"]}),
+        out_dir=f"{RESULTS}/icd",
+    log:
+        f"{LOGS}/train_icd.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_icd.tsv"
+    threads: 2
+    resources:
+        gpu=1 if not SYNTHETIC else 0,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{ICD} train-icd --dataset {input.dataset:q} --superpixels {input.superpixels:q} --weights {input.weights:q}"
+        " --options {params.options:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

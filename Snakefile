@@ -14,6 +14,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/icd.smk"
+include: "workflow/rules/scores.smk"
 
 
 rule all:

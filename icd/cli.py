@@ -79,6 +79,41 @@ def _train_icd(args: argparse.Namespace) -> None:
               weights=args.weights, **json.loads(args.options))
 
 
+def _scores(args: argparse.Namespace) -> None:
+    from icd.scores import infer_scores_shard
+    from icd.shards import shard_ids
+
+    dataset = _read_json(args.dataset)
+    ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
+    infer_scores_shard(args.out, ids, dataset=dataset, model_path=args.model, superpixel_shards=args.superpixels,
+                       **json.loads(args.options))
+
+
+def _score_ap(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from icd.files import atomic_path
+    from icd.scores import score_map_average_precision
+
+    table = score_map_average_precision(_read_json(args.dataset), args.scores, canvas=args.inference_size)
+    frame = pd.DataFrame.from_dict(table, orient="index").rename_axis("scores").reset_index()
+    with atomic_path(args.out) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.4f")
+    log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
+
+
+def _sharded_verb(verbs, name: str, run, help_text: str) -> argparse.ArgumentParser:
+    """A verb working on shard --shard of --shards of the training split, writing one .npz shard."""
+    verb = verbs.add_parser(name, help=help_text)
+    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
+    verb.add_argument("--shard", type=int, required=True)
+    verb.add_argument("--shards", type=int, required=True)
+    verb.add_argument("--options", required=True, help="JSON object of the step's keyword arguments")
+    verb.add_argument("--out", required=True, help="the shard (.npz)")
+    verb.set_defaults(run=run)
+    return verb
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icd", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -113,14 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True)
     verb.set_defaults(run=_premise)
 
-    verb = verbs.add_parser("superpixels", help="Felzenszwalb + feature merging for one shard of the training split")
-    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
+    verb = _sharded_verb(verbs, "superpixels", _superpixels, "Felzenszwalb + feature merging for one shard of the training split")
     verb.add_argument("--weights", required=True, help="backbone weights the features come from")
-    verb.add_argument("--shard", type=int, required=True)
-    verb.add_argument("--shards", type=int, required=True)
-    verb.add_argument("--options", required=True, help="JSON object of compute_superpixel_shard's arguments")
-    verb.add_argument("--out", required=True, help="the shard (.npz)")
-    verb.set_defaults(run=_superpixels)
 
     verb = verbs.add_parser("train-icd", help="train the ICD network (resumes from OUT_DIR/checkpoint.pt)")
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
@@ -129,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--options", required=True, help='JSON object {"model": ..., "icd": ..., "seed": ...}')
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train_icd)
+
+    verb = _sharded_verb(verbs, "scores", _scores, "CAM / ICD score maps of one shard of the training split")
+    verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
+    verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
+
+    verb = verbs.add_parser("score-ap", help="Table 1: pixel-level AP of each score map")
+    verb.add_argument("--dataset", required=True)
+    verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
+    verb.add_argument("--inference-size", type=int, required=True)
+    verb.add_argument("--out", required=True, help="CSV table")
+    verb.set_defaults(run=_score_ap)
     return parser
 
 

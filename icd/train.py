@@ -67,6 +67,16 @@ class ICDTrainingSet(Dataset):
         return torch.from_numpy(image), torch.from_numpy(superpixels), torch.from_numpy(multi_hot(self.labels[image_id]))
 
 
+def build_network(model: dict, icd: dict) -> ICDNet:
+    """The ICD network described by the `model` and `icd` config sections."""
+    return ICDNet(
+        num_classes=NUM_FOREGROUND, width=model["width"], batch_norm=model["backbone"] == "vgg16_bn",
+        dropout=icd["dropout"], bottom_up_feature=icd["bottom_up_feature"], top_down=icd["top_down"],
+        top_down_structure=icd["top_down_structure"], refine=icd["refine"],
+        sign_momentum=icd["sign_momentum"], bn_momentum=icd["bn_momentum"],
+    )
+
+
 def fingerprint(options: dict) -> str:
     """A short hash of everything that defines a training run, stored in its checkpoints."""
     return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
@@ -129,12 +139,7 @@ def train_icd(
     labels = {image_id: dataset["labels"][image_id] for image_id in ids}
 
     torch.manual_seed(seed)
-    net = ICDNet(
-        num_classes=NUM_FOREGROUND, width=model["width"], batch_norm=model["backbone"] == "vgg16_bn",
-        dropout=icd["dropout"], bottom_up_feature=icd["bottom_up_feature"], top_down=icd["top_down"],
-        top_down_structure=icd["top_down_structure"], refine=icd["refine"],
-        sign_momentum=icd["sign_momentum"], bn_momentum=icd["bn_momentum"],
-    )
+    net = build_network(model, icd)
     net.load_backbone(weights)
     net.to(device)
     groups = net.parameter_groups(icd["lr"], icd["weight_decay"], icd["new_layer_lr_mult"])

@@ -67,5 +67,6 @@ def to_network_input(images, mean: float, scale: float):
     """
     import torch
 
-    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if not isinstance(images, torch.Tensor):
+        images = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy: torch refuses read-only views
     return (images.permute(0, 3, 1, 2).float() - mean) / scale

@@ -49,6 +49,17 @@ def make_voc_tree(root: Path, *, height: int = 30, width: int = 40) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread is faster and immune to a busy machine's other processes."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def voc_tree(tmp_path: Path) -> Path:
     return make_voc_tree(tmp_path / "VOC2012")

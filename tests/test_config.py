@@ -20,7 +20,7 @@ def test_default_config_is_synthetic_and_cpu_sized():
     assert config["data"]["source"] == "synthetic"
     assert config["model"]["width"] == 0.125  # from synthetic_overrides
     assert config["icd"]["lr"] == 0.001 and config["icd"]["epochs"] == 20  # schema defaults, the paper's
-    assert config["superpixels"] == {**config["superpixels"], "sigma": 0.8, "scale": 75, "min_size": 75, "max_regions": 64}
+    assert config["superpixels"] == {**config["superpixels"], "sigma": 0.8, "scale": 75, "min_size": 75, "max_regions": 16}
     assert config["crf"]["bilateral_srgb"] == 13 and config["seeds"]["saliency_background"] == 0.01
 
 
@@ -29,6 +29,7 @@ def test_voc_config_uses_the_paper_settings_not_the_synthetic_overrides(tmp_path
     path.write_text(yaml.safe_dump(VOC))
     config = load_config(PROJECT_ROOT / "config.yaml", path)
     assert config["model"]["width"] == 1.0 and config["icd"]["crop_size"] == 321 and config["icd"]["batch_size"] == 32
+    assert config["superpixels"]["max_regions"] == 64 and config["seeds"]["inference_size"] == 513
     assert config["data"]["sbd_root"] == "/data/VOC2012"  # defaults to voc_root
 
 

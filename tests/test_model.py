@@ -18,13 +18,7 @@ IMAGE_SHAPE = (3, 40, 56)  # non-square; stride 8 -> 5 x 7
 NUM_CLASSES = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster and immune to a busy machine's other processes."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------

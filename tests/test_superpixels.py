@@ -92,3 +92,23 @@ def test_felzenszwalb_partitions_the_image_and_merge_bounds_it():
     features, sizes = region_features(regions, rng.standard_normal((4, 8, 12)), 97)
     merged = merge_regions(regions, features, sizes, 5)
     assert merged.max() + 1 == min(5, regions.max() + 1) and (sizes > 0).all()
+
+
+def test_shards_store_non_square_maps_in_their_orientation(tmp_path):
+    """The official script saved `np.array([m, 0, 0]).T.reshape(h, w, 3)`, which scrambles non-square maps."""
+    from icd.shards import ShardStore, save_shard
+
+    rng = np.random.default_rng(0)
+    height, width = 37, 53
+    maps = {"tall": rng.integers(0, 64, (width, height), dtype=np.uint8),
+            "wide": np.repeat(np.arange(width, dtype=np.uint8)[None], height, axis=0)}
+    save_shard(tmp_path / "shard_0.npz", maps)
+    store = ShardStore([tmp_path / "shard_0.npz"])
+    for image_id, expected in maps.items():
+        assert np.array_equal(store[image_id], expected) and store[image_id].dtype == np.uint8
+    wide = maps["wide"]
+    official = np.array([wide, np.zeros_like(wide), np.zeros_like(wide)]).astype(np.uint8).T.reshape(height, width, 3)[..., 0]
+    assert not np.array_equal(official, wide)  # the bug this layout avoids
+    assert "missing" not in store
+    with pytest.raises(Exception, match="no entry for image 'missing'"):
+        store["missing"]

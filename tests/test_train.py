@@ -124,3 +124,27 @@ def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint
         train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
                   **icd_options(epochs=1, lr=1e12))
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tiny_dataset, prepared, tmp_path):
+    from icd.errors import ConfigError
+    from icd.scores import SCORE_MAPS, infer_scores_shard, load_trained, score_map_average_precision
+
+    weights, shards = prepared
+    options = icd_options(epochs=1)
+    train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False, **options)
+    ids = tiny_dataset["splits"]["train_aug"]
+    infer_scores_shard(tmp_path / "scores.npz", ids, dataset=tiny_dataset, model_path=tmp_path / "model.pt",
+                       superpixel_shards=shards, model=options["model"], icd=options["icd"], inference_size=65,
+                       progress=False)
+    store = ShardStore([tmp_path / "scores.npz"])
+    for image_id in ids:
+        scores = store[image_id]
+        assert scores.dtype == np.float16
+        assert scores.shape == (len(SCORE_MAPS), len(tiny_dataset["labels"][image_id]), 9, 9)  # 65 px -> 9
+        assert np.isfinite(scores).all()
+    table = score_map_average_precision(tiny_dataset, [str(tmp_path / "scores.npz")], canvas=65, progress=False)
+    assert set(table) == set(SCORE_MAPS)
+    assert all(0.0 <= row["mAP"] <= 1.0 for row in table.values())
+    with pytest.raises(ConfigError, match="trained with other model/icd settings"):
+        load_trained(tmp_path / "model.pt", model=options["model"], icd={**options["icd"], "lr": 0.5})

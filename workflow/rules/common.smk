@@ -55,13 +55,15 @@ def all_targets():
         targets.append(f"{RESULTS}/data/synthetic_stats.json")
         targets.append(f"{RESULTS}/pretrain/premise.json")
     targets.append(f"{RESULTS}/icd/model.pt")
+    targets.append(f"{RESULTS}/tables/score_map_ap.csv")
     return targets
 
 
 def backbone_options():
-    """The backbone's architecture knobs, shared by every step that builds it."""
+    """The backbone's architecture and input normalisation, shared by every step that runs it."""
     model = config["model"]
-    return {"width": model["width"], "batch_norm": model["backbone"] == "vgg16_bn"}
+    return {"width": model["width"], "batch_norm": model["backbone"] == "vgg16_bn",
+            "input_mean": model["input_mean"], "input_scale": model["input_scale"]}
 
 
 def pretrain_options():
@@ -71,9 +73,12 @@ def pretrain_options():
 
 def superpixel_options():
     options = {key: value for key, value in config["superpixels"].items() if key != "shards"}
-    model = config["model"]
-    return {**options, **backbone_options(), "input_mean": model["input_mean"], "input_scale": model["input_scale"]}
+    return {**options, **backbone_options()}
 
 
 def superpixel_shards():
     return expand(f"{RESULTS}/superpixels/shard_{{shard}}.npz", shard=range(config["superpixels"]["shards"]))
+
+
+def score_shards():
+    return expand(f"{RESULTS}/scores/shard_{{shard}}.npz", shard=range(config["seeds"]["shards"]))

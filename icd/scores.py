@@ -1,0 +1,111 @@
+"""Inference of the score maps seeds are made from: CAM, bottom-up S, refined S' and adapted S''.
+
+As the official `run_infer`: single scale, the image padded at the bottom/right to a fixed canvas
+(513 on VOC), no flip, BatchNorm in eval mode, the stored sign-flip EMA orienting S. Only the
+image's present classes are kept, at feature resolution and in float16, so VoC-scale scores stay
+a few GB; consumers resize them to the canvas (bilinear, half-pixel centres as cv2.resize) and crop.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from icd.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
+from icd.data.io import read_mask, read_rgb
+from icd.data.voc import VOCPaths
+from icd.errors import ConfigError
+from icd.metrics import PixelAveragePrecision
+from icd.model import ICDNet, refine_with_superpixels
+from icd.shards import ShardStore, save_shard
+from icd.train import build_network, multi_hot
+from icd.transforms import pad_to, to_network_input
+
+SCORE_MAPS = ("cam", "bottom_up", "refined", "adapted")
+
+
+def load_trained(model_path, *, model: dict, icd: dict) -> ICDNet:
+    """The trained network in eval mode; refuses weights trained with other options."""
+    state = torch.load(model_path, map_location="cpu", weights_only=True)
+    trained = json.loads(state["options"])
+    if trained["model"] != model or trained["icd"] != icd:
+        raise ConfigError(f"{model_path}: trained with other model/icd settings than the current configuration. "
+                          "Rerun train_icd (snakemake does this when the config changes) or restore the settings.")
+    net = build_network(model, icd)
+    net.load_state_dict(state["model"])
+    return net.eval()
+
+
+@torch.no_grad()
+def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classes: list[int], *, canvas: int,
+                 input_mean: float, input_scale: float) -> np.ndarray:
+    """float16 array (len(SCORE_MAPS), k, h, w): the four maps for the image's k present classes.
+
+    The refined map is always computed (with the image's superpixels, padding as its own region) so
+    the Table 3 ablation has it even for models trained without refinement; a model without the
+    top-down branch gets NaN for `adapted`.
+    """
+    if max(image.shape[:2]) > canvas:
+        raise ConfigError(f"image of {image.shape[1]}x{image.shape[0]} exceeds seeds.inference_size {canvas}; raise it.")
+    padded = to_network_input(pad_to(image, canvas, canvas, np.uint8(round(input_mean)))[None], input_mean, input_scale)
+    regions = torch.from_numpy(pad_to(superpixels.astype(np.int64), canvas, canvas, int(superpixels.max()) + 1))[None]
+    labels = torch.from_numpy(multi_hot(classes))[None]
+    outputs = net(padded, labels, regions)
+    refined = refine_with_superpixels(outputs["bottom_up"], regions, labels)
+    adapted = outputs["adapted"] if outputs["adapted"] is not None else torch.full_like(refined, float("nan"))
+    stacked = torch.stack([outputs["cam"], outputs["bottom_up"], refined, adapted])[:, 0]
+    return stacked[:, np.asarray(classes) - 1].numpy().astype(np.float16)
+
+
+def infer_scores_shard(out_path, ids: list[str], *, dataset: dict, model_path, superpixel_shards: list[str],
+                       model: dict, icd: dict, inference_size: int, progress: bool = True) -> None:
+    """Score maps of `ids` (training split), saved as one npz shard {id: image_scores(...)}."""
+    net = load_trained(model_path, model=model, icd=icd)
+    paths = VOCPaths.create(dataset["voc_root"])
+    superpixels = ShardStore(superpixel_shards)
+    scores = {}
+    for image_id in tqdm(ids, desc="scores", disable=not progress, mininterval=2.0):
+        scores[image_id] = image_scores(
+            net, read_rgb(paths.image(image_id)), superpixels[image_id], dataset["labels"][image_id],
+            canvas=inference_size, input_mean=model["input_mean"], input_scale=model["input_scale"],
+        )
+    save_shard(out_path, scores)
+
+
+def upsample(maps: np.ndarray, canvas: int, height: int, width: int) -> np.ndarray:
+    """(..., h, w) feature-resolution maps -> (..., height, width) float32: resize to the canvas, crop."""
+    tensor = torch.from_numpy(np.asarray(maps, dtype=np.float32))
+    lead = tensor.shape[:-2]
+    resized = F.interpolate(tensor.reshape(1, -1, *tensor.shape[-2:]), size=(canvas, canvas), mode="bilinear",
+                            align_corners=False)
+    return resized[0, :, :height, :width].reshape(*lead, height, width).numpy()
+
+
+def score_map_average_precision(dataset: dict, score_shards: list[str], *, canvas: int, maps=SCORE_MAPS,
+                                progress: bool = True) -> dict[str, dict[str, float]]:
+    """Table 1: pixel-level AP per class and its mean over classes, for each score map.
+
+    Each class ranks every valid pixel of the images holding it by that class's score.
+    """
+    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
+    split = dataset["roles"]["train"]
+    store = ShardStore(score_shards)
+    meters = {name: PixelAveragePrecision(NUM_FOREGROUND) for name in maps}
+    for image_id in tqdm(dataset["splits"][split], desc="pixel AP", disable=not progress, mininterval=2.0):
+        gt = read_mask(paths.ground_truth(split, image_id))
+        stacked = upsample(store[image_id], canvas, *gt.shape)
+        valid = gt != 255
+        for position, class_index in enumerate(dataset["labels"][image_id]):
+            for name in maps:
+                meters[name].add(class_index - 1, stacked[SCORE_MAPS.index(name), position].astype(np.float16),
+                                 gt == class_index, valid)
+    table = {}
+    for name, meter in meters.items():
+        per_class = meter.per_class()
+        table[name] = {"mAP": float(np.nanmean(per_class)),
+                       **{cls: float(ap) for cls, ap in zip(FOREGROUND_CLASSES, per_class) if not np.isnan(ap)}}
+    return table

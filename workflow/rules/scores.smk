@@ -1,0 +1,45 @@
+# Score maps of the trained ICD network (sharded) and their pixel-level AP (the paper's Table 1).
+
+
+rule infer_scores:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        model=f"{RESULTS}/icd/model.pt",
+        superpixels=superpixel_shards(),
+        data=dataset_inputs(),
+    output:
+        f"{RESULTS}/scores/shard_{{shard}}.npz",
+    params:
+        shards=config["seeds"]["shards"],
+        options=as_json({"model": config["model"], "icd": config["icd"],
+                         "inference_size": config["seeds"]["inference_size"]}),
+    log:
+        f"{LOGS}/scores/shard_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/scores/shard_{{shard}}.tsv"
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{ICD} scores --dataset {input.dataset:q} --model {input.model:q} --superpixels {input.superpixels:q}"
+        " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule score_map_ap:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        scores=score_shards(),
+        data=dataset_inputs(),
+    output:
+        f"{RESULTS}/tables/score_map_ap.csv",
+    params:
+        inference_size=config["seeds"]["inference_size"],
+    log:
+        f"{LOGS}/score_map_ap.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{ICD} score-ap --dataset {input.dataset:q} --scores {input.scores:q}"
+        " --inference-size {params.inference_size} --out {output:q} > {log:q} 2>&1"

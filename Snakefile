@@ -10,6 +10,10 @@ configfile: "config.yaml"
 prepare_config(config)
 
 
+wildcard_constraints:
+    shard=r"\d+",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"

@@ -146,8 +146,8 @@ def train_icd(
     optimizer = torch.optim.SGD(groups, lr=icd["lr"], momentum=icd["momentum"])
     train_net = net
     if world > 1:
-        # Losses switch on and off (top-down start), so some parameters may receive no gradient.
-        train_net = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
+        # Every parameter is in every step's graph (the warm-up multiplies the top-down loss, never skips it).
+        train_net = torch.nn.parallel.DistributedDataParallel(net)
 
     data = ICDTrainingSet(
         ids, labels, dataset["voc_root"], ShardStore(superpixel_shards), seed=seed, scales=icd["scales"],
@@ -210,7 +210,14 @@ def train_icd(
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             hits, count = _rank_accuracy(outputs["class_logits"].detach(), targets)
             correct, total = correct + hits, total + count
-            bar.set_postfix(loss=f"{losses['total'].item():.3f}")
+            bar.set_postfix(loss=f"{losses['total'].item():.3f}", refresh=False)
+        if world > 1:  # log the whole batch's figures, not rank 0's share
+            totals = torch.tensor([*sums.values(), correct, total, len(loader)], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            *values, correct, total, batches = totals.tolist()
+            sums = dict(zip(sums, values))
+        else:
+            batches = len(loader)
         record = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -218,7 +225,7 @@ def train_icd(
             "top_down_weight": top_down_weight,
             "class_rank_accuracy": correct / max(total, 1),
             "sign": {name: int(s) for name, s in zip(FOREGROUND_CLASSES, net.sign_flip.sign().tolist())},
-            **{f"loss_{key}": value / max(len(loader), 1) for key, value in sums.items()},
+            **{f"loss_{key}": value / max(batches, 1) for key, value in sums.items()},
         }
         history.append(record)
         if rank == 0:

@@ -56,7 +56,7 @@ def augment(
     top = int(rng.integers(0, image.shape[0] - crop_size + 1))
     left = int(rng.integers(0, image.shape[1] - crop_size + 1))
     window = (slice(top, top + crop_size), slice(left, left + crop_size))
-    return np.ascontiguousarray(image[window]), np.ascontiguousarray(superpixels[window])
+    return np.array(image[window]), np.array(superpixels[window])  # writable copies
 
 
 def to_network_input(images, mean: float, scale: float):

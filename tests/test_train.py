@@ -148,3 +148,17 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     assert all(0.0 <= row["mAP"] <= 1.0 for row in table.values())
     with pytest.raises(ConfigError, match="trained with other model/icd settings"):
         load_trained(tmp_path / "model.pt", model=options["model"], icd={**options["icd"], "lr": 0.5})
+
+
+def test_distributed_training_with_two_processes(tiny_dataset, prepared, tmp_path):
+    """torchrun with 2 CPU processes (gloo): the DDP path trains and rank 0 writes the outputs."""
+    weights, shards = prepared
+    dataset_file = tmp_path / "dataset.json"
+    dataset_file.write_text(json.dumps(tiny_dataset))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               *_train_command(dataset_file, shards, weights, tmp_path / "out", icd_options(epochs=1))[1:]]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert len(history) == 1 and np.isfinite(history[0]["loss_total"])
+    assert "model" in torch.load(tmp_path / "out" / "model.pt", weights_only=True)

@@ -67,3 +67,9 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
     jobs = [line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()]
     assert "train_icd" in jobs
     assert not {"superpixels", "pretrain_backbone", "synthesize_data", "validate_data"} & set(jobs)
+
+
+def test_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr

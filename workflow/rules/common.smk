@@ -1,24 +1,25 @@
 # Shared helpers: output locations, the command that runs a pipeline step, and per-source inputs.
 
 import json
+import os
 import shlex
 import sys
 
 from snakemake.settings.types import DeploymentMethod
 
-wildcard_constraints:
-    shard=r"\d+",
-
-
 RESULTS = f"results/{config['run']}"
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
 
-# With --use-conda the rule's environment provides `python`; otherwise the interpreter running Snakemake.
+# Each step's shell command calls `icd <verb> ...`: a shell function running `python -m icd`,
+# with the rule's conda environment's python under --use-conda, else the one running Snakemake.
+# (Braces are doubled because Snakemake formats the prefix like a shell command.)
 _USE_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-ICD = "{} -m icd".format("python" if _USE_CONDA else shlex.quote(sys.executable))
-# Braces are doubled because Snakemake formats the prefix like a shell command.
-shell.prefix("set -euo pipefail; export PYTHONPATH=" + shlex.quote(workflow.basedir) + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
+_PYTHON = "python" if _USE_CONDA else shlex.quote(sys.executable)
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f'icd() {{{{ {_PYTHON} -m icd "$@"; }}}}; '
+)
 
 
 def as_json(section):
@@ -36,7 +37,7 @@ def dataset_roots():
 
 
 def dataset_inputs():
-    """The dataset as rule input: the synthesize rule's output, or the user's folders (never rebuilt)."""
+    """The dataset as an input: the generated folder, or the user's folders (wrapped in ancient: never rebuilt)."""
     if SYNTHETIC:
         return [rules.synthesize_data.output.root]
     return [ancient(root) for root in dataset_roots() if root]

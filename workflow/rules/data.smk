@@ -13,7 +13,7 @@ rule synthesize_data:
     conda:
         "../../envs/data.yaml"
     shell:
-        "{ICD} synthesize --out {output.root:q} --stats {output.stats:q} --options {params.options:q} > {log:q} 2>&1"
+        "icd synthesize --out {output.root:q} --stats {output.stats:q} --options {params.options:q} > {log:q} 2>&1"
 
 
 rule validate_data:
@@ -30,7 +30,7 @@ rule validate_data:
     conda:
         "../../envs/data.yaml"
     shell:
-        "{ICD} validate-data --voc-root {params.roots[0]:q} --sbd-root {params.roots[1]:q}"
+        "icd validate-data --voc-root {params.roots[0]:q} --sbd-root {params.roots[1]:q}"
         " --saliency-root {params.roots[2]:q} --train-split {params.splits[0]:q}"
         " --eval-split {params.splits[1]:q} --test-split {params.splits[2]:q}"
         " --workers {threads} --out {output:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule superpixels:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ICD} superpixels --dataset {input.dataset:q} --weights {input.weights:q} --shard {wildcards.shard}"
+        "icd superpixels --dataset {input.dataset:q} --weights {input.weights:q} --shard {wildcards.shard}"
         " --shards {params.shards} --options {params.options:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -34,7 +34,7 @@ rule train_icd:
         history=f"{RESULTS}/icd/history.json",
     params:
         options=as_json({"model": config["model"], "icd": config["icd"], "seed": config["seed"]}),
-        out_dir=f"{RESULTS}/icd",
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
     log:
         f"{LOGS}/train_icd.log",
     benchmark:
@@ -45,5 +45,5 @@ rule train_icd:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ICD} train-icd --dataset {input.dataset:q} --superpixels {input.superpixels:q} --weights {input.weights:q}"
+        "icd train-icd --dataset {input.dataset:q} --superpixels {input.superpixels:q} --weights {input.weights:q}"
         " --options {params.options:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule pretrain_backbone:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ICD} pretrain --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q} > {log:q} 2>&1"
+        "icd pretrain --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q} > {log:q} 2>&1"
 
 
 rule measure_premise:
@@ -27,7 +27,7 @@ rule measure_premise:
     output:
         f"{RESULTS}/pretrain/premise.json",
     params:
-        root=dataset_roots()[0],
+        root=lambda wildcards, input: input.data[0],
         options=as_json(backbone_options()),
     log:
         f"{LOGS}/measure_premise.log",
@@ -35,5 +35,5 @@ rule measure_premise:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ICD} premise --weights {input.weights:q} --data-root {params.root:q} --options {params.options:q}"
+        "icd premise --weights {input.weights:q} --data-root {params.root:q} --options {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"

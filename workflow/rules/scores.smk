@@ -21,7 +21,7 @@ rule infer_scores:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ICD} scores --dataset {input.dataset:q} --model {input.model:q} --superpixels {input.superpixels:q}"
+        "icd scores --dataset {input.dataset:q} --model {input.model:q} --superpixels {input.superpixels:q}"
         " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --out {output:q}"
         " > {log:q} 2>&1"
 
@@ -32,7 +32,7 @@ rule score_map_ap:
         scores=score_shards(),
         data=dataset_inputs(),
     output:
-        f"{RESULTS}/tables/score_map_ap.csv",
+        report(f"{RESULTS}/tables/score_map_ap.csv", caption="../report/score_map_ap.rst", category="Seeds"),
     params:
         inference_size=config["seeds"]["inference_size"],
     log:
@@ -41,5 +41,5 @@ rule score_map_ap:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "{ICD} score-ap --dataset {input.dataset:q} --scores {input.scores:q}"
+        "icd score-ap --dataset {input.dataset:q} --scores {input.scores:q}"
         " --inference-size {params.inference_size} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,1 @@
+"""The segmentation stage: DeepLab-LargeFOV trained on ICD seeds; data and metrics come from `icd`."""

@@ -29,6 +29,11 @@ IMAGENET_FC_CHANNELS = 4096
 DEEPLAB_FC_CHANNELS = 1024
 
 
+def default_device() -> torch.device:
+    """The GPU when there is one (CUDA_VISIBLE_DEVICES picks which), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def scaled(channels: int, width: float) -> int:
     """Channel count at a width multiplier: max(1, round(channels * width))."""
     return max(1, int(round(channels * width)))

@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from icd.backbones import default_device
 from icd.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
 from icd.data.io import read_mask, read_rgb
 from icd.data.voc import VOCPaths
@@ -51,20 +52,22 @@ def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classe
     """
     if max(image.shape[:2]) > canvas:
         raise ConfigError(f"image of {image.shape[1]}x{image.shape[0]} exceeds seeds.inference_size {canvas}; raise it.")
+    device = next(net.parameters()).device
     padded = to_network_input(pad_to(image, canvas, canvas, np.uint8(round(input_mean)))[None], input_mean, input_scale)
     regions = torch.from_numpy(pad_to(superpixels.astype(np.int64), canvas, canvas, int(superpixels.max()) + 1))[None]
     labels = torch.from_numpy(multi_hot(classes))[None]
+    padded, regions, labels = padded.to(device), regions.to(device), labels.to(device)
     outputs = net(padded, labels, regions)
     refined = refine_with_superpixels(outputs["bottom_up"], regions, labels)
     adapted = outputs["adapted"] if outputs["adapted"] is not None else torch.full_like(refined, float("nan"))
     stacked = torch.stack([outputs["cam"], outputs["bottom_up"], refined, adapted])[:, 0]
-    return stacked[:, np.asarray(classes) - 1].numpy().astype(np.float16)
+    return stacked[:, np.asarray(classes) - 1].float().cpu().numpy().astype(np.float16)
 
 
 def infer_scores_shard(out_path, ids: list[str], *, dataset: dict, model_path, superpixel_shards: list[str],
                        model: dict, icd: dict, inference_size: int, progress: bool = True) -> None:
     """Score maps of `ids` (training split), saved as one npz shard {id: image_scores(...)}."""
-    net = load_trained(model_path, model=model, icd=icd)
+    net = load_trained(model_path, model=model, icd=icd).to(default_device())
     paths = VOCPaths.create(dataset["voc_root"])
     superpixels = ShardStore(superpixel_shards)
     scores = {}

@@ -107,8 +107,9 @@ def backbone_dense_features(model, image: np.ndarray, canvas: int, input_mean: f
     from icd.transforms import pad_to, to_network_input
 
     padded = pad_to(image, canvas, canvas, np.uint8(round(input_mean)))
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return model(to_network_input(padded[None], input_mean, input_scale))["conv5"][0].numpy()
+        return model(to_network_input(padded[None], input_mean, input_scale).to(device))["conv5"][0].float().cpu().numpy()
 
 
 def image_superpixels(image: np.ndarray, model, *, sigma: float, scale: float, min_size: int, max_regions: int,
@@ -144,7 +145,7 @@ def compute_superpixel_shard(
     """
     from tqdm import tqdm
 
-    from icd.backbones import VGG16DeepLab, load_vgg16_weights
+    from icd.backbones import VGG16DeepLab, default_device, load_vgg16_weights
     from icd.data.io import read_rgb
     from icd.data.voc import VOCPaths
     from icd.errors import DataError
@@ -152,7 +153,7 @@ def compute_superpixel_shard(
 
     model = VGG16DeepLab(width=width, batch_norm=batch_norm)
     load_vgg16_weights(model, weights)
-    model.eval()
+    model.to(default_device()).eval()
     paths = VOCPaths.create(voc_root)
     maps, counts = {}, []
     for image_id in tqdm(ids, desc="superpixels", disable=not progress, mininterval=2.0):

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from icd.backbones import default_device
 from icd.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
 from icd.data.io import read_rgb
 from icd.data.voc import VOCPaths
@@ -98,11 +99,12 @@ def _distributed() -> tuple[int, int]:
 
 
 def _device(rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        index = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cpu")
+    """This process's GPU under torchrun (LOCAL_RANK), else the default device."""
+    device = default_device()
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    return device
 
 
 def _rank_accuracy(class_logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:

@@ -53,13 +53,16 @@ def _validate_with_defaults(config: dict) -> None:
 
 
 def prepare_config(config: dict) -> dict:
-    """Validate `config` in place: schema defaults filled, synthetic overrides applied, cross-checks run.
+    """Validate `config` in place: synthetic presets applied, schema defaults filled, cross-checks run.
 
-    `synthetic_overrides` is merged over the config only when data.source is synthetic; it is validated
-    either way so a typo in it never goes unnoticed.
+    On synthetic data, `synthetic_overrides` supplies CPU-sized values for every key the config does
+    not set itself (explicit settings win). It is validated either way, so a typo in it never goes
+    unnoticed.
     """
+    explicit = {key: value for key, value in config.items() if key != "synthetic_overrides"}
     overrides = config.get("synthetic_overrides") or {}
-    merged = deep_merge(config, overrides)
+    merged = deep_merge(overrides, explicit)
+    merged["synthetic_overrides"] = overrides
     _validate_with_defaults(merged)
     if merged["data"]["source"] == "synthetic":
         config.clear()

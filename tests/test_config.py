@@ -19,7 +19,7 @@ def test_default_config_is_synthetic_and_cpu_sized():
     config = load_config()
     assert config["data"]["source"] == "synthetic"
     assert config["model"]["width"] == 0.125  # from synthetic_overrides
-    assert config["icd"]["lr"] == 0.001 and config["icd"]["epochs"] == 20  # schema defaults, the paper's
+    assert config["icd"]["lr"] == 0.003 and config["icd"]["epochs"] == 20  # a synthetic preset; a schema default
     assert config["superpixels"] == {**config["superpixels"], "sigma": 0.8, "scale": 75, "min_size": 75, "max_regions": 16}
     assert config["crf"]["bilateral_srgb"] == 13 and config["seeds"]["saliency_background"] == 0.01
 
@@ -30,6 +30,7 @@ def test_voc_config_uses_the_paper_settings_not_the_synthetic_overrides(tmp_path
     config = load_config(PROJECT_ROOT / "config.yaml", path)
     assert config["model"]["width"] == 1.0 and config["icd"]["crop_size"] == 321 and config["icd"]["batch_size"] == 32
     assert config["superpixels"]["max_regions"] == 64 and config["seeds"]["inference_size"] == 513
+    assert config["icd"]["lr"] == 0.001
     assert config["data"]["sbd_root"] == "/data/VOC2012"  # defaults to voc_root
 
 
@@ -55,6 +56,12 @@ def test_bad_config_is_rejected_with_the_key_named(name):
     with pytest.raises(ConfigError) as info:
         load_config(overrides=override)
     assert expected in str(info.value)
+
+
+def test_explicit_settings_win_over_the_synthetic_presets():
+    config = load_config(overrides={"icd": {"lr": 0.05}, "model": {"backbone": "vgg16"}})
+    assert config["icd"]["lr"] == 0.05 and config["model"]["backbone"] == "vgg16"
+    assert config["icd"]["crop_size"] == 112 and config["model"]["width"] == 0.125  # presets still fill the rest
 
 
 def test_voc_requires_imagenet_weights():

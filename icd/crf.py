@@ -1,0 +1,145 @@
+"""Dense-CRF refinement of seed label maps (the official ICD `_generate_seed` CRF), and a fast equivalent.
+
+`crf_official` is the reference: 21 label channels, unary from the seed labels, Gaussian + bilateral
+Potts pairwise terms, mean-field, argmax with a `max prob < min_probability -> 255` rule.
+`refine_seed` gives the same labels while running the CRF over only the labels the seed holds
+plus one channel standing for all absent classes; see its docstring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
+
+__all__ = ["crf_official", "refine_seed"]
+
+
+def _check_inputs(image, seed) -> tuple[np.ndarray, np.ndarray]:
+    image = np.asarray(image)
+    seed = np.asarray(seed)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"image must be an H x W x 3 uint8 RGB array, got shape {image.shape} dtype {image.dtype} "
+            f"(seed shape {seed.shape})"
+        )
+    if seed.ndim != 2 or seed.shape != image.shape[:2]:
+        raise ValueError(
+            f"seed must be an H x W label map of the image's size: image shape {image.shape}, "
+            f"seed shape {seed.shape}"
+        )
+    if not np.issubdtype(seed.dtype, np.integer):
+        raise ValueError(f"seed must hold integer labels, got dtype {seed.dtype}")
+    values = np.unique(seed)
+    bad = values[(values < 0) | ((values >= NUM_CLASSES) & (values != IGNORE_LABEL))]
+    if bad.size:
+        raise ValueError(f"seed holds labels {bad.tolist()} outside 0..{NUM_CLASSES - 1} and {IGNORE_LABEL}")
+    # pydensecrf needs a writeable C-contiguous buffer (PIL-backed arrays are read-only).
+    return np.require(image, requirements=["C", "W"]), seed.astype(np.int64, copy=False)
+
+
+def _densecrf(image, unary, compat_gaussian, compat_bilateral, *, gaussian_sxy, bilateral_sxy,
+              bilateral_srgb, iterations) -> np.ndarray:
+    """Mean-field over `unary` (M x H*W); returns Q as M x H x W float32."""
+    import pydensecrf.densecrf as dcrf
+
+    h, w = image.shape[:2]
+    m = unary.shape[0]
+    d = dcrf.DenseCRF2D(w, h, m)
+    d.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    d.addPairwiseGaussian(sxy=gaussian_sxy, compat=compat_gaussian)
+    d.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=image, compat=compat_bilateral)
+    return np.array(d.inference(int(iterations)), dtype=np.float32).reshape(m, h, w)
+
+
+def crf_official(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilateral_sxy,
+                 bilateral_srgb, bilateral_compat, iterations, min_probability) -> np.ndarray:
+    """The official seed CRF (js-fan/ICD `run_icd.py` `_generate_seed`) over all 21 labels.
+
+    image: H x W x 3 uint8 RGB; seed: H x W labels 0..20 or 255 (ignore: uniform unary).
+    Returns H x W uint8 labels, 255 where the largest marginal is below `min_probability`.
+    """
+    image, seed = _check_inputs(image, seed)
+    h, w = seed.shape
+    n = h * w
+    seed_prob = float(confidence)
+    res_prob = (1.0 - seed_prob) / NUM_CLASSES
+    prob = np.full((256, n), res_prob)
+    prob[seed.ravel(), np.arange(n)] = seed_prob
+    prob = prob[:NUM_CLASSES]
+    prob /= prob.sum(axis=0, keepdims=True)
+    unary = -np.log(np.maximum(prob, 1e-5))
+    q = _densecrf(image, unary, gaussian_compat, bilateral_compat, gaussian_sxy=gaussian_sxy,
+                  bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb, iterations=iterations)
+    q /= q.sum(axis=0)
+    out = q.argmax(axis=0).astype(np.uint8)
+    out[q.max(axis=0) < min_probability] = IGNORE_LABEL
+    return out
+
+
+def refine_seed(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilateral_sxy,
+                bilateral_srgb, bilateral_compat, iterations, min_probability) -> np.ndarray:
+    """Same labels as `crf_official`, with the CRF run over the P seeded labels + 1 channel (not 21).
+
+    Why it is exact (up to float32 rounding): in the official unary each absent class a (A of them)
+    has the same value at every pixel (res_prob / column sum, clipped alike). Mean-field with Potts
+    compatibility updates each label from its own unary and its own filtered marginal only,
+    Q_l <- exp(-U_l + w K*Q_l) / Z, so all absent classes keep identical marginals Q_a forever;
+    they matter only through Z (hence the 0.1 rule) and by winning the argmax where they are highest.
+    One channel R carrying their summed mass, R = A * Q_a, reproduces them exactly if
+      - its unary is U_a - log A (so exp(-U_R) = A exp(-U_a): same Z from the start), and
+      - its pairwise compatibility is w / A (its message w K*(R/A) = w K*Q_a), which pydensecrf
+        accepts as a diagonal compatibility vector (-w, ..., -w, -w/A) (Potts w == diagonal -w).
+    Afterwards Q_a = R / A is compared with the present labels as numpy's argmax over 21 would:
+    the lowest absent index wins if Q_a beats the best present label, or ties it from a lower index.
+    Background is grouped with the absent classes when no pixel is seeded 0: its official marginal
+    is then bit-identical to theirs, and keeping it in the group makes numpy's tie-break (0 wins)
+    exact instead of depending on float rounding between two channels.
+    Cost: filtering is linear in the channel count, so 2-4 present labels give roughly 4-7x.
+    """
+    image, seed = _check_inputs(image, seed)
+    h, w = seed.shape
+    n = h * w
+    flat = seed.ravel()
+    labelled = flat != IGNORE_LABEL
+    present = np.unique(flat[labelled]).astype(np.int64)  # background joins the absent group if unseeded
+    absent = np.setdiff1d(np.arange(NUM_CLASSES), present)
+    p, a = present.size, absent.size
+
+    # The official column-normalised probabilities, only for the rows needed.
+    seed_prob = float(confidence)
+    res_prob = (1.0 - seed_prob) / NUM_CLASSES
+    column = np.where(labelled, seed_prob + (NUM_CLASSES - 1) * res_prob, NUM_CLASSES * res_prob)
+    rows = p + (a > 0)
+    prob = np.full((rows, n), res_prob)
+    lookup = np.full(256, -1, dtype=np.int64)
+    lookup[present] = np.arange(p)
+    row = lookup[flat]
+    prob[row[labelled], np.flatnonzero(labelled)] = seed_prob
+    prob /= column
+    unary = -np.log(np.maximum(prob, 1e-5))
+    if a:
+        unary[p] -= np.log(a)
+        compat_g = np.array([-gaussian_compat] * p + [-gaussian_compat / a], dtype=np.float32)
+        compat_b = np.array([-bilateral_compat] * p + [-bilateral_compat / a], dtype=np.float32)
+    else:  # all 21 labels present: the plain call
+        compat_g, compat_b = gaussian_compat, bilateral_compat
+
+    q = _densecrf(image, unary, compat_g, compat_b, gaussian_sxy=gaussian_sxy,
+                  bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb, iterations=iterations)
+    q /= q.sum(axis=0)
+    if p:
+        best = q[:p].argmax(axis=0)
+        best_q = np.take_along_axis(q[:p], best[None], axis=0)[0]
+        out = present.astype(np.uint8)[best]
+    else:  # an all-255 seed: every label ties, as in the official call
+        best_q = np.full((h, w), -np.inf, dtype=np.float32)
+        out = np.zeros((h, w), dtype=np.uint8)
+    if a:
+        q_absent = q[p] / np.float32(a)
+        first_absent = int(absent[0])
+        wins = (q_absent > best_q) | ((q_absent == best_q) & (first_absent < out))
+        out[wins] = first_absent
+        best_q = np.maximum(best_q, q_absent)
+    out[best_q < min_probability] = IGNORE_LABEL
+    return out

@@ -38,7 +38,7 @@ BAD = {
     "unknown top key": ({"seeds_threshold": 0.3}, "at '<top level>': Additional properties are not allowed ('seeds_threshold'"),
     "typo in section": ({"seeds": {"treshold": 0.3}}, "at 'seeds': Additional properties are not allowed ('treshold'"),
     "wrong type": ({"icd": {"epochs": "twenty"}}, "at 'icd.epochs': 'twenty' is not of type 'integer'"),
-    "out of range": ({"crf": {"unary_confidence": 1.5}}, "at 'crf.unary_confidence': 1.5 is greater than the maximum of 1"),
+    "out of range": ({"crf": {"confidence": 1.5}}, "at 'crf.confidence': 1.5 is greater than the maximum of 1"),
     "bad enum": ({"icd": {"bottom_up_loss": "l3"}}, "at 'icd.bottom_up_loss': 'l3' is not one of ['l2', 'abs', 'sig']"),
     "bad source": ({"data": {"source": "coco"}}, "at 'data.source': 'coco' is not one of ['synthetic', 'voc']"),
     "bad run name": ({"run": "../escape"}, "at 'run': '../escape' does not match"),

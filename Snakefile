@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/icd.smk"
 include: "workflow/rules/scores.smk"
+include: "workflow/rules/seeds.smk"
 
 
 rule all:

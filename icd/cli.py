@@ -90,16 +90,58 @@ def _scores(args: argparse.Namespace) -> None:
 
 
 def _score_ap(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from icd.files import atomic_path
     from icd.scores import score_map_average_precision
 
     table = score_map_average_precision(_read_json(args.dataset), args.scores, canvas=args.inference_size)
-    frame = pd.DataFrame.from_dict(table, orient="index").rename_axis("scores").reset_index()
-    with atomic_path(args.out) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.4f")
+    _write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
     log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
+
+
+def _seed_sweep(args: argparse.Namespace) -> None:
+    from icd.seed_quality import threshold_sweep
+
+    rows, best = threshold_sweep(_read_json(args.dataset), args.scores, **json.loads(args.options))
+    _write_csv(args.out_table, rows)
+    _write_json(args.out_choice, {"cam_background": best})
+    log.info("best CAM background threshold: %s", best)
+
+
+def _seeds(args: argparse.Namespace) -> None:
+    from icd.seeds import generate_seed_shard
+    from icd.shards import shard_ids
+
+    dataset = _read_json(args.dataset)
+    ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
+    generate_seed_shard(args.out, ids, dataset=dataset, score_shards=args.scores,
+                        cam_background=_read_json(args.cam_background)["cam_background"], **json.loads(args.options))
+
+
+def _collect_seeds(args: argparse.Namespace) -> None:
+    from icd.seeds import collect_seed_shards
+
+    collect_seed_shards(args.shards, args.out_root, args.variants)
+
+
+def _seed_table(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from icd.seed_quality import evaluate_seed_folders
+
+    cam_background = _read_json(args.cam_background)["cam_background"]
+    thresholds = {variant: cam_background if variant == "cam" else args.threshold for variant in args.variants}
+    rows, per_class = evaluate_seed_folders(_read_json(args.dataset), args.seeds_root, thresholds)
+    sweep = pd.read_csv(args.sweep).to_dict("records")
+    _write_csv(args.out, [row for row in sweep if row["variant"] != "cam_background"] + rows)
+    _write_csv(args.per_class, [{"variant": variant, **ious} for variant, ious in per_class.items()])
+
+
+def _write_csv(path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    from icd.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
 
 
 def _sharded_verb(verbs, name: str, run, help_text: str) -> argparse.ArgumentParser:
@@ -158,6 +200,35 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--options", required=True, help='JSON object {"model": ..., "icd": ..., "seed": ...}')
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train_icd)
+
+    verb = verbs.add_parser("seed-sweep", help="Table 2 thresholds and the CAM baseline's background sweep")
+    verb.add_argument("--dataset", required=True)
+    verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
+    verb.add_argument("--options", required=True, help='JSON {"canvas", "thresholds", "cam_backgrounds"}')
+    verb.add_argument("--out-table", required=True, help="CSV of every (variant, threshold) row")
+    verb.add_argument("--out-choice", required=True, help="JSON with the chosen CAM background threshold")
+    verb.set_defaults(run=_seed_sweep)
+
+    verb = _sharded_verb(verbs, "seeds", _seeds, "seed PNGs of every variant for one shard of the training split")
+    verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
+    verb.add_argument("--cam-background", required=True, help="JSON with the CAM background threshold")
+
+    verb = verbs.add_parser("collect-seeds", help="gather shard folders into seeds/<variant>/ folders")
+    verb.add_argument("--shards", nargs="+", required=True, help="shard folders written by `icd seeds`")
+    verb.add_argument("--variants", nargs="+", required=True)
+    verb.add_argument("--out-root", required=True)
+    verb.set_defaults(run=_collect_seeds)
+
+    verb = verbs.add_parser("seed-table", help="seeds.csv (Tables 2 and 3) and per-class IoU of the seeds")
+    verb.add_argument("--dataset", required=True)
+    verb.add_argument("--seeds-root", required=True)
+    verb.add_argument("--variants", nargs="+", required=True)
+    verb.add_argument("--threshold", type=float, required=True, help="seeds.threshold the ICD seeds used")
+    verb.add_argument("--cam-background", required=True, help="JSON with the CAM background threshold")
+    verb.add_argument("--sweep", required=True, help="CSV written by seed-sweep")
+    verb.add_argument("--out", required=True)
+    verb.add_argument("--per-class", required=True)
+    verb.set_defaults(run=_seed_table)
 
     verb = _sharded_verb(verbs, "scores", _scores, "CAM / ICD score maps of one shard of the training split")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")

@@ -69,3 +69,81 @@ def cam_seed(cam: np.ndarray, classes: list[int], *, background_threshold: float
     normalised = np.maximum(cam, 0) / np.maximum(cam.max(axis=(1, 2), keepdims=True), EPSILON)
     stacked = np.concatenate([np.full((1, *cam.shape[1:]), background_threshold), normalised])
     return np.asarray([0, *classes], dtype=np.uint8)[stacked.argmax(axis=0)]
+
+
+def seed_variants(saliency: bool) -> list[str]:
+    """Seed folders the pipeline writes: the CAM baseline, the Table 3 ablation steps, saliency fusion."""
+    return ["cam", "icd_bottom_up", "icd_refined", "icd", "icd_crf"] + (["icd_sal"] if saliency else [])
+
+
+def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], *, threshold: float,
+                cam_background: float, crf: dict, saliency: np.ndarray | None = None,
+                saliency_background: float = 0.01) -> dict[str, np.ndarray]:
+    """Every seed variant of one image from its upsampled score maps (icd.scores.SCORE_MAPS order)."""
+    from icd.crf import refine_seed
+
+    cam, bottom_up, refined, adapted = scores
+    seeds = {
+        "cam": cam_seed(cam, classes, background_threshold=cam_background),
+        "icd_bottom_up": icd_seed(bottom_up, classes, cam, threshold=threshold),
+        "icd_refined": icd_seed(refined, classes, cam, threshold=threshold),
+    }
+    if np.isfinite(adapted).all():  # a model trained without the top-down branch has no adapted scores
+        seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
+        seeds["icd_crf"] = refine_seed(image, seeds["icd"], **crf)
+        if saliency is not None:
+            seeds["icd_sal"] = saliency_seed(adapted, classes, cam, saliency, threshold=threshold,
+                                             saliency_background=saliency_background)
+    return seeds
+
+
+def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards: list[str], canvas: int,
+                        threshold: float, cam_background: float, saliency_background: float, crf: dict,
+                        progress: bool = True) -> None:
+    """Seeds of `ids` as VOC palettised PNGs under out_dir/<variant>/<id>.png, the folder written atomically."""
+    from tqdm import tqdm
+
+    from icd.data.io import read_grey, read_rgb, write_mask
+    from icd.data.voc import VOCPaths
+    from icd.errors import DataError
+    from icd.files import atomic_dir
+    from icd.scores import upsample
+    from icd.shards import ShardStore
+
+    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"], dataset["saliency_root"])
+    store = ShardStore(score_shards)
+    with atomic_dir(out_dir) as tmp:
+        for image_id in tqdm(ids, desc="seeds", disable=not progress, mininterval=2.0):
+            image = read_rgb(paths.image(image_id))
+            saliency = read_grey(paths.saliency(image_id)) if paths.saliency_root else None
+            if saliency is not None and saliency.shape != image.shape[:2]:
+                raise DataError(f"{paths.saliency(image_id)}: saliency map is {saliency.shape[1]}x{saliency.shape[0]} "
+                                f"but its image is {image.shape[1]}x{image.shape[0]}. Resize the saliency maps.")
+            scores = upsample(store[image_id], canvas, *image.shape[:2])
+            seeds = image_seeds(image, scores, dataset["labels"][image_id], threshold=threshold,
+                                cam_background=cam_background, crf=crf, saliency=saliency,
+                                saliency_background=saliency_background)
+            for variant, seed in seeds.items():
+                write_mask(tmp / variant / f"{image_id}.png", seed)
+
+
+def collect_seed_shards(shard_dirs: list[str], out_root, variants: list[str]) -> None:
+    """Gather per-shard seed folders into out_root/<variant>/ (hard links; each folder replaced atomically)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from icd.errors import DataError
+    from icd.files import atomic_dir
+
+    for variant in variants:
+        with atomic_dir(Path(out_root) / variant) as tmp:
+            for shard in map(Path, shard_dirs):
+                source = shard / variant
+                if not source.is_dir():
+                    raise DataError(f"{source}: missing seed folder. Rerun the seeds step for this shard.")
+                for png in source.iterdir():
+                    try:
+                        os.link(png, tmp / png.name)
+                    except OSError:  # another filesystem: copy instead
+                        shutil.copy2(png, tmp / png.name)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +163,63 @@ def test_distributed_training_with_two_processes(tiny_dataset, prepared, tmp_pat
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["loss_total"])
     assert "model" in torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+
+
+def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset, prepared, tmp_path):
+    from PIL import Image
+
+    from icd.config import load_config
+    from icd.data.io import read_mask
+    from icd.errors import DataError
+    from icd.scores import infer_scores_shard
+    from icd.seed_quality import evaluate_seed_folders, threshold_sweep
+    from icd.seeds import collect_seed_shards, generate_seed_shard, seed_variants
+    from tests.conftest import snapshot
+
+    weights, shards = prepared
+    options = icd_options(epochs=1)
+    train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False, **options)
+    ids = tiny_dataset["splits"]["train_aug"]
+    scores = [str(tmp_path / "scores.npz")]
+    infer_scores_shard(scores[0], ids, dataset=tiny_dataset, model_path=tmp_path / "model.pt",
+                       superpixel_shards=shards, model=options["model"], icd=options["icd"], inference_size=65,
+                       progress=False)
+    rows, best = threshold_sweep(tiny_dataset, scores, canvas=65, thresholds=[0.0, 0.3], cam_backgrounds=[0.2, 0.4],
+                                 progress=False)
+    assert best in (0.2, 0.4) and {(r["variant"], r["threshold"]) for r in rows} == {
+        ("cam", 0.0), ("cam", 0.3), ("icd", 0.0), ("icd", 0.3), ("cam_background", 0.2), ("cam_background", 0.4)}
+    crf = load_config()["crf"]
+    parts = []
+    for index in range(2):
+        parts.append(str(tmp_path / f"seeds_{index}"))
+        generate_seed_shard(parts[-1], shard_ids(ids, index, 2), dataset=tiny_dataset, score_shards=scores, canvas=65,
+                            threshold=0.0, cam_background=best, saliency_background=0.01, crf=crf, progress=False)
+    variants = seed_variants(saliency=True)
+    collect_seed_shards(parts, tmp_path / "seeds", variants)
+    for variant in variants:
+        pngs = sorted((tmp_path / "seeds" / variant).glob("*.png"))
+        assert [p.stem for p in pngs] == sorted(ids)
+        assert read_mask(pngs[0]).shape == image_size(f"{tiny_dataset['voc_root']}/JPEGImages/{pngs[0].stem}.jpg")
+    table, per_class = evaluate_seed_folders(tiny_dataset, tmp_path / "seeds", dict.fromkeys(variants, 0.0),
+                                             progress=False)
+    assert [row["variant"] for row in table] == variants
+    assert all(0 <= row["miou_strict"] <= row["miou"] <= 1 and 0 <= row["recall"] <= 1 for row in table)
+    assert table[variants.index("icd_crf")]["recall"] == 1.0 or crf["min_probability"] > 0
+    assert "background" in per_class["icd"]
+
+    # Bad input: a seed folder of another dataset, a saliency map of the wrong size; nothing written is lost.
+    before = snapshot(tmp_path / "seeds")
+    (tmp_path / "seeds" / "icd" / f"{ids[0]}.png").unlink()
+    with pytest.raises(DataError, match=rf"seeds/icd: no seed for 1 of the {len(ids)} 'train_aug' ids"):
+        evaluate_seed_folders(tiny_dataset, tmp_path / "seeds", {"icd": 0.0}, progress=False)
+    saliency = Path(tiny_dataset["saliency_root"]) / f"{ids[0]}.png"
+    original = saliency.read_bytes()
+    try:
+        Image.open(saliency).resize((7, 5)).save(saliency)
+        with pytest.raises(DataError, match=rf"{ids[0]}.png: saliency map is 7x5 but its image is"):
+            generate_seed_shard(parts[0], shard_ids(ids, 0, 2), dataset=tiny_dataset, score_shards=scores,
+                                canvas=65, threshold=0.0, cam_background=best, saliency_background=0.01, crf=crf,
+                                progress=False)
+    finally:
+        saliency.write_bytes(original)
+    assert (tmp_path / "seeds_0" / "icd").is_dir() and len(snapshot(tmp_path / "seeds")) == len(before) - 1

@@ -55,6 +55,11 @@ def test_default_target_builds_every_stage(finished_run):
     table = (results / "tables" / "score_map_ap.csv").read_text().splitlines()
     assert table[0].startswith("scores,mAP") and [row.split(",")[0] for row in table[1:]] == [
         "cam", "bottom_up", "refined", "adapted"]
+    seeds = (results / "tables" / "seeds.csv").read_text().splitlines()
+    assert seeds[0] == "table,variant,threshold,miou,miou_strict,recall,precision"
+    assert [row.split(",")[1] for row in seeds if row.startswith("3,")] == [
+        "cam", "icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal"]
+    assert len(list((results / "seeds" / "icd_crf").glob("*.png"))) == 16
     for rule in ("synthesize_data", "validate_data", "pretrain_backbone", "measure_premise", "train_icd"):
         assert (results / "logs" / f"{rule}.log").is_file()
 
@@ -67,6 +72,14 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
     jobs = [line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()]
     assert "train_icd" in jobs
     assert not {"superpixels", "pretrain_backbone", "synthesize_data", "validate_data"} & set(jobs)
+
+
+@pytest.mark.slow
+def test_a_seed_threshold_reruns_seeds_and_nothing_upstream(finished_run):
+    dry = snakemake(finished_run, "-n", config={**TINY, "seeds": {"threshold": 0.2}}).stdout
+    jobs = {line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()}
+    assert {"make_seeds", "collect_seeds", "seed_table"} <= jobs
+    assert not {"train_icd", "superpixels", "infer_scores", "seed_sweep", "pretrain_backbone"} & jobs
 
 
 def test_lint_is_clean():

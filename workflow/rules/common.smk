@@ -7,6 +7,8 @@ import sys
 
 from snakemake.settings.types import DeploymentMethod
 
+from icd.seeds import seed_variants
+
 RESULTS = f"results/{config['run']}"
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
@@ -57,6 +59,7 @@ def all_targets():
         targets.append(f"{RESULTS}/pretrain/premise.json")
     targets.append(f"{RESULTS}/icd/model.pt")
     targets.append(f"{RESULTS}/tables/score_map_ap.csv")
+    targets.append(f"{RESULTS}/tables/seeds.csv")
     return targets
 
 
@@ -83,3 +86,6 @@ def superpixel_shards():
 
 def score_shards():
     return expand(f"{RESULTS}/scores/shard_{{shard}}.npz", shard=range(config["seeds"]["shards"]))
+
+
+SEED_VARIANTS = seed_variants(saliency=dataset_roots()[2] is not None)

@@ -1,0 +1,90 @@
+# Seeds: the threshold sweep (Table 2, CAM baseline), seed PNGs per shard, per-variant folders, quality tables.
+
+
+rule seed_sweep:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        scores=score_shards(),
+        data=dataset_inputs(),
+    output:
+        table=f"{RESULTS}/tables/seed_thresholds.csv",
+        choice=f"{RESULTS}/seeds/cam_background.json",
+    params:
+        options=as_json({"canvas": config["seeds"]["inference_size"],
+                         "thresholds": config["seeds"]["table_thresholds"],
+                         "cam_backgrounds": config["seeds"]["cam_backgrounds"]}),
+    log:
+        f"{LOGS}/seed_sweep.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "icd seed-sweep --dataset {input.dataset:q} --scores {input.scores:q} --options {params.options:q}"
+        " --out-table {output.table:q} --out-choice {output.choice:q} > {log:q} 2>&1"
+
+
+rule make_seeds:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        scores=score_shards(),
+        cam_background=f"{RESULTS}/seeds/cam_background.json",
+        data=dataset_inputs(),
+    output:
+        directory(f"{RESULTS}/seeds/shards/shard_{{shard}}"),
+    params:
+        shards=config["seeds"]["shards"],
+        options=as_json({"canvas": config["seeds"]["inference_size"], "threshold": config["seeds"]["threshold"],
+                         "saliency_background": config["seeds"]["saliency_background"], "crf": config["crf"]}),
+    log:
+        f"{LOGS}/seeds/shard_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/seeds/shard_{{shard}}.tsv"
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "icd seeds --dataset {input.dataset:q} --scores {input.scores:q} --cam-background {input.cam_background:q}"
+        " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule collect_seeds:
+    input:
+        expand(f"{RESULTS}/seeds/shards/shard_{{shard}}", shard=range(config["seeds"]["shards"])),
+    output:
+        [directory(f"{RESULTS}/seeds/{variant}") for variant in SEED_VARIANTS],
+    params:
+        variants=SEED_VARIANTS,
+        root=lambda wildcards, output: os.path.dirname(output[0]),
+    log:
+        f"{LOGS}/collect_seeds.log",
+    threads: 1
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "icd collect-seeds --shards {input:q} --variants {params.variants:q} --out-root {params.root:q} > {log:q} 2>&1"
+
+
+rule seed_table:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        seeds=[f"{RESULTS}/seeds/{variant}" for variant in SEED_VARIANTS],
+        sweep=f"{RESULTS}/tables/seed_thresholds.csv",
+        cam_background=f"{RESULTS}/seeds/cam_background.json",
+        data=dataset_inputs(),
+    output:
+        table=report(f"{RESULTS}/tables/seeds.csv", caption="../report/seeds.rst", category="Seeds"),
+        per_class=report(f"{RESULTS}/tables/seeds_per_class.csv", caption="../report/seeds.rst", category="Seeds"),
+    params:
+        variants=SEED_VARIANTS,
+        threshold=config["seeds"]["threshold"],
+        root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
+    log:
+        f"{LOGS}/seed_table.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "icd seed-table --dataset {input.dataset:q} --seeds-root {params.root:q} --variants {params.variants:q}"
+        " --threshold {params.threshold} --cam-background {input.cam_background:q} --sweep {input.sweep:q}"
+        " --out {output.table:q} --per-class {output.per_class:q} > {log:q} 2>&1"

@@ -135,6 +135,12 @@ def _seed_table(args: argparse.Namespace) -> None:
     _write_csv(args.per_class, [{"variant": variant, **ious} for variant, ious in per_class.items()])
 
 
+def _seed_figure(args: argparse.Namespace) -> None:
+    from icd.figures import seed_figure
+
+    seed_figure(args.out, _read_json(args.dataset), args.scores, args.seeds_root, canvas=args.canvas)
+
+
 def _write_csv(path, rows: list[dict]) -> None:
     import pandas as pd
 
@@ -229,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True)
     verb.add_argument("--per-class", required=True)
     verb.set_defaults(run=_seed_table)
+
+    verb = verbs.add_parser("seed-figure", help="the paper's Fig. 4: CAM vs ICD scores and seeds")
+    verb.add_argument("--dataset", required=True)
+    verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
+    verb.add_argument("--seeds-root", required=True, help="folder holding icd/ and icd_crf/ seeds")
+    verb.add_argument("--canvas", type=int, required=True, help="seeds.inference_size")
+    verb.add_argument("--out", required=True, help="PNG")
+    verb.set_defaults(run=_seed_figure)
 
     verb = _sharded_verb(verbs, "scores", _scores, "CAM / ICD score maps of one shard of the training split")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")

@@ -206,6 +206,12 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     assert all(0 <= row["miou_strict"] <= row["miou"] <= 1 and 0 <= row["recall"] <= 1 for row in table)
     assert table[variants.index("icd_crf")]["recall"] == 1.0 or crf["min_probability"] > 0
     assert "background" in per_class["icd"]
+    from icd.figures import FIG4_COLUMNS, seed_figure
+
+    seed_figure(tmp_path / "fig4.png", tiny_dataset, scores, tmp_path / "seeds", canvas=65, count=3)
+    with Image.open(tmp_path / "fig4.png") as figure:
+        assert figure.size == (200 * len(FIG4_COLUMNS), 600)
+        assert np.asarray(figure.convert("L")).std() > 10  # not blank
 
     # Bad input: a seed folder of another dataset, a saliency map of the wrong size; nothing written is lost.
     before = snapshot(tmp_path / "seeds")

@@ -149,3 +149,25 @@ def test_mask_values_outside_voc_are_rejected(tmp_path):
     Image.fromarray(np.full((4, 4), 42, np.uint8), mode="L").save(path)
     with pytest.raises(DataError, match=r"m.png: label mask holds values \[42\]"):
         read_mask(path)
+
+
+def test_atomic_writes_get_the_usual_permissions_and_replace_only_on_success(tmp_path):
+    import os
+
+    from icd.files import atomic_dir, write_text
+
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "new")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+        with atomic_dir(tmp_path / "folder") as folder:
+            (folder / "x").write_text("1")
+        assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+        with pytest.raises(RuntimeError):
+            with atomic_dir(tmp_path / "folder") as folder:
+                (folder / "y").write_text("2")
+                raise RuntimeError("interrupted")
+        assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["x"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "folder"]  # no temporaries left
+    finally:
+        os.umask(umask)

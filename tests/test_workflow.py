@@ -60,6 +60,7 @@ def test_default_target_builds_every_stage(finished_run):
     assert [row.split(",")[1] for row in seeds if row.startswith("3,")] == [
         "cam", "icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal"]
     assert len(list((results / "seeds" / "icd_crf").glob("*.png"))) == 16
+    assert (results / "figures" / "seeds_fig4.png").stat().st_size > 10_000
     for rule in ("synthesize_data", "validate_data", "pretrain_backbone", "measure_premise", "train_icd"):
         assert (results / "logs" / f"{rule}.log").is_file()
 

@@ -60,6 +60,7 @@ def all_targets():
     targets.append(f"{RESULTS}/icd/model.pt")
     targets.append(f"{RESULTS}/tables/score_map_ap.csv")
     targets.append(f"{RESULTS}/tables/seeds.csv")
+    targets.append(f"{RESULTS}/figures/seeds_fig4.png")
     return targets
 
 

@@ -88,3 +88,24 @@ rule seed_table:
         "icd seed-table --dataset {input.dataset:q} --seeds-root {params.root:q} --variants {params.variants:q}"
         " --threshold {params.threshold} --cam-background {input.cam_background:q} --sweep {input.sweep:q}"
         " --out {output.table:q} --per-class {output.per_class:q} > {log:q} 2>&1"
+
+
+rule seed_figure:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        scores=score_shards(),
+        seeds=[f"{RESULTS}/seeds/{variant}" for variant in ("icd", "icd_crf")],
+        data=dataset_inputs(),
+    output:
+        report(f"{RESULTS}/figures/seeds_fig4.png", caption="../report/seeds_fig4.rst", category="Seeds"),
+    params:
+        canvas=config["seeds"]["inference_size"],
+        root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
+    log:
+        f"{LOGS}/seed_figure.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "icd seed-figure --dataset {input.dataset:q} --scores {input.scores:q} --seeds-root {params.root:q}"
+        " --canvas {params.canvas} --out {output:q} > {log:q} 2>&1"

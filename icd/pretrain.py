@@ -30,10 +30,12 @@ from tqdm import tqdm
 from icd.backbones import VGG16DeepLab, load_vgg16_weights, save_backbone
 from icd.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL
 from icd.data.io import read_mask, read_rgb
+from icd.data.voc import VOCPaths, read_split
 from icd.errors import ConfigError, DataError
 from icd.transforms import to_network_input
 
 OUTPUT_STRIDE = 8
+AUGMENTED_SPLIT = "train_aug"  # the premise is measured on the weakly-labelled training split
 
 
 class _PretextNet(nn.Module):
@@ -241,15 +243,6 @@ def _downsample_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask[np.ix_(rows, cols)]
 
 
-def _read_ids(dataset_root: Path, ids: Sequence[str] | None) -> list[str]:
-    if ids is not None:
-        return list(ids)
-    list_file = dataset_root / "ImageSets" / "SegmentationAug" / "train_aug.txt"
-    if not list_file.is_file():
-        raise DataError(f"{list_file}: split list not found. Is {dataset_root} a VOC-layout dataset root?")
-    return [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
-
-
 def _build_model(weights, width: float, batch_norm: bool, seed: int) -> VGG16DeepLab:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -262,16 +255,17 @@ def _build_model(weights, width: float, batch_norm: bool, seed: int) -> VGG16Dee
 def _collect(model: VGG16DeepLab, dataset_root: Path, ids: list[str], feature: str, part_dir: Path | None,
              input_mean: float, input_scale: float):
     """Per single-class image: (class index, features (n, C), fg labels (n,), part labels or None)."""
+    paths = VOCPaths.create(dataset_root)
     items = []
     for image_id in ids:
-        mask_path = dataset_root / "SegmentationClassAug" / f"{image_id}.png"
+        mask_path = paths.ground_truth(AUGMENTED_SPLIT, image_id)
         if not mask_path.is_file():
             continue  # images without ground truth cannot be scored
         mask = read_mask(mask_path)
         present = [c for c in np.unique(mask) if c not in (0, IGNORE_LABEL)]
         if len(present) != 1:
             continue  # the bottom-up loss uses single-class images only
-        rgb = read_rgb(dataset_root / "JPEGImages" / f"{image_id}.jpg")
+        rgb = read_rgb(paths.image(image_id))
         with torch.no_grad():
             x = to_network_input(rgb[None], input_mean, input_scale)
             fmap = model(x)[feature][0].numpy()
@@ -362,7 +356,7 @@ def measure_premise(
     """
     dataset_root = Path(dataset_root)
     part = Path(part_dir) if part_dir is not None else None
-    id_list = _read_ids(dataset_root, ids)
+    id_list = list(ids) if ids is not None else read_split(VOCPaths.create(dataset_root), AUGMENTED_SPLIT)
     norm = (input_mean, input_scale)
     result = _premise_for_model(_build_model(weights, width, batch_norm, seed), dataset_root, id_list, feature, part,
                                 *norm)

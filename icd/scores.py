@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from icd.backbones import default_device
-from icd.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
+from icd.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL, NUM_FOREGROUND
 from icd.data.io import read_mask, read_rgb
 from icd.data.voc import VOCPaths
 from icd.errors import ConfigError
@@ -88,21 +88,31 @@ def upsample(maps: np.ndarray, canvas: int, height: int, width: int) -> np.ndarr
     return resized[0, :, :height, :width].reshape(*lead, height, width).numpy()
 
 
+def scored_training_images(dataset: dict, score_shards: list[str], *, canvas: int, description: str,
+                           progress: bool = True):
+    """Yield (id, ground truth, image-resolution score maps, present classes) over the training split.
+
+    The one loop that every score-based evaluation (Table 1, the Table 2 sweep) walks.
+    """
+    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
+    split = dataset["roles"]["train"]
+    store = ShardStore(score_shards)
+    for image_id in tqdm(dataset["splits"][split], desc=description, disable=not progress, mininterval=2.0):
+        gt = read_mask(paths.ground_truth(split, image_id))
+        yield image_id, gt, upsample(store[image_id], canvas, *gt.shape), dataset["labels"][image_id]
+
+
 def score_map_average_precision(dataset: dict, score_shards: list[str], *, canvas: int, maps=SCORE_MAPS,
                                 progress: bool = True) -> dict[str, dict[str, float]]:
     """Table 1: pixel-level AP per class and its mean over classes, for each score map.
 
     Each class ranks every valid pixel of the images holding it by that class's score.
     """
-    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
-    split = dataset["roles"]["train"]
-    store = ShardStore(score_shards)
     meters = {name: PixelAveragePrecision(NUM_FOREGROUND) for name in maps}
-    for image_id in tqdm(dataset["splits"][split], desc="pixel AP", disable=not progress, mininterval=2.0):
-        gt = read_mask(paths.ground_truth(split, image_id))
-        stacked = upsample(store[image_id], canvas, *gt.shape)
-        valid = gt != 255
-        for position, class_index in enumerate(dataset["labels"][image_id]):
+    images = scored_training_images(dataset, score_shards, canvas=canvas, description="pixel AP", progress=progress)
+    for _, gt, stacked, classes in images:
+        valid = gt != IGNORE_LABEL
+        for position, class_index in enumerate(classes):
             for name in maps:
                 meters[name].add(class_index - 1, stacked[SCORE_MAPS.index(name), position].astype(np.float16),
                                  gt == class_index, valid)

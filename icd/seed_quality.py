@@ -17,9 +17,8 @@ from icd.data.io import read_mask
 from icd.data.voc import VOCPaths
 from icd.errors import DataError
 from icd.metrics import class_iou, confusion_matrix, coverage, mean_iou, pixel_accuracy
-from icd.scores import upsample
+from icd.scores import scored_training_images
 from icd.seeds import cam_seed, icd_seed
-from icd.shards import ShardStore
 
 
 def quality_row(confusion: np.ndarray, **labels) -> dict:
@@ -34,18 +33,14 @@ def threshold_sweep(dataset: dict, score_shards: list[str], *, canvas: int, thre
 
     Returns the rows and the background threshold giving the CAM baseline its best mIoU.
     """
-    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
-    split = dataset["roles"]["train"]
-    store = ShardStore(score_shards)
     confusions: dict[tuple[str, float], np.ndarray] = {}
 
     def add(key, gt, seed):
         confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, seed)
 
-    for image_id in tqdm(dataset["splits"][split], desc="threshold sweep", disable=not progress, mininterval=2.0):
-        gt = read_mask(paths.ground_truth(split, image_id))
-        cam, _, _, adapted = upsample(store[image_id], canvas, *gt.shape)
-        classes = dataset["labels"][image_id]
+    images = scored_training_images(dataset, score_shards, canvas=canvas, description="threshold sweep",
+                                    progress=progress)
+    for _, gt, (cam, _, _, adapted), classes in images:
         for threshold in thresholds:
             add(("cam", threshold), gt, icd_seed(cam, classes, cam, threshold=threshold))
             if np.isfinite(adapted).all():

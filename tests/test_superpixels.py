@@ -84,7 +84,7 @@ def test_region_features_equal_the_upsample_then_average_definition():
 def test_felzenszwalb_partitions_the_image_and_merge_bounds_it():
     rng = np.random.default_rng(0)
     image = np.zeros((60, 90, 3), np.uint8)
-    for k in range(12):
+    for _ in range(12):
         y, x = rng.integers(0, 50), rng.integers(0, 80)
         image[y : y + 15, x : x + 20] = rng.integers(0, 255, 3)
     regions = felzenszwalb_regions(image, sigma=0.8, scale=75, min_size=10)

@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from icd.devices import assign_local_gpus
 from icd.errors import ICDError
 from icd.files import write_text
 
@@ -150,6 +151,12 @@ def _write_csv(path, rows: list[dict]) -> None:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
 
 
+def _add_gpus(verb: argparse.ArgumentParser) -> None:
+    """The GPU count a step claims on a local node (its rule's `resources: gpu`); see icd.devices."""
+    verb.add_argument("--gpus", type=int, help="claim this many free GPUs unless CUDA_VISIBLE_DEVICES is set "
+                      "(0: CPU only); without it, use whatever devices are visible")
+
+
 def _sharded_verb(verbs, name: str, run, help_text: str) -> argparse.ArgumentParser:
     """A verb working on shard --shard of --shards of the training split, writing one .npz shard."""
     verb = verbs.add_parser(name, help=help_text)
@@ -188,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--metrics", required=True, help="JSON file for the training metrics")
     verb.add_argument("--options", required=True, help="JSON object of pretrain_backbone's arguments")
     verb.set_defaults(run=_pretrain)
+    _add_gpus(verb)
 
     verb = verbs.add_parser("premise", help="measure whether backbone features separate fg from bg")
     verb.add_argument("--weights", required=True)
@@ -198,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb = _sharded_verb(verbs, "superpixels", _superpixels, "Felzenszwalb + feature merging for one shard of the training split")
     verb.add_argument("--weights", required=True, help="backbone weights the features come from")
+    _add_gpus(verb)
 
     verb = verbs.add_parser("train-icd", help="train the ICD network (resumes from OUT_DIR/checkpoint.pt)")
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
@@ -206,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--options", required=True, help='JSON object {"model": ..., "icd": ..., "seed": ...}')
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train_icd)
+    _add_gpus(verb)
 
     verb = verbs.add_parser("seed-sweep", help="Table 2 thresholds and the CAM baseline's background sweep")
     verb.add_argument("--dataset", required=True)
@@ -247,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb = _sharded_verb(verbs, "scores", _scores, "CAM / ICD score maps of one shard of the training split")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
     verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
+    _add_gpus(verb)
 
     verb = verbs.add_parser("score-ap", help="Table 1: pixel-level AP of each score map")
     verb.add_argument("--dataset", required=True)
@@ -261,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "gpus", None) is not None:
+            assign_local_gpus(args.gpus)
         args.run(args)
     except ICDError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -16,11 +16,13 @@ rule superpixels:
     benchmark:
         f"{RESULTS}/benchmarks/superpixels/shard_{{shard}}.tsv"
     threads: 1
+    resources:
+        gpu=1 if not SYNTHETIC else 0,
     conda:
         "../../envs/torch.yaml"
     shell:
         "icd superpixels --dataset {input.dataset:q} --weights {input.weights:q} --shard {wildcards.shard}"
-        " --shards {params.shards} --options {params.options:q} --out {output:q} > {log:q} 2>&1"
+        " --shards {params.shards} --options {params.options:q} --gpus {resources.gpu} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_icd:
@@ -46,4 +48,4 @@ rule train_icd:
         "../../envs/torch.yaml"
     shell:
         "icd train-icd --dataset {input.dataset:q} --superpixels {input.superpixels:q} --weights {input.weights:q}"
-        " --options {params.options:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --options {params.options:q} --gpus {resources.gpu} --out-dir {params.out_dir:q} > {log:q} 2>&1"

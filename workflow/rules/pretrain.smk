@@ -16,7 +16,8 @@ rule pretrain_backbone:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "icd pretrain --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q} > {log:q} 2>&1"
+        "icd pretrain --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q}"
+        " --gpus {resources.gpu} > {log:q} 2>&1"
 
 
 rule measure_premise:

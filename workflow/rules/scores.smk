@@ -18,11 +18,14 @@ rule infer_scores:
     benchmark:
         f"{RESULTS}/benchmarks/scores/shard_{{shard}}.tsv"
     threads: 1
+    resources:
+        gpu=1 if not SYNTHETIC else 0,
     conda:
         "../../envs/torch.yaml"
     shell:
         "icd scores --dataset {input.dataset:q} --model {input.model:q} --superpixels {input.superpixels:q}"
-        " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --out {output:q}"
+        " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --gpus {resources.gpu}"
+        " --out {output:q}"
         " > {log:q} 2>&1"
 
 

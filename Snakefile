@@ -26,3 +26,31 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# Named stage targets: `snakemake --cores N <stage>` builds that stage and everything it needs.
+rule data:
+    input:
+        stage_targets("data"),
+
+
+if SYNTHETIC:
+
+    rule pretrain:
+        input:
+            stage_targets("pretrain"),
+
+
+rule icd:
+    input:
+        stage_targets("icd"),
+
+
+rule scores:
+    input:
+        stage_targets("scores"),
+
+
+rule seeds:
+    input:
+        stage_targets("seeds"),

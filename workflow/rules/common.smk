@@ -52,15 +52,19 @@ def backbone_weights():
     return f"{RESULTS}/pretrain/backbone.pth"
 
 
+def stage_targets(stage):
+    """The final outputs of one stage: what `snakemake <stage>` builds (with everything upstream)."""
+    return {
+        "data": [f"{RESULTS}/data/dataset.json"] + ([f"{RESULTS}/data/synthetic_stats.json"] if SYNTHETIC else []),
+        "pretrain": [f"{RESULTS}/pretrain/backbone.pth", f"{RESULTS}/pretrain/premise.json"] if SYNTHETIC else [],
+        "icd": [f"{RESULTS}/icd/model.pt"],
+        "scores": [f"{RESULTS}/tables/score_map_ap.csv"],
+        "seeds": [f"{RESULTS}/tables/seeds.csv", f"{RESULTS}/figures/seeds_fig4.png"],
+    }[stage]
+
+
 def all_targets():
-    targets = [f"{RESULTS}/data/dataset.json"]
-    if SYNTHETIC:
-        targets.append(f"{RESULTS}/data/synthetic_stats.json")
-        targets.append(f"{RESULTS}/pretrain/premise.json")
-    targets.append(f"{RESULTS}/icd/model.pt")
-    targets.append(f"{RESULTS}/tables/score_map_ap.csv")
-    targets.append(f"{RESULTS}/tables/seeds.csv")
-    targets.append(f"{RESULTS}/figures/seeds_fig4.png")
+    targets = [path for stage in ("data", "pretrain", "icd", "scores", "seeds") for path in stage_targets(stage)]
     return targets
 
 

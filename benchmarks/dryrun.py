@@ -1,0 +1,114 @@
+"""Dry-run time of the whole DAG on a VOC-scale layout: how long `snakemake -n` takes to plan a real run.
+
+Fabricates PASCAL VOC 2012 + SBD + saliency folders with VOC's image counts (10,582 train_aug,
+1,449 val, 1,456 test) as empty files (a dry run never reads them), a real-VOC config pointing at
+them and a fabricated weights file, then times `snakemake -n` of the default target. Per-image work
+is sharded, so the job count stays in the tens whatever the image count; the goal is <= 15 s.
+
+    python benchmarks/dryrun.py [--scale 1.0] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+VOC_COUNTS = {"train_aug": 10_582, "val": 1_449, "test": 1_456}
+GOAL_SECONDS = 15.0
+
+
+def voc_ids(counts: dict[str, int]) -> dict[str, list[str]]:
+    """Distinct VOC-style ids ("2008_000123") per split."""
+    ids, start = {}, 0
+    for split, count in counts.items():
+        ids[split] = [f"{2007 + (start + i) % 6}_{start + i:06d}" for i in range(count)]
+        start += count
+    return ids
+
+
+def _touch_all(folder: Path, names) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).touch()
+
+
+def fabricate_layout(root: Path, counts: dict[str, int] = VOC_COUNTS) -> dict:
+    """Empty-file VOC, SBD and saliency trees with these split sizes; returns the real-VOC config."""
+    ids = voc_ids(counts)
+    voc, sbd, saliency = root / "VOCdevkit" / "VOC2012", root / "SBD", root / "saliency"
+    every = [i for split in ids.values() for i in split]
+    _touch_all(voc / "JPEGImages", (f"{i}.jpg" for i in every))
+    _touch_all(voc / "Annotations", (f"{i}.xml" for i in ids["train_aug"] + ids["val"]))
+    _touch_all(voc / "SegmentationClass", (f"{i}.png" for i in ids["val"]))
+    _touch_all(sbd / "SegmentationClassAug", (f"{i}.png" for i in ids["train_aug"] + ids["val"]))
+    _touch_all(saliency, (f"{i}.png" for i in every))
+    lists = {voc / "ImageSets" / "Segmentation" / f"{split}.txt": ids[split] for split in ("val", "test")}
+    lists[sbd / "ImageSets" / "SegmentationAug" / "train_aug.txt"] = ids["train_aug"]
+    for path, split_ids in lists.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{i}\n" for i in split_ids))
+    weights = root / "weights" / "vgg16-397923af.pth"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.touch()
+    return {"run": "voc", "data": {"source": "voc", "voc_root": str(voc), "sbd_root": str(sbd),
+                                   "saliency_root": str(saliency)},
+            "pretrain": {"weights": str(weights)}}
+
+
+def job_counts(dry_run_output: str) -> Counter:
+    """{rule: jobs} from the "Job stats" table `snakemake -n` prints."""
+    table = dry_run_output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    rows = (re.match(r"^(\w+)\s+(\d+)$", line.strip()) for line in table.splitlines())
+    return Counter({row[1]: int(row[2]) for row in rows if row and row[1] != "total"})
+
+
+def dry_run(workdir: Path, config: dict, *targets: str) -> tuple[Counter, float]:
+    """Plan the DAG in `workdir` with `config` on top of config.yaml: ({rule: jobs}, seconds)."""
+    configfile = workdir / "voc.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "snakemake", "-s", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(PROJECT_ROOT / "config.yaml"), str(configfile), "-n", *targets]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"snakemake -n failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return job_counts(result.stdout), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of VOC's image counts")
+    parser.add_argument("--repeat", type=int, default=3, help="dry runs to time (the median is reported)")
+    args = parser.parse_args()
+    counts = {split: max(1, round(count * args.scale)) for split, count in VOC_COUNTS.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        config = fabricate_layout(Path(folder) / "data", counts)
+        fabricate = time.perf_counter() - start
+        runs = [dry_run(Path(folder), config) for _ in range(args.repeat)]
+    jobs = runs[0][0]
+    seconds = statistics.median(run[1] for run in runs)
+    print(f"VOC-scale layout {counts} fabricated in {fabricate:.1f} s; `snakemake -n` of the default target, "
+          f"median of {args.repeat}:")
+    print(f"| {'rule':<24} | {'jobs':>5} |")
+    print(f"|{'-' * 26}|{'-' * 7}|")
+    for rule, count in sorted(jobs.items()):
+        print(f"| {rule:<24} | {count:>5} |")
+    print(f"| {'total':<24} | {sum(jobs.values()):>5} |")
+    print(f"dry run: {seconds:.1f} s ({'within' if seconds <= GOAL_SECONDS else 'OVER'} the goal of "
+          f"<= {GOAL_SECONDS:.0f} s); runs: {', '.join(f'{run[1]:.1f}' for run in runs)} s")
+
+
+if __name__ == "__main__":
+    main()

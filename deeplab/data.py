@@ -1,0 +1,86 @@
+"""DeepLab training samples: images with seed (or ground-truth) label maps, 255 = ignore.
+
+Augmentation as DeepLab v2: a random scale drawn uniformly from `scale_range`, a horizontal flip,
+padding to the crop size (the image with the normalisation mean, i.e. zero input; labels with 255)
+and a random crop. The sample drawn at position k of the training stream depends only on
+(seed, k), so a resumed run sees exactly the samples an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from icd.data.classes import IGNORE_LABEL
+from icd.data.io import read_mask, read_rgb
+from icd.data.voc import VOCPaths
+from icd.errors import DataError
+from icd.transforms import bilinear_resize, nearest_resize, pad_to
+
+
+def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, *, crop_size: int,
+            scale_range: tuple[float, float], flip: bool, pad_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One training sample: (crop x crop x 3 uint8 image, crop x crop uint8 labels)."""
+    scale = float(rng.uniform(*scale_range))
+    height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+    image = bilinear_resize(image, height, width)
+    labels = nearest_resize(labels, height, width)
+    if flip and rng.random() < 0.5:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    padded = np.empty((max(height, crop_size), max(width, crop_size), 3), np.uint8)
+    padded[:] = pad_rgb
+    padded[:height, :width] = image
+    labels = pad_to(labels, crop_size, crop_size, IGNORE_LABEL)
+    top = int(rng.integers(0, padded.shape[0] - crop_size + 1))
+    left = int(rng.integers(0, padded.shape[1] - crop_size + 1))
+    window = (slice(top, top + crop_size), slice(left, left + crop_size))
+    return np.array(padded[window]), np.array(labels[window])
+
+
+class SeedTrainingSet(Dataset):
+    """Item k of an endless stream: epoch k // n, visited in a permutation seeded by (seed, epoch).
+
+    `labels_root` holds `<id>.png` label maps (a seed folder); None reads the dataset's ground-truth
+    masks of the training split instead (the fully supervised upper bound).
+    """
+
+    def __init__(self, dataset: dict, labels_root, *, seed: int, crop_size: int, scale_range, flip: bool,
+                 pad_rgb) -> None:
+        self.split = dataset["roles"]["train"]
+        self.ids = list(dataset["splits"][self.split])
+        self.paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
+        self.labels_root = labels_root
+        self.seed = seed
+        self.options = dict(crop_size=crop_size, scale_range=tuple(scale_range), flip=flip,
+                            pad_rgb=np.asarray(np.rint(pad_rgb), np.uint8))
+        self._orders: dict[int, list[int]] = {}
+
+    def label_path(self, image_id: str):
+        if self.labels_root is None:
+            return self.paths.ground_truth(self.split, image_id)
+        return f"{self.labels_root}/{image_id}.png"
+
+    def image_at(self, draw: int) -> str:
+        """The id the stream visits at position `draw`."""
+        epoch, position = divmod(draw, len(self.ids))
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._orders = {epoch: torch.randperm(len(self.ids), generator=generator).tolist()}
+        return self.ids[self._orders[epoch][position]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, draw: int):
+        image_id = self.image_at(draw)
+        image = read_rgb(self.paths.image(image_id))
+        labels = read_mask(self.label_path(image_id))
+        if labels.shape != image.shape[:2]:
+            raise DataError(
+                f"{self.label_path(image_id)}: label map is {labels.shape[1]}x{labels.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]}. The seed folder belongs to another dataset: regenerate the seeds."
+            )
+        rng = np.random.default_rng([self.seed, draw])
+        image, labels = augment(rng, image, labels, **self.options)
+        return torch.from_numpy(image), torch.from_numpy(labels.astype(np.int64))

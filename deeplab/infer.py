@@ -1,0 +1,114 @@
+"""DeepLab inference at full resolution: single or multi-scale (+ flip) averaging, optional dense CRF.
+
+Class probabilities are the softmax of the logits upsampled (bilinear) to the image, averaged over
+scales and flips; with scales [1] and no flip that is exactly the single-scale prediction. The CRF is
+deeplab-pytorch's test-time one: unary -log p, a Gaussian and a bilateral Potts term.
+
+Outputs: evaluation splits get `raw/<id>.png` (argmax) and, with the CRF, `crf/<id>.png`; the test
+split gets the final prediction in the VOC evaluation server's layout, `SERVER_FOLDER/<id>.png`,
+which `pack_for_server` tars for upload.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from deeplab.model import build_model
+from icd.backbones import default_device
+from icd.crf import _densecrf
+from icd.data.classes import NUM_CLASSES
+from icd.data.io import read_rgb, write_mask
+from icd.data.voc import VOCPaths
+from icd.errors import ConfigError
+from icd.files import atomic_path
+from icd.transforms import bilinear_resize, to_network_input
+
+SERVER_FOLDER = Path("results/VOC2012/Segmentation/comp6_test_cls")
+POSTPROCESSING = ("raw", "crf")
+
+
+def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Module, dict]:
+    """The network saved by `train_deeplab` (rebuilt from the options stored with it), in eval mode."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        network = json.loads(saved["network"])
+    except (FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
+        raise ConfigError(f"{path}: not a DeepLab model written by `deeplab train` ({exc}). Retrain it.") from None
+    net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    net.load_state_dict(saved["model"])
+    return net.to(device or default_device()).eval(), network
+
+
+@torch.no_grad()
+def class_probabilities(net, image: np.ndarray, *, mean, scale, scales=(1.0,), flip: bool = False) -> np.ndarray:
+    """NUM_CLASSES x H x W float32: softmax of full-resolution logits, averaged over scales and flips."""
+    device = next(net.parameters()).device
+    height, width = image.shape[:2]
+    mean = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    scale = torch.as_tensor(scale, dtype=torch.float32).view(1, 3, 1, 1)
+    total = torch.zeros(NUM_CLASSES, height, width, device=device)
+    count = 0
+    for factor in scales:
+        resized = bilinear_resize(image, max(1, round(height * factor)), max(1, round(width * factor)))
+        batch = to_network_input(resized[None], mean, scale).to(device)
+        if flip:
+            batch = torch.cat([batch, batch.flip(-1)])
+        logits = F.interpolate(net(batch), size=(height, width), mode="bilinear", align_corners=False)
+        probabilities = logits.float().softmax(dim=1)
+        if flip:
+            probabilities[1] = probabilities[1].flip(-1)
+        total += probabilities.sum(dim=0)
+        count += len(probabilities)
+    return (total / count).cpu().numpy()
+
+
+def crf_refine(image: np.ndarray, probabilities: np.ndarray, *, gaussian_sxy, gaussian_compat, bilateral_sxy,
+               bilateral_srgb, bilateral_compat, iterations) -> np.ndarray:
+    """Dense CRF on class probabilities (unary -log p, clipped at 1e-5); returns H x W uint8 labels."""
+    unary = -np.log(np.maximum(probabilities.reshape(len(probabilities), -1), 1e-5))
+    q = _densecrf(np.require(image, np.uint8, ["C", "W"]), unary, gaussian_compat, bilateral_compat,
+                  gaussian_sxy=gaussian_sxy, bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
+                  iterations=iterations)
+    return q.argmax(axis=0).astype(np.uint8)
+
+
+def predict_split(model_path, dataset: dict, split: str, out_dir, *, scales, flip: bool, crf: dict | None,
+                  server_layout: bool = False, progress: bool = True) -> None:
+    """Predict every image of `split` (a role such as 'eval' or 'test', or a split name) into `out_dir`."""
+    split = dataset["roles"].get(split, split)
+    if split not in dataset["splits"]:
+        raise ConfigError(f"split '{split}' is not in the dataset report (it has {', '.join(dataset['splits'])}).")
+    net, network = load_trained(model_path)
+    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
+    out_dir = Path(out_dir)
+    for image_id in tqdm(dataset["splits"][split], desc=f"predict {split}", disable=not progress, mininterval=2.0):
+        image = read_rgb(paths.image(image_id))
+        probabilities = class_probabilities(net, image, mean=network["input_mean"], scale=network["input_scale"],
+                                            scales=scales, flip=flip)
+        labels = {"raw": probabilities.argmax(axis=0).astype(np.uint8)}
+        if crf is not None:
+            labels["crf"] = crf_refine(image, probabilities, **crf)
+        if server_layout:
+            write_mask(out_dir / SERVER_FOLDER / f"{image_id}.png", labels["crf" if crf is not None else "raw"])
+        else:
+            for name, label_map in labels.items():
+                write_mask(out_dir / name / f"{image_id}.png", label_map)
+
+
+def pack_for_server(predictions_root, tar_path) -> int:
+    """Tar `predictions_root`/SERVER_FOLDER with the paths the VOC server expects; returns the file count."""
+    root = Path(predictions_root)
+    files = sorted((root / SERVER_FOLDER).glob("*.png"))
+    if not files:
+        raise ConfigError(f"{root / SERVER_FOLDER}: no predictions to pack. Run `deeplab predict --server-layout`.")
+    with atomic_path(tar_path) as tmp, tarfile.open(tmp, "w") as archive:
+        for path in files:
+            archive.add(path, arcname=str(path.relative_to(root)))
+    return len(files)

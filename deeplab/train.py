@@ -1,0 +1,193 @@
+"""DeepLab training on seed label maps (255 = ignore), by iterations, with checkpoint and resume.
+
+DeepLab's recipe: SGD with momentum, weight decay except on biases, the head at 10x (weights) and 20x
+(biases) the base lr, poly decay per iteration, random scale/flip/crop. A batch can be split into
+`accumulation_steps` micro-batches whose gradients add up (for short GPU memory), and over several
+processes under torchrun (DDP). The loss is the cross-entropy of the logits upsampled to the crop,
+averaged over the labelled pixels.
+
+Resume works as in `icd.train` (whose checkpoint format, DDP and device helpers this reuses): every
+random draw is a function of (seed, iteration) - the samples through `SeedTrainingSet`, dropout by
+reseeding each iteration - so a run killed and restarted from its last checkpoint ends with the same
+weights as an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from deeplab.data import SeedTrainingSet
+from deeplab.model import build_model, input_normalisation, load_imagenet_weights, parameter_groups
+from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
+from icd.errors import ConfigError
+from icd.files import atomic_path, write_text
+from icd.train import TrainingDiverged, _device, _distributed, _save_checkpoint, fingerprint, poly_lr
+from icd.transforms import to_network_input
+
+log = logging.getLogger(__name__)
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits upsampled to the labels' size, averaged over labelled pixels (0 if none)."""
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_LABEL, reduction="sum")
+    return total / (labels != IGNORE_LABEL).sum().clamp(min=1)
+
+
+def network_options(backbone: str, deeplab: dict, model: dict) -> dict:
+    """What defines the network of one backbone: stored with the weights so inference rebuilds it."""
+    mean, scale = input_normalisation(backbone, model)
+    return {"backbone": backbone, "head": deeplab["head"], "width": deeplab["width"],
+            "batch_norm": bool(model["batch_norm"]) and backbone == "vgg16", "freeze_bn": deeplab["freeze_bn"],
+            "input_mean": mean, "input_scale": scale}
+
+
+def _micro_batch(batch_size: int, accumulation: int, world: int) -> int:
+    if batch_size % (accumulation * world):
+        raise ConfigError(
+            f"deeplab.batch_size {batch_size} does not split into {accumulation} accumulation step(s) x {world} "
+            "process(es). Choose a batch size divisible by accumulation_steps x the number of GPUs."
+        )
+    return batch_size // (accumulation * world)
+
+
+def _stream_positions(start: int, iterations: int, batch_size: int, micro: int, accumulation: int, world: int,
+                      rank: int) -> list[int]:
+    """Training-stream positions this rank reads, micro-batch by micro-batch, from iteration `start` on."""
+    positions = []
+    for iteration in range(start, iterations):
+        for step in range(accumulation):
+            first = iteration * batch_size + (step * world + rank) * micro
+            positions.extend(range(first, first + micro))
+    return positions
+
+
+def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str, deeplab: dict, model: dict,
+                  seed: int, progress: bool = True) -> dict:
+    """Train one DeepLab; write `checkpoint.pt` every `checkpoint_interval` iterations, then `model.pt`
+    and `history.json` (iteration, mean loss since the last record, lr every `log_interval`).
+
+    `labels_root`: folder of `<id>.png` seeds, or None for the training split's ground truth. `weights`:
+    ImageNet (or stand-in) backbone weights, or None for a random initialisation. `deeplab` and `model`
+    are the config sections of those names (`model`: the ICD backbone's options, for VGG16's batch_norm
+    and input normalisation).
+    """
+    out_dir = Path(out_dir)
+    rank, world = _distributed()
+    device = _device(rank)
+    network = network_options(backbone, deeplab, model)
+    options = {"network": network, "deeplab": deeplab, "seed": seed, "weights": str(weights),
+               "labels": str(labels_root)}
+    run_id = fingerprint(options)
+    iterations, batch_size = deeplab["iterations"], deeplab["batch_size"]
+    accumulation = deeplab["accumulation_steps"]
+    micro = _micro_batch(batch_size, accumulation, world)
+    if deeplab["checkpoint_interval"] % deeplab["log_interval"]:
+        raise ConfigError(
+            f"deeplab.checkpoint_interval {deeplab['checkpoint_interval']} is not a multiple of deeplab.log_interval "
+            f"{deeplab['log_interval']}: a resumed run could not rebuild the history. Make it a multiple."
+        )
+
+    torch.manual_seed(seed)
+    net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    if weights is not None:
+        load_imagenet_weights(net, weights)
+    else:
+        log.warning("no %s weights given: the backbone starts from a random initialisation", backbone)
+    if network["freeze_bn"]:
+        net.freeze_batch_norm()
+    net.to(device)
+    base_lr = deeplab["lr"][backbone]
+    groups = parameter_groups(net, weight_decay=deeplab["weight_decay"], head_lr_mult=deeplab["head_lr_mult"],
+                              head_bias_lr_mult=deeplab["head_bias_lr_mult"])
+    optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=deeplab["momentum"])
+    train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+
+    checkpoint_path = out_dir / "checkpoint.pt"
+    history: list[dict] = []
+    start = 0
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state.get("fingerprint") == run_id:
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history = json.loads(state["history"])
+            start = int(state["epoch"]) + 1  # icd.train's format: "epoch" holds the last finished iteration
+            log.info("resuming from %s after iteration %d", checkpoint_path, start)
+        else:
+            log.warning("%s was written by a different configuration; training from scratch", checkpoint_path)
+
+    data = SeedTrainingSet(dataset, labels_root, seed=seed, crop_size=deeplab["crop_size"],
+                           scale_range=deeplab["scale_range"], flip=deeplab["flip"], pad_rgb=network["input_mean"])
+    loader = DataLoader(
+        data, batch_size=micro,
+        sampler=_stream_positions(start, iterations, batch_size, micro, accumulation, world, rank),
+        num_workers=deeplab["workers"], pin_memory=device.type == "cuda",
+    )
+    batches = iter(loader)
+    mean = torch.tensor(network["input_mean"]).view(1, 3, 1, 1)
+    scale = torch.tensor(network["input_scale"]).view(1, 3, 1, 1)
+    amp = bool(deeplab["amp"]) and device.type == "cuda"
+    interval_loss, interval_steps, started = 0.0, 0, time.time()
+    train_net.train()
+    bar = tqdm(range(start, iterations), desc=f"deeplab {backbone}", initial=start, total=iterations,
+               disable=not progress or rank != 0, mininterval=2.0)
+    for iteration in bar:
+        lr = poly_lr(base_lr, iteration, iterations, deeplab["poly_power"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+        torch.manual_seed(seed * 1_000_003 + iteration)  # dropout masks: a function of (seed, iteration)
+        optimizer.zero_grad(set_to_none=True)
+        batch_loss = 0.0
+        for step in range(accumulation):
+            images, labels = next(batches)
+            images = to_network_input(images, mean, scale).to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            last = step == accumulation - 1
+            with train_net.no_sync() if world > 1 and not last else contextlib.nullcontext():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = train_net(images)
+                loss = segmentation_loss(logits, labels) / accumulation
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the DeepLab loss became {loss.item()} at iteration {iteration + 1}. The last good "
+                        f"checkpoint is kept at {checkpoint_path}. Lower deeplab.lr.{backbone} or check the seeds."
+                    )
+                loss.backward()
+            batch_loss += float(loss.detach())
+        optimizer.step()
+        interval_loss, interval_steps = interval_loss + batch_loss, interval_steps + 1
+        bar.set_postfix(loss=f"{batch_loss:.3f}", refresh=False)
+        done = iteration + 1
+        if done % deeplab["log_interval"] == 0 or done == iterations:
+            record = _record(done, interval_loss / interval_steps, lr, time.time() - started, world, device)
+            history.append(record)
+            if rank == 0:
+                log.info("iteration %s", json.dumps(record))
+            interval_loss, interval_steps, started = 0.0, 0, time.time()
+        if rank == 0 and (done % deeplab["checkpoint_interval"] == 0 or done == iterations):
+            _save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id)
+    if rank == 0:
+        with atomic_path(out_dir / "model.pt") as tmp:
+            torch.save({"model": net.state_dict(), "network": json.dumps(network), "fingerprint": run_id}, tmp)
+        write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+    return {"history": history, "fingerprint": run_id}
+
+
+def _record(iteration: int, loss: float, lr: float, seconds: float, world: int, device) -> dict:
+    """One history entry; under DDP the loss is the mean over processes."""
+    if world > 1:
+        total = torch.tensor([loss], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(total)
+        loss = float(total) / world
+    return {"iteration": iteration, "loss": loss, "lr": lr, "seconds": round(seconds, 2)}

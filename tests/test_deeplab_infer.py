@@ -1,0 +1,142 @@
+"""DeepLab inference and evaluation: multi-scale averaging, CRF, server layout and tar, mIoU."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from deeplab.evaluate import evaluate_predictions
+from deeplab.infer import SERVER_FOLDER, class_probabilities, crf_refine, load_trained, pack_for_server, predict_split
+from deeplab.model import build_model
+from deeplab.train import network_options
+from icd.config import load_config
+from icd.data.classes import IGNORE_LABEL, NUM_CLASSES, PALETTE
+from icd.data.io import read_mask, read_rgb, write_mask
+from icd.data.voc import VOCPaths
+from icd.errors import DataError
+
+MODEL_SECTION = {"batch_norm": True, "input_mean": 127.0, "input_scale": 1.0}
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A randomly initialised width-1/16 VGG16 DeepLab saved as `deeplab train` saves it."""
+    deeplab = {**load_config()["deeplab"], "width": 0.0625, "freeze_bn": False}
+    network = network_options("vgg16", deeplab, MODEL_SECTION)
+    torch.manual_seed(0)
+    net = build_model(**{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    torch.nn.init.normal_(net.head.weight, std=1.0)  # spread the logits so predictions differ between classes
+    path = tmp_path_factory.mktemp("deeplab") / "model.pt"
+    torch.save({"model": net.state_dict(), "network": json.dumps(network), "fingerprint": "x"}, path)
+    return path
+
+
+def _single_scale(net, image, mean, scale):
+    """The plain single-scale probabilities, written out independently of class_probabilities."""
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
+        scale).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = F.interpolate(net(x), size=image.shape[:2], mode="bilinear", align_corners=False)
+    return logits.softmax(dim=1)[0].numpy()
+
+
+def test_multiscale_with_scale_one_equals_single_scale_and_averages_otherwise(saved_model, one_torch_thread):
+    net, network = load_trained(saved_model, torch.device("cpu"))
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    mean, scale = network["input_mean"], network["input_scale"]
+    single = _single_scale(net, image, mean, scale)
+    assert single.shape == (NUM_CLASSES, 50, 70)
+    # Equal up to float32 convolution rounding (memory layouts differ): same labels everywhere.
+    at_one = class_probabilities(net, image, mean=mean, scale=scale, scales=[1.0])
+    np.testing.assert_allclose(at_one, single, rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(at_one.argmax(axis=0), single.argmax(axis=0))
+
+    half = np.array(Image.fromarray(image).resize((35, 25), Image.BILINEAR))
+    x = (torch.from_numpy(half).permute(2, 0, 1)[None].float() - 127.0)
+    with torch.no_grad():
+        half_probs = F.interpolate(net(x), size=(50, 70), mode="bilinear", align_corners=False).softmax(dim=1)[0].numpy()
+    flipped = _single_scale(net, np.ascontiguousarray(image[:, ::-1]), mean, scale)[:, :, ::-1]
+    both = class_probabilities(net, image, mean=mean, scale=scale, scales=[0.5, 1.0], flip=True)
+    half_flipped = class_probabilities(net, np.ascontiguousarray(image[:, ::-1]), mean=mean, scale=scale,
+                                       scales=[0.5])[:, :, ::-1]
+    np.testing.assert_allclose(both, (single + flipped + half_probs + half_flipped) / 4, rtol=1e-4, atol=1e-7)
+    assert not np.allclose(both, single, atol=1e-3)
+
+
+def test_crf_keeps_confident_labels_and_smooths_an_uncertain_pixel():
+    image = np.zeros((20, 20, 3), np.uint8)
+    image[:, 10:] = 200
+    labels = np.zeros((20, 20), np.int64)
+    labels[:, 10:] = 3
+    probabilities = np.full((NUM_CLASSES, 20, 20), 0.01 / (NUM_CLASSES - 1), np.float32)
+    probabilities[labels, np.arange(20)[:, None], np.arange(20)[None]] = 0.99
+    probabilities[:, 5, 15] = 1.0 / NUM_CLASSES  # no opinion: argmax says background, the neighbours say 3
+    assert probabilities.argmax(axis=0)[5, 15] == 0
+    crf = load_config()["deeplab"]["crf"]
+    refined = crf_refine(image, probabilities, **crf)
+    np.testing.assert_array_equal(refined, labels.astype(np.uint8))
+
+
+def test_test_split_predictions_in_the_server_layout_with_the_voc_palette_and_a_tar(tiny_dataset, saved_model,
+                                                                                     tmp_path, one_torch_thread):
+    predict_split(saved_model, tiny_dataset, "test", tmp_path / "test", scales=[1.0], flip=False, crf=None,
+                  server_layout=True, progress=False)
+    ids = tiny_dataset["splits"]["test"]
+    folder = tmp_path / "test" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
+    assert folder == tmp_path / "test" / SERVER_FOLDER
+    assert sorted(p.stem for p in folder.iterdir()) == sorted(ids)
+    paths = VOCPaths.create(tiny_dataset["voc_root"])
+    for image_id in ids:
+        with Image.open(folder / f"{image_id}.png") as png:
+            assert png.mode == "P"
+            assert np.array_equal(np.asarray(png.getpalette()[: 256 * 3], np.uint8).reshape(256, 3), PALETTE)
+            assert png.size[::-1] == read_rgb(paths.image(image_id)).shape[:2]
+            assert set(np.unique(np.asarray(png))) <= set(range(NUM_CLASSES))
+
+    tar_path = tmp_path / "results.tar"
+    assert pack_for_server(tmp_path / "test", tar_path) == len(ids)
+    with tarfile.open(tar_path) as archive:
+        names = sorted(archive.getnames())
+        assert names == sorted(f"results/VOC2012/Segmentation/comp6_test_cls/{i}.png" for i in ids)
+        for name in names:
+            assert archive.extractfile(name).read() == (tmp_path / "test" / name).read_bytes()
+
+
+def test_eval_predictions_with_crf_write_raw_and_crf_folders(tiny_dataset, saved_model, tmp_path, one_torch_thread):
+    crf = load_config()["deeplab"]["crf"]
+    predict_split(saved_model, tiny_dataset, "eval", tmp_path, scales=[1.0], flip=False, crf=crf, progress=False)
+    ids = tiny_dataset["splits"]["val"]
+    for name in ("raw", "crf"):
+        assert sorted(p.stem for p in (tmp_path / name).iterdir()) == sorted(ids)
+    results = evaluate_predictions(tiny_dataset, tmp_path, progress=False)
+    assert set(results) == {"raw", "crf"} and all(0 <= r["miou"] <= 1 for r in results.values())
+
+
+def test_evaluation_matches_a_brute_force_iou(tiny_dataset, tmp_path):
+    paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
+    ids = tiny_dataset["splits"]["val"]
+    truths = {i: read_mask(paths.ground_truth("val", i)) for i in ids}
+    for image_id, truth in truths.items():
+        write_mask(tmp_path / "raw" / f"{image_id}.png", np.where(truth == IGNORE_LABEL, 0, truth).astype(np.uint8))
+        write_mask(tmp_path / "crf" / f"{image_id}.png", np.zeros_like(truth))
+    results = evaluate_predictions(tiny_dataset, tmp_path, progress=False)
+    assert results["raw"]["miou"] == pytest.approx(1.0)
+
+    gt = np.concatenate([t.ravel() for t in truths.values()])
+    gt = gt[gt != IGNORE_LABEL]
+    present = sorted(set(gt.tolist()))
+    expected = {0: np.mean(gt == 0)}  # all-background prediction: IoU of bg = bg pixels / valid pixels
+    expected.update({c: 0.0 for c in present if c})
+    assert results["crf"]["miou"] == pytest.approx(np.mean(list(expected.values())))
+    assert results["crf"]["per_class"]["background"] == pytest.approx(expected[0])
+    assert results["crf"]["per_class"]["dog"] is None  # absent from GT and prediction
+
+    (tmp_path / "raw" / f"{ids[0]}.png").unlink()
+    with pytest.raises(DataError, match=rf"no prediction for 1 of the {len(ids)} 'val' ids"):
+        evaluate_predictions(tiny_dataset, tmp_path, progress=False)

@@ -1,0 +1,157 @@
+"""DeepLab training: augmentation, the sample stream, loss decrease, poly lr, SIGKILL + resume, divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from deeplab.data import SeedTrainingSet, augment
+from deeplab.train import _stream_positions, segmentation_loss, train_deeplab
+from icd.config import load_config
+from icd.data.classes import IGNORE_LABEL
+from icd.data.io import write_mask
+from icd.errors import ConfigError, DataError
+from icd.train import TrainingDiverged, poly_lr
+
+MODEL_SECTION = {"batch_norm": True, "input_mean": 127.0, "input_scale": 1.0}
+
+
+def deeplab_options(**overrides) -> dict:
+    section = {**load_config()["deeplab"], "width": 0.0625, "freeze_bn": False, "batch_size": 4, "crop_size": 48,
+               "workers": 0, "log_interval": 2, "checkpoint_interval": 4, "lr": {"vgg16": 0.01, "resnet101": 0.01}}
+    section.update(overrides)
+    return {"deeplab": section, "model": MODEL_SECTION, "seed": 0}
+
+
+def test_augment_pads_labels_with_ignore_and_keeps_image_and_labels_aligned():
+    rng = np.random.default_rng(0)
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[:, 15:] = 255
+    labels = np.zeros((20, 30), np.uint8)
+    labels[:, 15:] = 7
+    for _ in range(10):
+        crop, crop_labels = augment(rng, image, labels, crop_size=40, scale_range=(0.5, 1.5), flip=True,
+                                    pad_rgb=np.array([1, 2, 3], np.uint8))
+        assert crop.shape == (40, 40, 3) and crop_labels.shape == (40, 40)
+        padding = crop_labels == IGNORE_LABEL
+        assert padding.any()  # the image is smaller than the crop at every scale up to 1.5 in height
+        assert (crop[padding] == [1, 2, 3]).all()
+        # Bilinear resizing blends the one boundary column; a misaligned flip or crop would swap whole halves.
+        assert crop[crop_labels == 7].mean() > 240 and crop[crop_labels == 0].mean() < 15
+
+
+def test_the_sample_stream_splits_each_batch_over_accumulation_steps_and_ranks_without_overlap():
+    batch, micro, accumulation, world = 8, 2, 2, 2
+    per_rank = [_stream_positions(3, 5, batch, micro, accumulation, world, rank) for rank in range(world)]
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(3 * batch, 5 * batch))
+    assert per_rank[0][:micro] == [24, 25] and per_rank[1][:micro] == [26, 27]
+
+
+def test_every_epoch_of_the_stream_visits_each_image_once(tiny_dataset):
+    data = SeedTrainingSet(tiny_dataset, None, seed=3, crop_size=32, scale_range=(1, 1), flip=False, pad_rgb=[0, 0, 0])
+    n = len(data)
+    first, second = [data.image_at(k) for k in range(n)], [data.image_at(k) for k in range(n, 2 * n)]
+    assert sorted(first) == sorted(second) == sorted(tiny_dataset["splits"]["train_aug"]) and first != second
+
+
+def test_loss_ignores_255_and_is_zero_without_labelled_pixels():
+    logits = torch.randn(1, 21, 4, 4)
+    labels = torch.full((1, 8, 8), IGNORE_LABEL)
+    assert segmentation_loss(logits, labels).item() == 0.0
+    labels[0, :4] = 3
+    upsampled = torch.nn.functional.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
+    expected = -upsampled.log_softmax(dim=1)[0, 3, :4].mean()
+    assert segmentation_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _train_command(dataset_file, out_dir, options, labels_root=None) -> list[str]:
+    command = [sys.executable, "-m", "deeplab", "train", "--dataset", str(dataset_file), "--backbone", "vgg16",
+               "--options", json.dumps(options), "--out-dir", str(out_dir)]
+    return command + (["--labels-root", str(labels_root)] if labels_root else [])
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.slow
+def test_training_lowers_the_loss_and_a_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
+    dataset_file = tmp_path / "dataset.json"
+    dataset_file.write_text(json.dumps(tiny_dataset))
+    options = deeplab_options(iterations=40)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    full = tmp_path / "full"
+    subprocess.run(_train_command(dataset_file, full, options), check=True, env=env, capture_output=True)
+    history = json.loads((full / "history.json").read_text())
+    assert [r["iteration"] for r in history] == list(range(2, 41, 2))
+    assert np.mean([r["loss"] for r in history[-3:]]) < np.mean([r["loss"] for r in history[:3]])
+    assert history[4]["lr"] == pytest.approx(poly_lr(0.01, 9, 40, 0.9))  # record at iteration 10: the 10th lr
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(dataset_file, killed, options), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] < 39
+    result = subprocess.run(_train_command(dataset_file, killed, options), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stderr
+    expected, resumed = _weights(full / "model.pt"), _weights(killed / "model.pt")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+    assert [r["loss"] for r in json.loads((killed / "history.json").read_text())] == [r["loss"] for r in history]
+
+
+def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, tmp_path, one_torch_thread):
+    train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16", progress=False,
+                  **deeplab_options(iterations=4))
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match=r"became (nan|inf).*checkpoint is kept at"):
+        train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16",
+                      progress=False, **deeplab_options(iterations=4, lr={"vgg16": 1e12}))
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_bad_settings_and_bad_seeds_fail_clearly(tiny_dataset, tmp_path, one_torch_thread):
+    with pytest.raises(ConfigError, match="does not split into 3 accumulation step"):
+        train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16",
+                      progress=False, **deeplab_options(iterations=2, accumulation_steps=3))
+    with pytest.raises(ConfigError, match="not a multiple of deeplab.log_interval"):
+        train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16",
+                      progress=False, **deeplab_options(iterations=2, checkpoint_interval=3))
+    seeds = tmp_path / "seeds"
+    for image_id in tiny_dataset["splits"]["train_aug"]:
+        write_mask(seeds / f"{image_id}.png", np.zeros((5, 7), np.uint8))
+    with pytest.raises(DataError, match="label map is 7x5 but its image is"):
+        train_deeplab(tmp_path / "run", dataset=tiny_dataset, labels_root=seeds, weights=None, backbone="vgg16",
+                      progress=False, **deeplab_options(iterations=2))
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_accumulated_micro_batches_train_resnet101_with_a_seed_folder(tiny_dataset, tmp_path, one_torch_thread):
+    seeds = tmp_path / "seeds"
+    from icd.data.io import read_mask
+    from icd.data.voc import VOCPaths
+
+    paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
+    for image_id in tiny_dataset["splits"]["train_aug"]:
+        write_mask(seeds / f"{image_id}.png", read_mask(paths.ground_truth("train_aug", image_id)))
+    result = train_deeplab(tmp_path / "run", dataset=tiny_dataset, labels_root=seeds, weights=None,
+                           backbone="resnet101", progress=False,
+                           **deeplab_options(iterations=2, accumulation_steps=2, head="aspp"))
+    assert len(result["history"]) == 1 and np.isfinite(result["history"][0]["loss"])
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert json.loads(saved["network"])["head"] == "aspp" and "head.branches.3.weight" in saved["model"]

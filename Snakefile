@@ -7,6 +7,9 @@ from icd.config import prepare_config
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 prepare_config(config)
 
 

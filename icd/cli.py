@@ -142,6 +142,21 @@ def _seed_figure(args: argparse.Namespace) -> None:
     seed_figure(args.out, _read_json(args.dataset), args.scores, args.seeds_root, canvas=args.canvas)
 
 
+def _training_curves(args: argparse.Namespace) -> None:
+    from icd.plots import training_curves
+
+    training_curves(args.out, json.loads(Path(args.history).read_text()))
+
+
+def _seed_iou_chart(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from icd.plots import per_class_iou_chart
+
+    per_class = pd.read_csv(args.per_class).set_index("variant")
+    per_class_iou_chart(args.out, {variant: row.to_dict() for variant, row in per_class.iterrows()})
+
+
 def _write_csv(path, rows: list[dict]) -> None:
     import pandas as pd
 
@@ -253,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--canvas", type=int, required=True, help="seeds.inference_size")
     verb.add_argument("--out", required=True, help="PNG")
     verb.set_defaults(run=_seed_figure)
+
+    verb = verbs.add_parser("training-curves", help="plot ICD training: losses, lr, sign flips per epoch")
+    verb.add_argument("--history", required=True, help="history.json written by train-icd")
+    verb.add_argument("--out", required=True, help="PNG")
+    verb.set_defaults(run=_training_curves)
+
+    verb = verbs.add_parser("seed-iou-chart", help="bar chart of the seeds' per-class IoU")
+    verb.add_argument("--per-class", required=True, help="seeds_per_class.csv written by seed-table")
+    verb.add_argument("--out", required=True, help="PNG")
+    verb.set_defaults(run=_seed_iou_chart)
 
     verb = _sharded_verb(verbs, "scores", _scores, "CAM / ICD score maps of one shard of the training split")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")

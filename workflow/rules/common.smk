@@ -57,9 +57,10 @@ def stage_targets(stage):
     return {
         "data": [f"{RESULTS}/data/dataset.json"] + ([f"{RESULTS}/data/synthetic_stats.json"] if SYNTHETIC else []),
         "pretrain": [f"{RESULTS}/pretrain/backbone.pth", f"{RESULTS}/pretrain/premise.json"] if SYNTHETIC else [],
-        "icd": [f"{RESULTS}/icd/model.pt"],
+        "icd": [f"{RESULTS}/icd/model.pt", f"{RESULTS}/figures/icd_training.png"],
         "scores": [f"{RESULTS}/tables/score_map_ap.csv"],
-        "seeds": [f"{RESULTS}/tables/seeds.csv", f"{RESULTS}/figures/seeds_fig4.png"],
+        "seeds": [f"{RESULTS}/tables/seeds.csv", f"{RESULTS}/figures/seeds_fig4.png",
+                  f"{RESULTS}/figures/seeds_per_class_iou.png"],
     }[stage]
 
 

@@ -9,6 +9,8 @@ rule synthesize_data:
         options=as_json(config["synthetic"]),
     log:
         f"{LOGS}/synthesize_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthesize_data.tsv"
     threads: 1
     conda:
         "../../envs/data.yaml"
@@ -26,6 +28,8 @@ rule validate_data:
         splits=[config["data"][key] for key in ("train_split", "eval_split", "test_split")],
     log:
         f"{LOGS}/validate_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/validate_data.tsv"
     threads: 2
     conda:
         "../../envs/data.yaml"

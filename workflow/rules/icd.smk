@@ -49,3 +49,17 @@ rule train_icd:
     shell:
         "icd train-icd --dataset {input.dataset:q} --superpixels {input.superpixels:q} --weights {input.weights:q}"
         " --options {params.options:q} --gpus {resources.gpu} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule training_curves:
+    input:
+        f"{RESULTS}/icd/history.json",
+    output:
+        report(f"{RESULTS}/figures/icd_training.png", caption="../report/icd_training.rst", category="ICD"),
+    log:
+        f"{LOGS}/training_curves.log",
+    threads: 1
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "icd training-curves --history {input:q} --out {output:q} > {log:q} 2>&1"

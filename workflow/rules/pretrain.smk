@@ -10,6 +10,8 @@ rule pretrain_backbone:
         options=as_json(pretrain_options()),
     log:
         f"{LOGS}/pretrain_backbone.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain_backbone.tsv"
     threads: 2
     resources:
         gpu=0,
@@ -32,6 +34,8 @@ rule measure_premise:
         options=as_json(backbone_options()),
     log:
         f"{LOGS}/measure_premise.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/measure_premise.tsv"
     threads: 2
     conda:
         "../../envs/torch.yaml"

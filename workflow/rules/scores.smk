@@ -35,11 +35,13 @@ rule score_map_ap:
         scores=score_shards(),
         data=dataset_inputs(),
     output:
-        report(f"{RESULTS}/tables/score_map_ap.csv", caption="../report/score_map_ap.rst", category="Seeds"),
+        report(f"{RESULTS}/tables/score_map_ap.csv", caption="../report/score_map_ap.rst", category="ICD"),
     params:
         inference_size=config["seeds"]["inference_size"],
     log:
         f"{LOGS}/score_map_ap.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_map_ap.tsv"
     threads: 1
     conda:
         "../../envs/torch.yaml"

@@ -15,6 +15,8 @@ rule seed_sweep:
                          "cam_backgrounds": config["seeds"]["cam_backgrounds"]}),
     log:
         f"{LOGS}/seed_sweep.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/seed_sweep.tsv"
     threads: 1
     conda:
         "../../envs/torch.yaml"
@@ -41,7 +43,7 @@ rule make_seeds:
         f"{RESULTS}/benchmarks/seeds/shard_{{shard}}.tsv"
     threads: 1
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/crf.yaml"
     shell:
         "icd seeds --dataset {input.dataset:q} --scores {input.scores:q} --cam-background {input.cam_background:q}"
         " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --out {output:q}"
@@ -74,13 +76,16 @@ rule seed_table:
         data=dataset_inputs(),
     output:
         table=report(f"{RESULTS}/tables/seeds.csv", caption="../report/seeds.rst", category="Seeds"),
-        per_class=report(f"{RESULTS}/tables/seeds_per_class.csv", caption="../report/seeds.rst", category="Seeds"),
+        per_class=report(f"{RESULTS}/tables/seeds_per_class.csv", caption="../report/seeds_per_class.rst",
+                          category="Seeds"),
     params:
         variants=SEED_VARIANTS,
         threshold=config["seeds"]["threshold"],
         root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
     log:
         f"{LOGS}/seed_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/seed_table.tsv"
     threads: 1
     conda:
         "../../envs/torch.yaml"
@@ -109,3 +114,17 @@ rule seed_figure:
     shell:
         "icd seed-figure --dataset {input.dataset:q} --scores {input.scores:q} --seeds-root {params.root:q}"
         " --canvas {params.canvas} --out {output:q} > {log:q} 2>&1"
+
+
+rule seed_iou_chart:
+    input:
+        f"{RESULTS}/tables/seeds_per_class.csv",
+    output:
+        report(f"{RESULTS}/figures/seeds_per_class_iou.png", caption="../report/seeds_per_class_iou.rst", category="Seeds"),
+    log:
+        f"{LOGS}/seed_iou_chart.log",
+    threads: 1
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "icd seed-iou-chart --per-class {input:q} --out {output:q} > {log:q} 2>&1"

@@ -23,6 +23,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/icd.smk"
 include: "workflow/rules/scores.smk"
 include: "workflow/rules/seeds.smk"
+include: "workflow/rules/deeplab.smk"
 
 
 rule all:

@@ -27,7 +27,7 @@ from icd.data.classes import NUM_CLASSES
 from icd.data.io import read_rgb, write_mask
 from icd.data.voc import VOCPaths
 from icd.errors import ConfigError
-from icd.files import atomic_path
+from icd.files import atomic_dir, atomic_path
 from icd.transforms import bilinear_resize, to_network_input
 
 SERVER_FOLDER = Path("results/VOC2012/Segmentation/comp6_test_cls")
@@ -87,19 +87,19 @@ def predict_split(model_path, dataset: dict, split: str, out_dir, *, scales, fli
         raise ConfigError(f"split '{split}' is not in the dataset report (it has {', '.join(dataset['splits'])}).")
     net, network = load_trained(model_path)
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
-    out_dir = Path(out_dir)
-    for image_id in tqdm(dataset["splits"][split], desc=f"predict {split}", disable=not progress, mininterval=2.0):
-        image = read_rgb(paths.image(image_id))
-        probabilities = class_probabilities(net, image, mean=network["input_mean"], scale=network["input_scale"],
-                                            scales=scales, flip=flip)
-        labels = {"raw": probabilities.argmax(axis=0).astype(np.uint8)}
-        if crf is not None:
-            labels["crf"] = crf_refine(image, probabilities, **crf)
-        if server_layout:
-            write_mask(out_dir / SERVER_FOLDER / f"{image_id}.png", labels["crf" if crf is not None else "raw"])
-        else:
-            for name, label_map in labels.items():
-                write_mask(out_dir / name / f"{image_id}.png", label_map)
+    with atomic_dir(out_dir) as tmp:  # an interrupted run leaves no half-filled folder behind
+        for image_id in tqdm(dataset["splits"][split], desc=f"predict {split}", disable=not progress, mininterval=2.0):
+            image = read_rgb(paths.image(image_id))
+            probabilities = class_probabilities(net, image, mean=network["input_mean"],
+                                                scale=network["input_scale"], scales=scales, flip=flip)
+            labels = {"raw": probabilities.argmax(axis=0).astype(np.uint8)}
+            if crf is not None:
+                labels["crf"] = crf_refine(image, probabilities, **crf)
+            if server_layout:
+                write_mask(tmp / SERVER_FOLDER / f"{image_id}.png", labels["crf" if crf is not None else "raw"])
+            else:
+                for name, label_map in labels.items():
+                    write_mask(tmp / name / f"{image_id}.png", label_map)
 
 
 def pack_for_server(predictions_root, tar_path) -> int:

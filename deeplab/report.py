@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from deeplab.workflow import GROUND_TRUTH
 from icd.data.classes import PALETTE
 from icd.data.io import read_mask, read_rgb
 from icd.data.voc import VOCPaths
@@ -18,7 +19,6 @@ PAPER = {
     "resnet101": {"I": (64.1, 64.3), "I+S": (67.8, 68.0)},
 }
 PAPER_TABLE = {"vgg16": 7, "resnet101": 8}
-GROUND_TRUTH = "gt"
 
 
 def supervision(seeds: str) -> str:
@@ -42,7 +42,7 @@ def segmentation_rows(evaluations: list[dict]) -> list[dict]:
 def paper_tables_markdown(rows: list[dict]) -> str:
     """Tables 7/8 as markdown: our val mIoU per seed set beside the paper's val/test numbers (%)."""
     lines = []
-    for backbone in [b for b in PAPER if any(r["backbone"] == backbone for r in rows)]:
+    for backbone in [b for b in PAPER if any(r["backbone"] == b for r in rows)]:
         ours = [r for r in rows if r["backbone"] == backbone]
         lines += [f"### Table {PAPER_TABLE[backbone]}: DeepLab-LargeFOV, {backbone}", "",
                   "| seeds | supervision | multi-scale | CRF | ours val | paper val | paper test |",

@@ -48,7 +48,7 @@ def network_options(backbone: str, deeplab: dict, model: dict) -> dict:
     """What defines the network of one backbone: stored with the weights so inference rebuilds it."""
     mean, scale = input_normalisation(backbone, model)
     return {"backbone": backbone, "head": deeplab["head"], "width": deeplab["width"],
-            "batch_norm": bool(model["batch_norm"]) and backbone == "vgg16", "freeze_bn": deeplab["freeze_bn"],
+            "batch_norm": backbone == "vgg16" and bool(model["batch_norm"]), "freeze_bn": deeplab["freeze_bn"],
             "input_mean": mean, "input_scale": scale}
 
 

@@ -110,11 +110,12 @@ def test_test_split_predictions_in_the_server_layout_with_the_voc_palette_and_a_
 
 def test_eval_predictions_with_crf_write_raw_and_crf_folders(tiny_dataset, saved_model, tmp_path, one_torch_thread):
     crf = load_config()["deeplab"]["crf"]
-    predict_split(saved_model, tiny_dataset, "eval", tmp_path, scales=[1.0], flip=False, crf=crf, progress=False)
+    out = tmp_path / "val"
+    predict_split(saved_model, tiny_dataset, "eval", out, scales=[1.0], flip=False, crf=crf, progress=False)
     ids = tiny_dataset["splits"]["val"]
     for name in ("raw", "crf"):
-        assert sorted(p.stem for p in (tmp_path / name).iterdir()) == sorted(ids)
-    results = evaluate_predictions(tiny_dataset, tmp_path, progress=False)
+        assert sorted(p.stem for p in (out / name).iterdir()) == sorted(ids)
+    results = evaluate_predictions(tiny_dataset, out, progress=False)
     assert set(results) == {"raw", "crf"} and all(0 <= r["miou"] <= 1 for r in results.values())
 
 

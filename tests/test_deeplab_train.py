@@ -155,3 +155,17 @@ def test_accumulated_micro_batches_train_resnet101_with_a_seed_folder(tiny_datas
     assert len(result["history"]) == 1 and np.isfinite(result["history"][0]["loss"])
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert json.loads(saved["network"])["head"] == "aspp" and "head.branches.3.weight" in saved["model"]
+
+
+@pytest.mark.slow
+def test_distributed_training_with_two_processes(tiny_dataset, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each reads half of every batch, rank 0 writes the outputs."""
+    dataset_file = tmp_path / "dataset.json"
+    dataset_file.write_text(json.dumps(tiny_dataset))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527",
+               *_train_command(dataset_file, tmp_path / "out", deeplab_options(iterations=2))[1:]]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [r["iteration"] for r in history] == [2] and np.isfinite(history[0]["loss"])
+    assert "head.weight" in torch.load(tmp_path / "out" / "model.pt", weights_only=True)["model"]

@@ -21,6 +21,8 @@ TINY = {
         "model": {"backbone": "vgg16_bn", "width": 0.0625},
         "superpixels": {"shards": 2, "feature_input_size": 65, "max_regions": 8},
         "icd": {"epochs": 2, "batch_size": 8, "crop_size": 48, "workers": 0},
+        "deeplab": {"width": 0.0625, "seeds": ["icd_crf"], "baselines": ["gt"], "iterations": 2, "batch_size": 2,
+                    "crop_size": 48, "checkpoint_interval": 2, "log_interval": 1},
     },
 }
 

@@ -21,6 +21,7 @@ _PYTHON = "python" if _USE_CONDA else shlex.quote(sys.executable)
 shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
     f'icd() {{{{ {_PYTHON} -m icd "$@"; }}}}; '
+    f'deeplab() {{{{ {_PYTHON} -m deeplab "$@"; }}}}; '
 )
 
 
@@ -66,6 +67,8 @@ def stage_targets(stage):
 
 def all_targets():
     targets = [path for stage in ("data", "pretrain", "icd", "scores", "seeds") for path in stage_targets(stage)]
+    targets += DEEPLAB_TARGETS  # defined in deeplab.smk
+    targets += [f"{RESULTS}/tables/segmentation.csv", f"{RESULTS}/figures/deeplab_fig6.png"]
     return targets
 
 

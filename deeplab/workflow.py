@@ -1,0 +1,57 @@
+"""What the Snakemake rules of the DeepLab stage need from the config (kept out of the .smk files)."""
+
+from __future__ import annotations
+
+from icd.errors import ConfigError
+
+GROUND_TRUTH = "gt"
+TEST_TIME_KEYS = frozenset({"backbones", "seeds", "baselines", "weights", "test_scales", "test_flip", "test_crf", "crf"})
+
+
+def seed_sets(deeplab: dict) -> list[str]:
+    """The seed sets trained on: deeplab.seeds, then the baselines (cam seeds, ground truth) not already there."""
+    return deeplab["seeds"] + [name for name in deeplab["baselines"] if name not in deeplab["seeds"]]
+
+
+def check_config(deeplab: dict, seed_variants: list[str], synthetic: bool) -> None:
+    """Fail before anything runs when the seeds stage cannot provide a seed set or weights are missing."""
+    unknown = sorted(set(seed_sets(deeplab)) - set(seed_variants) - {GROUND_TRUTH})
+    if unknown:
+        raise ConfigError(
+            f"deeplab.seeds names {unknown}, which the seeds stage does not write (it writes {seed_variants}; "
+            "icd_sal needs data.saliency_root). Remove them from deeplab.seeds."
+        )
+    if not synthetic and "resnet101" in deeplab["backbones"] and not deeplab["weights"]["resnet101"]:
+        raise ConfigError(
+            "deeplab.backbones includes resnet101 but deeplab.weights.resnet101 is not set: on real data ResNet101 "
+            "starts from ImageNet weights. Set it to a torchvision file (resnet101-63fe2227.pth)."
+        )
+
+
+def training_options(deeplab: dict, backbone: str, model_options: dict, seed: int) -> dict:
+    """`deeplab train --options` of one backbone: training keys only, its own lr, VGG16's model options."""
+    section = {key: value for key, value in deeplab.items() if key not in TEST_TIME_KEYS}
+    section["lr"] = {backbone: deeplab["lr"][backbone]}
+    return {"deeplab": section, "model": model_options if backbone == "vgg16" else {}, "seed": seed}
+
+
+def prediction_options(deeplab: dict) -> dict:
+    """`deeplab predict --options`: test scales, flip, and the CRF parameters when the CRF runs."""
+    return {"scales": deeplab["test_scales"], "flip": deeplab["test_flip"],
+            "crf": deeplab["crf"] if deeplab["test_crf"] else None}
+
+
+def run_folder(root: str, backbone: str, seeds: str) -> str:
+    return f"{root}/{backbone}/{seeds}"
+
+
+def runs(root: str, deeplab: dict, backbones: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """(backbone, seed set, folder) of every model the configuration trains (or of `backbones` only)."""
+    return [(backbone, seeds, run_folder(root, backbone, seeds))
+            for backbone in backbones or deeplab["backbones"] for seeds in seed_sets(deeplab)]
+
+
+def stage_targets(root: str, deeplab: dict, test_split: str, backbones: list[str] | None = None) -> list[str]:
+    """Trained models, evaluations and server tars."""
+    return [f"{folder}/{name}" for _, _, folder in runs(root, deeplab, backbones)
+            for name in ("model.pt", "evaluation.json", f"{test_split}.tar")]

@@ -1,0 +1,68 @@
+"""Tables 7/8 and the Fig. 6-style figure from evaluation records; the stage's plan from the config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import deeplab.workflow as plan
+from deeplab.report import prediction_figure, write_segmentation_tables
+from icd.config import load_config
+from icd.data.io import read_mask, write_mask
+from icd.data.voc import VOCPaths
+from icd.errors import ConfigError
+
+
+def record(backbone, seeds, miou_raw, miou_crf=None):
+    results = {"raw": {"miou": miou_raw, "per_class": {"background": 0.9, "cat": None}}}
+    if miou_crf is not None:
+        results["crf"] = {"miou": miou_crf, "per_class": {"background": 0.95, "cat": 0.1}}
+    return {"backbone": backbone, "seeds": seeds, "split": "val", "multiscale": False, "results": results}
+
+
+def test_segmentation_csv_and_paper_tables(tmp_path):
+    evaluations = [record("vgg16", "icd_crf", 0.4, 0.45), record("vgg16", "icd_sal", 0.5),
+                   record("vgg16", "gt", 0.7), record("resnet101", "cam", 0.3)]
+    write_segmentation_tables(evaluations, tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "pc.csv")
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert list(table.columns) == ["backbone", "seeds", "supervision", "split", "multiscale", "crf", "miou"]
+    assert table[["seeds", "supervision", "crf"]].values.tolist() == [
+        ["icd_crf", "I", False], ["icd_crf", "I", True], ["icd_sal", "I+S", False], ["gt", "full", False],
+        ["cam", "I", False]]
+    assert table["miou"].tolist() == [0.4, 0.45, 0.5, 0.7, 0.3]
+    markdown = (tmp_path / "s.md").read_text()
+    assert "Table 7" in markdown and "Table 8" in markdown
+    assert "| icd_crf | I | no | yes | 45.0 | 61.2 | 60.9 |" in markdown
+    assert "| icd_sal | I+S | no | no | 50.0 | 64.0 | 63.9 |" in markdown
+    assert "| cam | I | no | no | 30.0 | - | - |" in markdown  # the paper has no CAM-seed DeepLab row
+    per_class = pd.read_csv(tmp_path / "pc.csv")
+    assert len(per_class) == 5 and per_class["cat"].isna().sum() == 4
+
+
+def test_prediction_figure_shows_every_model_beside_the_ground_truth(tiny_dataset, tmp_path):
+    paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
+    for image_id in tiny_dataset["splits"]["val"]:
+        truth = read_mask(paths.ground_truth("val", image_id))
+        write_mask(tmp_path / "a" / f"{image_id}.png", np.where(truth == 255, 0, truth).astype(np.uint8))
+    prediction_figure(tmp_path / "fig.png", tiny_dataset, {"vgg16 gt": str(tmp_path / "a")}, count=3)
+    with Image.open(tmp_path / "fig.png") as figure:
+        assert figure.size == (600, 600)  # 3 columns (image, prediction, GT) x 3 rows, 2 inches at 100 dpi
+        assert np.asarray(figure.convert("L")).std() > 10
+
+
+def test_the_plan_trains_every_backbone_on_seeds_and_baselines_and_checks_the_config():
+    deeplab = load_config()["deeplab"]
+    assert plan.seed_sets({**deeplab, "seeds": ["icd_crf", "cam"], "baselines": ["cam", "gt"]}) == ["icd_crf", "cam", "gt"]
+    targets = plan.stage_targets("r", {**deeplab, "backbones": ["vgg16"], "seeds": ["icd_crf"], "baselines": ["gt"]},
+                                 "test")
+    assert targets == ["r/vgg16/icd_crf/model.pt", "r/vgg16/icd_crf/evaluation.json", "r/vgg16/icd_crf/test.tar",
+                       "r/vgg16/gt/model.pt", "r/vgg16/gt/evaluation.json", "r/vgg16/gt/test.tar"]
+    options = plan.training_options(deeplab, "resnet101", {"batch_norm": True}, seed=3)
+    assert options["deeplab"]["lr"] == {"resnet101": deeplab["lr"]["resnet101"]} and options["model"] == {}
+    assert not plan.TEST_TIME_KEYS & set(options["deeplab"])
+    with pytest.raises(ConfigError, match=r"\['icd_sal'\].*needs data.saliency_root"):
+        plan.check_config(deeplab, ["cam", "icd", "icd_crf"], synthetic=True)
+    with pytest.raises(ConfigError, match="deeplab.weights.resnet101 is not set"):
+        plan.check_config(deeplab, ["cam", "icd_crf", "icd_sal"], synthetic=False)

@@ -1,0 +1,147 @@
+# The DeepLab stage: one network per backbone x seed set (plus the CAM-seed and ground-truth reference
+# rows), full-resolution predictions of the eval and test splits, mIoU, Tables 7/8 and a Fig. 6-style figure.
+
+import deeplab.workflow as deeplab_plan
+
+DEEPLAB = config["deeplab"]
+DEEPLAB_ROOT = f"{RESULTS}/deeplab"
+EVAL_SPLIT, TEST_SPLIT = config["data"]["eval_split"], config["data"]["test_split"]
+deeplab_plan.check_config(DEEPLAB, SEED_VARIANTS, SYNTHETIC)
+DEEPLAB_RUNS = deeplab_plan.runs(DEEPLAB_ROOT, DEEPLAB)
+DEEPLAB_TARGETS = deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT)
+# Backbone weights: deeplab.weights, else VGG16 takes the ICD backbone's and ResNet101 starts at random.
+DEEPLAB_WEIGHTS = {
+    "vgg16": ancient(DEEPLAB["weights"]["vgg16"]) if DEEPLAB["weights"]["vgg16"] else backbone_weights(),
+    "resnet101": ancient(DEEPLAB["weights"]["resnet101"]) if DEEPLAB["weights"]["resnet101"] else [],
+}
+
+
+wildcard_constraints:
+    backbone="vgg16|resnet101",
+    seeds=r"[A-Za-z0-9_]+",
+
+
+rule train_deeplab:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        labels=lambda wildcards: [] if wildcards.seeds == "gt" else f"{RESULTS}/seeds/{wildcards.seeds}",
+        weights=lambda wildcards: DEEPLAB_WEIGHTS[wildcards.backbone],
+        data=dataset_inputs(),
+    output:
+        model=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/model.pt",
+        history=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/history.json",
+    params:
+        options=lambda wildcards: as_json(
+            deeplab_plan.training_options(DEEPLAB, wildcards.backbone, backbone_options(), config["seed"])
+        ),
+        labels=lambda wildcards, input: f"--labels-root {shlex.quote(input.labels)}" if input.labels else "",
+        weights=lambda wildcards, input: f"--weights {shlex.quote(input.weights)}" if input.weights else "",
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+    log:
+        f"{LOGS}/deeplab/train_{{backbone}}_{{seeds}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/deeplab/train_{{backbone}}_{{seeds}}.tsv"
+    threads: DEEPLAB["workers"] + 1
+    resources:
+        gpu=1 if not SYNTHETIC else 0,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "deeplab train --dataset {input.dataset:q} {params.labels} {params.weights} --backbone {wildcards.backbone}"
+        " --options {params.options:q} --gpus {resources.gpu} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule predict_deeplab:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        model=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/model.pt",
+        data=dataset_inputs(),
+    output:
+        eval=directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{EVAL_SPLIT}"),
+        test=directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}"),
+        tar=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}.tar",
+    params:
+        options=as_json(deeplab_plan.prediction_options(DEEPLAB)),
+    log:
+        f"{LOGS}/deeplab/predict_{{backbone}}_{{seeds}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/deeplab/predict_{{backbone}}_{{seeds}}.tsv"
+    threads: 1
+    resources:
+        gpu=1 if not SYNTHETIC else 0,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "deeplab predict --dataset {input.dataset:q} --model {input.model:q} --split eval --options {params.options:q}"
+        " --gpus {resources.gpu} --out-dir {output.eval:q} > {log:q} 2>&1;"
+        " deeplab predict --dataset {input.dataset:q} --model {input.model:q} --split test --options {params.options:q}"
+        " --gpus {resources.gpu} --out-dir {output.test:q} --server-tar {output.tar:q} >> {log:q} 2>&1"
+
+
+rule evaluate_deeplab:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        predictions=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{EVAL_SPLIT}",
+        data=dataset_inputs(),
+    output:
+        f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/evaluation.json",
+    params:
+        multiscale="--multiscale" if len(DEEPLAB["test_scales"]) > 1 or DEEPLAB["test_flip"] else "",
+    log:
+        f"{LOGS}/deeplab/evaluate_{{backbone}}_{{seeds}}.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "deeplab evaluate --dataset {input.dataset:q} --predictions {input.predictions:q} --backbone {wildcards.backbone}"
+        " --seeds {wildcards.seeds} {params.multiscale} --out {output:q} > {log:q} 2>&1"
+
+
+rule segmentation_table:
+    input:
+        [f"{folder}/evaluation.json" for _, _, folder in DEEPLAB_RUNS],
+    output:
+        table=report(f"{RESULTS}/tables/segmentation.csv", caption="../report/deeplab_tables.rst", category="DeepLab"),
+        per_class=report(f"{RESULTS}/tables/segmentation_per_class.csv", caption="../report/deeplab_tables.rst",
+                         category="DeepLab"),
+        markdown=report(f"{RESULTS}/tables/segmentation.md", caption="../report/deeplab_tables.rst", category="DeepLab"),
+    log:
+        f"{LOGS}/segmentation_table.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "deeplab table --evaluations {input:q} --out {output.table:q} --per-class {output.per_class:q}"
+        " --markdown {output.markdown:q} > {log:q} 2>&1"
+
+
+rule deeplab_figure:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        predictions=[f"{folder}/{EVAL_SPLIT}" for _, _, folder in DEEPLAB_RUNS],
+        data=dataset_inputs(),
+    output:
+        report(f"{RESULTS}/figures/deeplab_fig6.png", caption="../report/deeplab_fig6.rst", category="DeepLab"),
+    params:
+        # eval-split predictions after the CRF when it runs
+        folders=[f"{folder}/{EVAL_SPLIT}/{'crf' if DEEPLAB['test_crf'] else 'raw'}" for _, _, folder in DEEPLAB_RUNS],
+        titles=[f"{backbone} {seeds}" for backbone, seeds, _ in DEEPLAB_RUNS],
+    log:
+        f"{LOGS}/deeplab_figure.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "deeplab figure --dataset {input.dataset:q} --predictions {params.folders:q} --titles {params.titles:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+# Named targets: `snakemake --cores N deeplab_vgg16` trains, predicts and evaluates one backbone.
+rule deeplab_vgg16:
+    input:
+        deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT, ["vgg16"]),
+
+
+rule deeplab_resnet101:
+    input:
+        deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT, ["resnet101"]),

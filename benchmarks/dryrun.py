@@ -2,7 +2,7 @@
 
 Fabricates PASCAL VOC 2012 + SBD + saliency folders with VOC's image counts (10,582 train_aug,
 1,449 val, 1,456 test) as empty files (a dry run never reads them), a real-VOC config pointing at
-them and a fabricated weights file, then times `snakemake -n` of the default target. Per-image work
+them and fabricated ImageNet weight files, then times `snakemake -n` of the default target. Per-image work
 is sharded, so the job count stays in the tens whatever the image count; the goal is <= 15 s.
 
     python benchmarks/dryrun.py [--scale 1.0] [--repeat 3]
@@ -57,12 +57,11 @@ def fabricate_layout(root: Path, counts: dict[str, int] = VOC_COUNTS) -> dict:
     for path, split_ids in lists.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{i}\n" for i in split_ids))
-    weights = root / "weights" / "vgg16-397923af.pth"
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    weights.touch()
+    _touch_all(root / "weights", ("vgg16-397923af.pth", "resnet101-63fe2227.pth"))
     return {"run": "voc", "data": {"source": "voc", "voc_root": str(voc), "sbd_root": str(sbd),
                                    "saliency_root": str(saliency)},
-            "pretrain": {"weights": str(weights)}}
+            "pretrain": {"weights": str(root / "weights" / "vgg16-397923af.pth")},
+            "deeplab": {"weights": {"resnet101": str(root / "weights" / "resnet101-63fe2227.pth")}}}
 
 
 def job_counts(dry_run_output: str) -> Counter:

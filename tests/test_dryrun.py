@@ -29,9 +29,7 @@ def test_voc_scale_dry_run_is_sharded_and_fast(tmp_path, capsys):
     for rule in ("validate_data", "train_icd", "score_map_ap", "seed_sweep", "collect_seeds", "seed_table", "all"):
         assert jobs[rule] == 1, rule
     assert not {"synthesize_data", "pretrain_backbone", "measure_premise"} & set(jobs)  # real VOC: user data, weights
-    most = max(shards.values())
-    assert all(count <= most for count in jobs.values()), f"a rule runs per image: {jobs}"
     assert seconds < 4 * GOAL_SECONDS  # the goal is reported, not asserted tightly: the machine is shared
 
     small_jobs, _ = dry_run(tmp_path / "small", fabricate_layout(tmp_path / "small", {s: 3 for s in VOC_COUNTS}))
-    assert small_jobs == jobs  # the plan does not depend on how many images there are
+    assert small_jobs == jobs, "a rule runs per image"  # the plan must not depend on how many images there are

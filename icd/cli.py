@@ -293,8 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_verb(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse, log to stderr, claim the verb's GPUs (`--gpus`), run it; a user error is one line and exit 2.
+
+    Shared by every `python -m <package>` CLI of the pipeline.
+    """
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if getattr(args, "gpus", None) is not None:
@@ -304,3 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_verb(build_parser(), argv)

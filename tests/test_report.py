@@ -56,6 +56,26 @@ def test_training_curves_and_iou_chart_are_drawn(tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
+def test_cli_verbs_read_the_artifacts_the_rules_give_them(tmp_path, monkeypatch):
+    import icd.plots
+    from icd.cli import main
+
+    table = tmp_path / "seeds_per_class.csv"
+    table.write_text("variant,background,aeroplane,train\ncam,0.8000,0.2500,0.3000\nicd,0.7000,0.4000,0.3500\n")
+    drawn = {}
+    monkeypatch.setattr(icd.plots, "per_class_iou_chart", lambda out, per_class: drawn.update(per_class))
+    assert main(["seed-iou-chart", "--per-class", str(table), "--out", str(tmp_path / "iou.png")]) == 0
+    with open(table, newline="") as handle:
+        expected = {row.pop("variant"): {name: float(value) for name, value in row.items()} for row in csv.DictReader(handle)}
+    assert drawn == expected
+    assert [list(per_class) for per_class in drawn.values()] == [["background", "aeroplane", "train"]] * 2
+
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps([record(1, (1, 1, -1)), record(2, (1, -1, -1))]))
+    assert main(["training-curves", "--history", str(history), "--out", str(tmp_path / "curves.png")]) == 0
+    assert _pixels(tmp_path / "curves.png").std() > 10
+
+
 def chromium() -> str:
     """The Chromium binary, installing Debian's `chromium` when missing (skips where that is impossible)."""
     found = shutil.which("chromium")

@@ -103,6 +103,7 @@ def rule_source(rule, lineno: int) -> str:
 
 
 def test_every_rule_with_a_command_has_an_env_a_log_and_threads():
+    """And the heavy ones (GPU steps, per-image shards) a benchmark: time and memory per job."""
     rules = [(rule, lineno) for rule, lineno in workflow_rules() if not rule.norun]
     assert len(rules) >= 13
     used = set()
@@ -113,4 +114,6 @@ def test_every_rule_with_a_command_has_an_env_a_log_and_threads():
         used.add(env)
         assert rule.log, f"{rule.name}: no log:"
         assert re.search(r"^\s+threads:", rule_source(rule, lineno), re.M), f"{rule.name}: no threads:"
+        if "gpu" in rule.resources or "shard" in rule.wildcard_names:
+            assert rule.benchmark, f"{rule.name}: a heavy step without benchmark:"
     assert used == {path.resolve() for path in ENV_FILES}, "an env file no rule uses"

@@ -85,7 +85,9 @@ def chromium() -> str:
         pytest.skip("Chromium is not installed and installing Debian's `chromium` needs root and apt-get")
     start = time.perf_counter()
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]  # another test may be installing packages too
+    for command in (["apt-get", *wait_for_lock, "update", "-qq"],
+                    ["apt-get", *wait_for_lock, "install", "-y", "-qq", "chromium"]):
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             pytest.skip(f"`{' '.join(command)}` failed, so the report cannot be rendered: {result.stderr[-500:]}")

@@ -55,10 +55,16 @@ def ensure_installed(timeout: float = 600) -> None:
         raise SlurmUnavailable(f"`{' '.join(install)}` did not provide {missing}: {result.stderr[-1500:]}")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports (all probes held open until each has one, so none repeats)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def memory_mb() -> int:
@@ -111,14 +117,15 @@ class OneNodeCluster:
     def write_config(self) -> None:
         # slurmctld accepts only its own host name as controller; the node's name is free (slurmd -N).
         host = socket.gethostname().split(".")[0]
+        controller_port, node_port = free_ports(2)
         self.root.chmod(0o755)  # munged runs as the munge user and must reach its folder
         for folder in ("state", "spool"):
             (self.root / folder).mkdir()
         self.conf.write_text(f"""\
 ClusterName=icdtest
 SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={free_port()}
-SlurmdPort={free_port()}
+SlurmctldPort={controller_port}
+SlurmdPort={node_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge

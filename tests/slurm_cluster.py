@@ -44,10 +44,11 @@ def ensure_installed(timeout: float = 600) -> None:
     if shutil.which("apt-get") is None:
         raise SlurmUnavailable("slurm-wlm/munge are not installed and there is no apt-get to install them")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]  # another test may be installing packages too
+    install = ["apt-get", *wait_for_lock, "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
     result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=timeout)
     if result.returncode != 0:  # a fresh container has no package lists yet
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=timeout)
+        subprocess.run(["apt-get", *wait_for_lock, "update", "-q"], capture_output=True, env=env, timeout=timeout)
         result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=timeout)
     # A post-install script may fail to start a service (no systemd) although the files are in place.
     missing = [name for name in DAEMONS + CLIENTS if not find_command(name)]

@@ -2,9 +2,13 @@
 
 Synthetic VOC images cropped to 500 x 375 with seeds made from their GT masks (eroded classes, a
 random 255 band, 255 speckle and a little label noise: 2-4 present labels, background included).
-Goals: refine_seed >= 5x faster than crf_official, >= 99.5 % pixel agreement.
+Goals: refine_seed >= 5x faster than crf_official on one core, >= 99.5 % pixel agreement. Both run
+single-threaded; a call's cost is its CPU time (what it takes from one core, unlike wall time barely
+inflated when other processes share the cores), the fastest of `--repeats` calls, the same rule for
+both. Wall times (fastest too) are printed beside, and their ratio. The reduced call gets no help from its
+per-shape cache (see `refine_seed_unseen_shape`).
 
-    python benchmarks/crf.py [--images 10]
+    python benchmarks/crf.py [--images 10] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from icd.crf import crf_official, refine_seed
 from icd.data.classes import IGNORE_LABEL
 from icd.data.io import read_mask, read_rgb
 from icd.data.synthetic import generate_dataset
+from icd.densecrf import spatial_filter
 
 HEIGHT, WIDTH = 375, 500
 SPEED_GOAL, AGREEMENT_GOAL = 5.0, 0.995
@@ -81,37 +86,57 @@ def crf_params() -> dict:
     return load_config()["crf"]
 
 
+def refine_seed_unseen_shape(image: np.ndarray, seed: np.ndarray, **params) -> np.ndarray:
+    """refine_seed as for an image shape not met before: no repeat is served by the per-shape cache
+    of the spatial filter (only the canvas lattice it is cut from stays cached, as in a real run)."""
+    spatial_filter.cache_clear()
+    return refine_seed(image, seed, **params)
+
+
+def _fastest(function, image, seed, params, repeats: int) -> tuple[float, float, np.ndarray]:
+    """(fastest CPU time, fastest wall time, labels) of `repeats` calls; times in ms."""
+    cpu = wall = np.inf
+    for _ in range(repeats):
+        start_cpu, start_wall = time.process_time(), time.perf_counter()
+        labels = function(image, seed, **params)
+        cpu = min(cpu, (time.process_time() - start_cpu) * 1000)
+        wall = min(wall, (time.perf_counter() - start_wall) * 1000)
+    return cpu, wall, labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     params = crf_params()
     data = samples(args.images)
     crf_official(*data[0], **params)  # warm-up (imports, allocator)
     refine_seed(*data[0], **params)
 
-    print(f"{args.images} images of {WIDTH}x{HEIGHT}, one core; CRF {params}")
-    print(f"| {'image':>5} | {'labels':>6} | {'official ms':>11} | {'reduced ms':>10} | {'speed-up':>8} | {'agreement':>9} |")
-    print(f"|{'-' * 7}|{'-' * 8}|{'-' * 13}|{'-' * 12}|{'-' * 10}|{'-' * 11}|")
-    total_official = total_reduced = 0.0
-    agreements = []
+    widths = sorted({image.shape[1] for image, _ in data})
+    print(f"{args.images} images of {HEIGHT} x {widths[0]}..{widths[-1]} (cropped to at most {WIDTH}x{HEIGHT}), "
+          f"one core, best of {args.repeats} runs each; CRF {params}")
+    print(f"| {'image':>5} | {'labels':>6} | {'official CPU ms':>15} | {'reduced CPU ms':>14} | {'speed-up':>8} "
+          f"| {'wall ms: official':>17} | {'reduced':>7} | {'agreement':>9} |")
+    print("|" + "|".join("-" * (width + 2) for width in (5, 6, 15, 14, 8, 17, 7, 9)) + "|")
+    official_ms, reduced_ms, agreements = [], [], []
     for index, (image, seed) in enumerate(data):
-        start = time.perf_counter()
-        official = crf_official(image, seed, **params)
-        middle = time.perf_counter()
-        reduced = refine_seed(image, seed, **params)
-        end = time.perf_counter()
-        total_official += middle - start
-        total_reduced += end - middle
+        official_cpu, official_wall, official = _fastest(crf_official, image, seed, params, args.repeats)
+        reduced_cpu, reduced_wall, reduced = _fastest(refine_seed_unseen_shape, image, seed, params, args.repeats)
+        official_ms.append((official_cpu, official_wall))
+        reduced_ms.append((reduced_cpu, reduced_wall))
         agreements.append(float((official == reduced).mean()))
         present = np.union1d([0], np.setdiff1d(np.unique(seed), [IGNORE_LABEL])).size
-        print(f"| {index:>5} | {present:>6} | {(middle - start) * 1000:>11.1f} | {(end - middle) * 1000:>10.1f} "
-              f"| {(middle - start) / (end - middle):>7.2f}x | {agreements[-1] * 100:>8.3f}% |")
-    speed = total_official / total_reduced
-    n = len(data)
-    print(f"| {'all':>5} | {'':>6} | {total_official / n * 1000:>11.1f} | {total_reduced / n * 1000:>10.1f} "
-          f"| {speed:>7.2f}x | {np.mean(agreements) * 100:>8.3f}% |")
-    print(f"speed-up {speed:.2f}x: goal >= {SPEED_GOAL:g}x {'MET' if speed >= SPEED_GOAL else 'NOT MET'}")
+        print(f"| {index:>5} | {present:>6} | {official_cpu:>15.1f} | {reduced_cpu:>14.1f} "
+              f"| {official_cpu / reduced_cpu:>7.2f}x | {official_wall:>17.1f} | {reduced_wall:>7.1f} "
+              f"| {agreements[-1] * 100:>8.3f}% |")
+    (official_cpu, official_wall), (reduced_cpu, reduced_wall) = np.mean(official_ms, 0), np.mean(reduced_ms, 0)
+    speed = official_cpu / reduced_cpu
+    print(f"| {'mean':>5} | {'':>6} | {official_cpu:>15.1f} | {reduced_cpu:>14.1f} | {speed:>7.2f}x "
+          f"| {official_wall:>17.1f} | {reduced_wall:>7.1f} | {np.mean(agreements) * 100:>8.3f}% |")
+    print(f"wall-clock speed-up {official_wall / reduced_wall:.2f}x")
+    print(f"speed-up (CPU time) {speed:.2f}x: goal >= {SPEED_GOAL:g}x {'MET' if speed >= SPEED_GOAL else 'NOT MET'}")
     print(f"agreement mean {np.mean(agreements) * 100:.3f}%, min {min(agreements) * 100:.3f}%: goal >= "
           f"{AGREEMENT_GOAL * 100:g}% {'MET' if min(agreements) >= AGREEMENT_GOAL else 'NOT MET'}")
 

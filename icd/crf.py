@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
+from icd.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
 
 __all__ = ["crf_official", "refine_seed"]
 
@@ -32,12 +33,13 @@ def _check_inputs(image, seed) -> tuple[np.ndarray, np.ndarray]:
         )
     if not np.issubdtype(seed.dtype, np.integer):
         raise ValueError(f"seed must hold integer labels, got dtype {seed.dtype}")
-    values = np.unique(seed)
-    bad = values[(values < 0) | ((values >= NUM_CLASSES) & (values != IGNORE_LABEL))]
+    outside = (seed < 0) | (seed > IGNORE_LABEL)
+    counts = np.bincount(np.where(outside, 0, seed).astype(np.uint8).ravel(), minlength=IGNORE_LABEL + 1)
+    bad = np.union1d(np.unique(seed[outside]), np.flatnonzero(counts[NUM_CLASSES:IGNORE_LABEL]) + NUM_CLASSES)
     if bad.size:
         raise ValueError(f"seed holds labels {bad.tolist()} outside 0..{NUM_CLASSES - 1} and {IGNORE_LABEL}")
     # pydensecrf needs a writeable C-contiguous buffer (PIL-backed arrays are read-only).
-    return np.require(image, requirements=["C", "W"]), seed.astype(np.int64, copy=False)
+    return np.require(image, requirements=["C", "W"]), seed.astype(np.uint8, copy=False)
 
 
 def _densecrf(image, unary, compat_gaussian, compat_bilateral, *, gaussian_sxy, bilateral_sxy,
@@ -106,32 +108,33 @@ def refine_seed(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilat
     n = h * w
     flat = seed.ravel()
     labelled = flat != IGNORE_LABEL
-    present = np.unique(flat[labelled]).astype(np.int64)  # background joins the absent group if unseeded
-    absent = np.setdiff1d(np.arange(NUM_CLASSES), present)
+    present = np.flatnonzero(np.bincount(flat, minlength=IGNORE_LABEL + 1)[:NUM_CLASSES])
+    absent = np.setdiff1d(np.arange(NUM_CLASSES), present)  # background joins them if unseeded
     p, a = present.size, absent.size
 
-    # The official column-normalised probabilities, only for the rows needed.
+    # The official energies -log(max(prob / column sum, 1e-5)) take three values; only needed rows.
     seed_prob = float(confidence)
     res_prob = (1.0 - seed_prob) / NUM_CLASSES
-    column = np.where(labelled, seed_prob + (NUM_CLASSES - 1) * res_prob, NUM_CLASSES * res_prob)
+    seeded_sum, ignored_sum = seed_prob + (NUM_CLASSES - 1) * res_prob, NUM_CLASSES * res_prob
+    seeded, other, ignored = (-np.log(max(prob / total, 1e-5)) for prob, total in
+                              ((seed_prob, seeded_sum), (res_prob, seeded_sum), (res_prob, ignored_sum)))
     rows = p + (a > 0)
-    prob = np.full((rows, n), res_prob)
-    lookup = np.full(256, -1, dtype=np.int64)
+    unary = np.empty((rows, n), dtype=np.float32)
+    unary[:] = np.where(labelled, np.float32(other), np.float32(ignored))
+    lookup = np.full(IGNORE_LABEL + 1, -1, dtype=np.int64)
     lookup[present] = np.arange(p)
-    row = lookup[flat]
-    prob[row[labelled], np.flatnonzero(labelled)] = seed_prob
-    prob /= column
-    unary = -np.log(np.maximum(prob, 1e-5))
+    unary[lookup[flat[labelled]], np.flatnonzero(labelled)] = seeded
     if a:
-        unary[p] -= np.log(a)
-        compat_g = np.array([-gaussian_compat] * p + [-gaussian_compat / a], dtype=np.float32)
-        compat_b = np.array([-bilateral_compat] * p + [-bilateral_compat / a], dtype=np.float32)
-    else:  # all 21 labels present: the plain call
-        compat_g, compat_b = gaussian_compat, bilateral_compat
+        unary[p] -= np.float32(np.log(a))
+    group = [1.0] * p + ([1.0 / a] if a else [])  # the absent group's compatibility is w / A
 
-    q = _densecrf(image, unary, compat_g, compat_b, gaussian_sxy=gaussian_sxy,
-                  bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb, iterations=iterations)
-    q /= q.sum(axis=0)
+    if rows == 1:  # an all-255 seed: one channel, Q = 1 (every official marginal is 1/21)
+        q = np.ones((1, h, w), dtype=np.float32)
+    else:
+        kernels = [(spatial_filter(h, w, gaussian_sxy), gaussian_compat),
+                   (LatticeFilter.from_features(pixel_features(h, w, bilateral_sxy, image, bilateral_srgb)),
+                    bilateral_compat)]
+        q = mean_field(unary, kernels, iterations, label_weights=group).reshape(rows, h, w)
     if p:
         best = q[:p].argmax(axis=0)
         best_q = np.take_along_axis(q[:p], best[None], axis=0)[0]

@@ -50,7 +50,7 @@ def _pack(columns: list[np.ndarray], margin: int) -> tuple[np.ndarray, np.ndarra
 
 def _simplices(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per feature (features: d x N), the enclosing simplex as its remainder-0 vertex / (d+1) and the
-    coordinates' ranks (both d+1 x N ints), and its d+1 x N barycentric weights: Adams et al. 2010 as
+    coordinates' ranks (both d+1 x N ints), and its N x d+1 barycentric weights: Adams et al. 2010 as
     densecrf computes it (float32, the same rounding and tie-breaking)."""
     d, n = features.shape
     d1 = d + 1
@@ -87,14 +87,14 @@ def _simplices(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
             np.maximum(ordered[i], ordered[i + 1], out=larger)
             np.minimum(ordered[i], ordered[i + 1], out=ordered[i + 1])
             ordered[i] = larger
-    barycentric = np.empty((d1, n), dtype=np.float32)
-    np.subtract(ordered[d - 1::-1], ordered[:0:-1], out=barycentric[1:])
-    np.subtract(ordered[d] + 1, ordered[0], out=barycentric[0])
+    barycentric = np.empty((n, d1), dtype=np.float32)
+    np.subtract(ordered[d - 1::-1], ordered[:0:-1], out=barycentric.T[1:])
+    np.subtract(ordered[d] + 1, ordered[0], out=barycentric.T[0])
     return down, rank, barycentric
 
 
 def _vertices(down: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lattice vertex ids of each feature's d+1 simplex corners (d+1 x N, corner r = remainder r) and,
+    """Lattice vertex ids of each feature's d+1 simplex corners (N x d+1, corner r = remainder r) and,
     per blur axis j, each vertex's two neighbours along it (d+1 x 2 x M, M where absent)."""
     d1, n = rank.shape
     d = d1 - 1
@@ -118,7 +118,7 @@ def _vertices(down: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarra
         for side, shift in enumerate((along - radix.sum(), radix.sum() - along)):
             found = lookup.get_indexer(vertex_keys + shift)
             neighbours[axis, side] = np.where(found >= 0, found, m)
-    return vertex.reshape(d1, -1).astype(np.int32)[:, which], neighbours
+    return vertex.reshape(d1, -1).T.astype(np.int32)[which], neighbours
 
 
 def _torch_csr(matrix: scipy.sparse.csr_matrix) -> torch.Tensor:
@@ -133,31 +133,33 @@ def _torch_csr(matrix: scipy.sparse.csr_matrix) -> torch.Tensor:
 
 class LatticeFilter:
     """Symmetrically normalised permutohedral Gaussian filter: x -> D^-1/2 alpha S^T B S D^-1/2 x for
-    N x C float32 values, from each point's simplex corners (d+1 x N vertex ids), barycentric weights
-    (d+1 x N) and the vertices' blur neighbours (d+1 x 2 x M, M where absent)."""
+    N x C float32 values, from each point's simplex corners (N x d+1 vertex ids), barycentric weights
+    (N x d+1) and the vertices' blur neighbours (d+1 x 2 x M, M where absent)."""
 
     def __init__(self, corners: np.ndarray, barycentric: np.ndarray, neighbours: np.ndarray):
-        d1, n = corners.shape
+        n, d1 = corners.shape
         m = neighbours.shape[-1]
         self.vertices = m
-        # B = B_d ... B_0 with B_j v = v + (v[n1] + v[n2]) / 2 (absent neighbours dropped), as sparse
-        # matrices; densecrf's output scaling alpha is folded into the first one.
+        # B = B_d ... B_0 with B_j v = v + (v[n1] + v[n2]) / 2 as sparse matrices of 3 entries a row (an
+        # absent neighbour: weight 0 on the vertex itself); densecrf's output scaling alpha is folded
+        # into the first one.
         alpha = 1.0 / (1.0 + 2.0 ** (1 - d1))
+        own = np.arange(m, dtype=np.int32)
         self._blurs = []
-        for axis, (first, second) in enumerate(neighbours):
-            columns = np.stack([np.arange(m), first, second])
-            weights = np.array([[1.0], [0.5], [0.5]], dtype=np.float32) * np.float32(alpha if axis == 0 else 1)
-            keep = (columns < m).T  # row-major: each vertex's own entries together
+        for axis, sides in enumerate(neighbours):
+            present = sides < m
+            columns = np.stack([own, *np.where(present, sides, own)], axis=1)
+            weights = np.stack([np.ones(m, dtype=np.float32), *np.where(present, np.float32(0.5), np.float32(0))],
+                               axis=1) * np.float32(alpha if axis == 0 else 1)
             self._blurs.append(_torch_csr(scipy.sparse.csr_matrix(
-                (np.broadcast_to(weights, columns.shape).T[keep], columns.T[keep].astype(np.int32),
-                 np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)), shape=(m, m))))
+                (weights.reshape(-1), columns.reshape(-1), np.arange(0, 3 * m + 1, 3, dtype=np.int32)),
+                shape=(m, m))))
         # Slice: N x M with the d+1 weights of each point; splat: its transpose (a linear-time conversion).
         slicing = scipy.sparse.csr_matrix(
-            (barycentric.T.reshape(-1), corners.T.reshape(-1), np.arange(0, n * d1 + 1, d1, dtype=np.int32)),
+            (barycentric.reshape(-1), corners.reshape(-1), np.arange(0, n * d1 + 1, d1, dtype=np.int32)),
             shape=(n, m))
         self._slice = _torch_csr(slicing)
-        splat_ones = np.bincount(corners.reshape(-1), weights=barycentric.reshape(-1), minlength=m)
-        norm = 1.0 / np.sqrt(self._blur_and_slice(splat_ones) + 1e-20)  # D^-1/2, D = K 1
+        norm = 1.0 / np.sqrt(self._blur_and_slice(slicing.T @ np.ones(n, dtype=np.float32)) + 1e-20)  # D^-1/2
         # Fold D^-1/2 into the slice (per row = point), in place, then into the splat by transposing.
         slicing.data.reshape(n, d1)[...] *= norm.astype(np.float32)[:, None]
         splatting = slicing.T.tocsr()
@@ -200,7 +202,7 @@ _CANVAS = 128  # position lattices are built for canvases rounded up to this, th
 def _position_lattice(height: int, width: int, sxy: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     down, rank, barycentric = _simplices(pixel_features(height, width, sxy))
     corners, neighbours = _vertices(down, rank)
-    return corners.reshape(-1, height, width), barycentric.reshape(-1, height, width), neighbours
+    return corners.reshape(height, width, -1), barycentric.reshape(height, width, -1), neighbours
 
 
 @functools.lru_cache(maxsize=4)
@@ -213,15 +215,15 @@ def spatial_filter(height: int, width: int, sxy: float) -> LatticeFilter:
     """
     canvas = (-(-height // _CANVAS) * _CANVAS, -(-width // _CANVAS) * _CANVAS, float(sxy))
     canvas_corners, canvas_weights, canvas_neighbours = _position_lattice(*canvas)
-    d1, total = canvas_corners.shape[0], canvas_neighbours.shape[-1]
-    corners = canvas_corners[:, :height, :width].reshape(d1, -1)
+    d1, total = canvas_corners.shape[-1], canvas_neighbours.shape[-1]
+    corners = canvas_corners[:height, :width].reshape(-1, d1)
     touched = np.zeros(total + 1, dtype=bool)  # the extra slot stands for "absent"
     touched[corners] = True
     kept = np.flatnonzero(touched)
-    renumber = np.full(total + 1, kept.size, dtype=np.int64)
-    renumber[kept] = np.arange(kept.size)
-    return LatticeFilter(renumber[corners].astype(np.int32),
-                         canvas_weights[:, :height, :width].reshape(d1, -1),
+    renumber = np.full(total + 1, kept.size, dtype=np.int32)
+    renumber[kept] = np.arange(kept.size, dtype=np.int32)
+    return LatticeFilter(renumber[corners],
+                         canvas_weights[:height, :width].reshape(-1, d1),
                          renumber[canvas_neighbours[:, :, kept]])
 
 
@@ -241,16 +243,20 @@ def mean_field(unary: np.ndarray, kernels: list[tuple[LatticeFilter, float]], it
     base = torch.from_numpy(-np.asarray(unary, dtype=np.float32))  # a fresh array: safe to modify
     q = torch.softmax(base, dim=0)
     # Only the first L - 1 channels are filtered (F); the last label's message uses K~ Q_last =
-    # K~ 1 - sum_l F_l, a constant folded into `base` and a row of `mix`.
-    mix = torch.zeros(labels, labels - 1)
-    mix[:-1] = torch.diag(scale[:-1])
-    mix[-1] = -scale[-1]
+    # K~ 1 - sum_l F_l, whose constant part is folded into `base`.
     base[-1] += scale[-1] * sum(weight * kernel.filtered_ones for kernel, weight in kernels)
     head = torch.empty(unary.shape[1], labels - 1)  # Q's first L - 1 rows as the sparse products want
+    last = float(scale[-1])
     for _ in range(int(iterations)):
         head.T.copy_(q[:-1])
         filtered = None
         for kernel, weight in kernels:
             filtered = kernel(head, weight, add_to=filtered)
-        q = torch.softmax(torch.addmm(base, mix, filtered.T), dim=0)
+        # Logits: base + g_l F_l for the first L - 1 labels, base - g_last sum_l F_l for the last.
+        logits = torch.empty_like(base)
+        torch.addcmul(base[:-1], filtered.T, scale[:-1, None], out=logits[:-1])
+        torch.sub(base[-1], filtered[:, 0], alpha=last, out=logits[-1])
+        for column in range(1, labels - 1):  # column by column: torch reduces short rows slowly
+            logits[-1].sub_(filtered[:, column], alpha=last)
+        q = torch.softmax(logits, dim=0)
     return q.numpy()

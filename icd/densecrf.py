@@ -4,10 +4,11 @@ The model is pydensecrf's DenseCRF2D (Krähenbühl & Koltun 2011, the densecrf 2
 kernels approximated on a permutohedral lattice (Adams et al. 2010) with symmetric normalisation
 K~ = D^-1/2 K D^-1/2 (D = K 1), diagonal label compatibility, Q <- softmax(-U + sum_k w_k K~_k Q).
 pydensecrf pays a large per-pixel cost that does not depend on the label count (hash-table lattice
-construction, 4-wide SSE padding, per-pixel Eigen loops). Here the lattice is built once per image
-with vectorised numpy (simplices deduplicated before hashing), splat and slice are sparse matrices
-with the normalisation folded in, and each iteration filters only L - 1 channels: marginals sum to
-1, so the last channel's filtered value is K~ 1 minus the others'.
+construction, 4-wide SSE padding, per-pixel Eigen loops). Here each lattice is built once per image
+with vectorised numpy (simplices deduplicated before hashing; the position-only lattice cut from a
+cached canvas), splat and slice are sparse matrices with the normalisation folded in (torch CSR,
+MKL's products), and each iteration filters only L - 1 channels: marginals sum to 1, so the last
+channel's filtered value is K~ 1 minus the others'.
 """
 
 from __future__ import annotations

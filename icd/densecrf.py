@@ -113,7 +113,7 @@ def _vertices(down: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarra
     vertex, vertex_keys = pandas.factorize(packed.reshape(-1))
     lookup = pandas.Index(vertex_keys)
     m = vertex_keys.size
-    neighbours = np.empty((d1, 2, m), dtype=np.int64)
+    neighbours = np.empty((d1, 2, m), dtype=np.int32)
     for axis in range(d1):
         along = radix[axis] * d1 if axis < d else 0  # key - 1 everywhere but +d on the axis, and the mirror
         for side, shift in enumerate((along - radix.sum(), radix.sum() - along)):
@@ -123,13 +123,13 @@ def _vertices(down: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _torch_csr(matrix: scipy.sparse.csr_matrix) -> torch.Tensor:
-    """Zero-copy torch view of a scipy CSR matrix (torch's sparse products use MKL: several times
-    faster than scipy's on one core)."""
+    """Torch view of a scipy CSR matrix (torch's sparse products use MKL: several times faster than
+    scipy's on one core); read-only arrays (a cached canvas) are copied, torch wants writable ones."""
+    indptr, indices, data = (torch.from_numpy(np.require(array, requirements="W"))
+                             for array in (matrix.indptr, matrix.indices, matrix.data))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr), torch.from_numpy(matrix.indices),
-                                       torch.from_numpy(matrix.data), size=matrix.shape,
-                                       check_invariants=False)
+        return torch.sparse_csr_tensor(indptr, indices, data, size=matrix.shape, check_invariants=False)
 
 
 class LatticeFilter:
@@ -156,13 +156,15 @@ class LatticeFilter:
                 (weights.reshape(-1), columns.reshape(-1), np.arange(0, 3 * m + 1, 3, dtype=np.int32)),
                 shape=(m, m))))
         # Slice: N x M with the d+1 weights of each point; splat: its transpose (a linear-time conversion).
-        slicing = scipy.sparse.csr_matrix(
-            (barycentric.reshape(-1), corners.reshape(-1), np.arange(0, n * d1 + 1, d1, dtype=np.int32)),
-            shape=(n, m))
+        rows = np.arange(0, n * d1 + 1, d1, dtype=np.int32)
+        slicing = scipy.sparse.csr_matrix((barycentric.reshape(-1), corners.reshape(-1), rows), shape=(n, m))
         self._slice = _torch_csr(slicing)
         norm = 1.0 / np.sqrt(self._blur_and_slice(slicing.T @ np.ones(n, dtype=np.float32)) + 1e-20)  # D^-1/2
-        # Fold D^-1/2 into the slice (per row = point), in place, then into the splat by transposing.
-        slicing.data.reshape(n, d1)[...] *= norm.astype(np.float32)[:, None]
+        # Fold D^-1/2 into the slice (per row = point; new values, the inputs stay untouched), then into
+        # the splat by transposing.
+        slicing = scipy.sparse.csr_matrix(((barycentric * norm.astype(np.float32)[:, None]).reshape(-1),
+                                           corners.reshape(-1), rows), shape=(n, m))
+        self._slice = _torch_csr(slicing)
         splatting = slicing.T.tocsr()
         self._splat = _torch_csr(splatting)
         self.filtered_ones = torch.from_numpy(self._blur_and_slice(_row_sums(splatting)))  # K~ 1
@@ -203,7 +205,10 @@ _CANVAS = 128  # position lattices are built for canvases rounded up to this, th
 def _position_lattice(height: int, width: int, sxy: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     down, rank, barycentric = _simplices(pixel_features(height, width, sxy))
     corners, neighbours = _vertices(down, rank)
-    return corners.reshape(height, width, -1), barycentric.reshape(height, width, -1), neighbours
+    lattice = corners.reshape(height, width, -1), barycentric.reshape(height, width, -1), neighbours
+    for array in lattice:  # shared by every filter cut from it
+        array.setflags(write=False)
+    return lattice
 
 
 @functools.lru_cache(maxsize=4)
@@ -237,8 +242,9 @@ def mean_field(unary: np.ndarray, kernels: list[tuple[LatticeFilter, float]], it
     or its diagonal compatibility -w_k g_l.
     """
     labels = unary.shape[0]
-    if labels < 2:
-        raise ValueError(f"mean_field needs at least 2 labels, got unary of shape {unary.shape}")
+    if labels < 2 or not kernels:
+        raise ValueError(f"mean_field needs at least 2 labels and a kernel, got unary of shape {unary.shape} "
+                         f"and {len(kernels)} kernels")
     scale = torch.ones(labels) if label_weights is None else torch.as_tensor(
         np.asarray(label_weights, dtype=np.float32))
     base = torch.from_numpy(-np.asarray(unary, dtype=np.float32))  # a fresh array: safe to modify

@@ -137,9 +137,10 @@ def test_engine_marginals_match_pydensecrf():
 
 def test_spatial_filter_equals_the_lattice_of_its_own_pixels():
     """Cut from a cached canvas lattice, yet the same filter as one built from the image's pixels
-    (shapes inside one canvas tile, across tiles, and thin)."""
+    (shapes inside one canvas tile, across tiles, thin, and the whole canvas, before and after
+    which the canvas must stay intact)."""
     rng = np.random.default_rng(0)
-    for height, width in ((40, 50), (130, 129), (3, 200)):
+    for height, width in ((40, 50), (128, 128), (130, 129), (3, 200), (100, 90)):
         values = torch.from_numpy(rng.random((height * width, 2)).astype(np.float32))
         own = LatticeFilter.from_features(pixel_features(height, width, 3))
         cut = spatial_filter(height, width, 3)
@@ -178,6 +179,9 @@ def test_lattice_filter_approximates_the_dense_gaussian(bilateral):
     assert errors[1.0] < min(errors[0.7], errors[1.4])
 
 
-def test_mean_field_needs_two_labels():
+def test_mean_field_needs_two_labels_and_a_kernel():
+    kernel = spatial_filter(3, 4, 3)
     with pytest.raises(ValueError, match="at least 2 labels"):
-        mean_field(np.zeros((1, 12), dtype=np.float32), [], 3)
+        mean_field(np.zeros((1, 12), dtype=np.float32), [(kernel, 1.0)], 3)
+    with pytest.raises(ValueError, match="and a kernel"):
+        mean_field(np.zeros((2, 12), dtype=np.float32), [], 3)

@@ -138,9 +138,11 @@ def refine_seed(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilat
                    (LatticeFilter.from_features(pixel_features(h, w, bilateral_sxy, image, bilateral_srgb)),
                     bilateral_compat)]
         q = mean_field(unary, kernels, iterations, label_weights=group).reshape(rows, h, w)
-    if p:
-        best = q[:p].argmax(axis=0)
-        best_q = np.take_along_axis(q[:p], best[None], axis=0)[0]
+    if p:  # argmax over the present labels, the first on ties (numpy's argmax along axis 0 is slow)
+        best, best_q = np.zeros((h, w), dtype=np.intp), q[0].copy()
+        for index in range(1, p):
+            best[q[index] > best_q] = index
+            np.maximum(best_q, q[index], out=best_q)
         out = present.astype(np.uint8)[best]
     else:  # an all-255 seed: every label ties, as in the official call
         best_q = np.full((h, w), -np.inf, dtype=np.float32)

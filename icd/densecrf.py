@@ -119,7 +119,8 @@ def _vertices(down: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarra
         for side, shift in enumerate((along - radix.sum(), radix.sum() - along)):
             found = lookup.get_indexer(vertex_keys + shift)
             neighbours[axis, side] = np.where(found >= 0, found, m)
-    return vertex.reshape(d1, -1).T.astype(np.int32)[which], neighbours
+    # np.take, not fancy indexing: several times faster for these row gathers.
+    return np.take(np.ascontiguousarray(vertex.reshape(d1, -1).T, dtype=np.int32), which, axis=0), neighbours
 
 
 def _torch_csr(matrix: scipy.sparse.csr_matrix) -> torch.Tensor:
@@ -228,7 +229,7 @@ def spatial_filter(height: int, width: int, sxy: float) -> LatticeFilter:
     kept = np.flatnonzero(touched)
     renumber = np.full(total + 1, kept.size, dtype=np.int32)
     renumber[kept] = np.arange(kept.size, dtype=np.int32)
-    return LatticeFilter(renumber[corners],
+    return LatticeFilter(np.take(renumber, corners),
                          canvas_weights[:height, :width].reshape(-1, d1),
                          renumber[canvas_neighbours[:, :, kept]])
 

@@ -102,7 +102,7 @@ def refine_seed(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilat
     exact instead of depending on float rounding between two channels.
     Cost: pydensecrf's per-pixel work barely depends on the label count (3-5 channels through it
     were only 2-3x faster than 21). icd.densecrf builds the same lattices with vectorised numpy
-    and filters P channels per iteration (the group's follows from sum Q = 1): about 5x less CPU
+    and filters P channels per iteration (the group's follows from sum Q = 1): about 5.5x less CPU
     than `crf_official` on 375 x ~450 images (benchmarks/crf.py), its marginals equal to
     pydensecrf's to ~1e-5 (tests/test_crf.py).
     """

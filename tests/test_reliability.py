@@ -96,6 +96,26 @@ def test_two_runs_with_the_same_seed_give_identical_seeds_and_tables(synthetic_r
     assert tables == sha256_tree(second / "tables")
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="deeplab/data.py checks a seed's size only when training draws the image: "
+                   "checkpoints may already be written, and with deeplab.workers > 0 the message comes wrapped in "
+                   "the DataLoader worker's traceback. Needs an up-front size check in deeplab train.")
+def test_a_seed_of_the_wrong_size_is_rejected_before_deeplab_trains(synthetic_runs, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(synthetic_runs["plain"], workdir)  # metadata and mtimes kept: the seeds stay up to date
+    seeds = workdir / "results" / "tiny" / "seeds" / "icd_crf"
+    _resize_png(seeds / "train_000001.png")
+    config = copy.deepcopy(TINY)
+    config["synthetic_overrides"]["deeplab"].update(iterations=8, workers=2)  # one pass over the 16 images
+    model = workdir / "results" / "tiny" / "deeplab" / "vgg16" / "icd_crf" / "model.pt"
+    result = snakemake(workdir, "--cores", "2", str(model.relative_to(workdir)), config=config)
+    assert result.returncode != 0
+    message = output(result)
+    assert "seeds/icd_crf/train_000001.png: label map is" in message and "regenerate the seeds" in message
+    assert "Traceback" not in message
+    assert not (model.parent / "checkpoint.pt").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # A user's "real VOC" run: data and ImageNet-style weights outside results/, data.source voc.
 
@@ -281,12 +301,23 @@ def kill_snakemake_when(workdir: Path, config: dict, target: str, ready: Callabl
     assert process.poll() is None, "Snakemake finished (or failed) before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    while True:  # every job of the group is gone before anything is inspected
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            break
+    deadline = time.time() + 60
+    while live_members(process.pid) and time.time() < deadline:  # every job is gone before anything is inspected
         time.sleep(0.05)
+    assert not live_members(process.pid)
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of a process group still running (zombies waiting for their reaper do not count)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, process_group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(process_group) == group and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def incomplete_markers(workdir: Path) -> set[str]:
@@ -319,24 +350,27 @@ def test_killed_in_a_sharded_step_and_in_icd_training_snakemake_resumes_to_ident
     target = model_target(config)
     results = tmp_path / "results" / "voc"
     shard_logs = [results / "logs" / "superpixels" / shard.replace(".npz", ".log") for shard in SHARDS]
-    kill_snakemake_when(tmp_path, config, target, lambda: any(log.exists() for log in shard_logs))
+    outputs = [f"results/voc/superpixels/{shard}" for shard in SHARDS]
 
-    marked = incomplete_markers(tmp_path)
+    def a_shard_job_runs() -> bool:
+        """A superpixel job has started and Snakemake has marked its output incomplete (just after the start)."""
+        marked = incomplete_markers(tmp_path)
+        return any(log.exists() and shard in marked for shard, log in zip(outputs, shard_logs))
+
+    kill_snakemake_when(tmp_path, config, target, a_shard_job_runs)
     unfinished = []
-    for shard, log in zip(SHARDS, shard_logs):
-        path = results / "superpixels" / shard
-        finished = log.exists() and f"shard {SHARDS.index(shard)}/{len(SHARDS)}:" in log.read_text()
-        if path.exists():  # only a finished job's shard may sit at the final name, and it is whole
-            assert finished, f"{path} written by a killed job"
-            assert len(ShardStore([path])) > 0
-        if log.exists() and not finished:
+    for index, (shard, log) in enumerate(zip(outputs, shard_logs)):
+        finished = log.exists() and f"shard {index}/{len(SHARDS)}:" in log.read_text()
+        if (tmp_path / shard).exists():  # only a finished job's shard may sit at the final name, and it is whole
+            assert finished, f"{shard} written by a killed job"
+            assert len(ShardStore([tmp_path / shard])) > 0
+        elif log.exists():
             unfinished.append(shard)
-            assert f"results/voc/superpixels/{shard}" in marked
     assert unfinished, "no superpixel job was killed"
-    assert not list((results / "superpixels").glob("shard_*.tmp*"))
+    assert incomplete_markers(tmp_path) & set(unfinished)  # the markers outlive the kill
     assert snakemake(tmp_path, "--unlock", config=config).returncode == 0
     dry = output(snakemake(tmp_path, "-n", target, config=config))
-    assert all(f"results/voc/superpixels/{shard}" in dry for shard in unfinished), dry[-3000:]
+    assert all(shard in dry for shard in unfinished), dry[-3000:]
 
     checkpoint = results / "icd" / "checkpoint.pt"
     kill_snakemake_when(tmp_path, config, target, checkpoint.exists)

@@ -4,6 +4,9 @@ As the official `run_infer`: single scale, the image padded at the bottom/right 
 (513 on VOC), no flip, BatchNorm in eval mode, the stored sign-flip EMA orienting S. Only the
 image's present classes are kept, at feature resolution and in float16, so VoC-scale scores stay
 a few GB; consumers resize them to the canvas (bilinear, half-pixel centres as cv2.resize) and crop.
+
+`inference_scale` enlarges the padded canvas before the network sees it (1 on VOC, as the official
+code). The maps still cover the canvas, so consumers need only the canvas size, whatever the scale.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from icd.metrics import PixelAveragePrecision
 from icd.model import ICDNet, refine_with_superpixels
 from icd.shards import ShardStore, save_shard
 from icd.train import build_network, multi_hot
-from icd.transforms import pad_to, to_network_input
+from icd.transforms import bilinear_resize, nearest_resize, pad_to, to_network_input
 
 SCORE_MAPS = ("cam", "bottom_up", "refined", "adapted")
 
@@ -43,7 +46,7 @@ def load_trained(model_path, *, model: dict, icd: dict) -> ICDNet:
 
 @torch.no_grad()
 def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classes: list[int], *, canvas: int,
-                 input_mean: float, input_scale: float) -> np.ndarray:
+                 inference_scale: float = 1.0, input_mean: float, input_scale: float) -> np.ndarray:
     """float16 array (len(SCORE_MAPS), k, h, w): the four maps for the image's k present classes.
 
     The refined map is always computed (with the image's superpixels, padding as its own region) so
@@ -53,8 +56,13 @@ def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classe
     if max(image.shape[:2]) > canvas:
         raise ConfigError(f"image of {image.shape[1]}x{image.shape[0]} exceeds seeds.inference_size {canvas}; raise it.")
     device = next(net.parameters()).device
-    padded = to_network_input(pad_to(image, canvas, canvas, np.uint8(round(input_mean)))[None], input_mean, input_scale)
-    regions = torch.from_numpy(pad_to(superpixels.astype(np.int64), canvas, canvas, int(superpixels.max()) + 1))[None]
+    image = pad_to(image, canvas, canvas, np.uint8(round(input_mean)))
+    regions = pad_to(superpixels.astype(np.int64), canvas, canvas, int(superpixels.max()) + 1)
+    if inference_scale != 1.0:  # keeps the 8k+1 shape of the canvas, so the maps align as at scale 1
+        size = round((canvas - 1) * inference_scale) + 1
+        image, regions = bilinear_resize(image, size, size), nearest_resize(regions, size, size)
+    padded = to_network_input(image[None], input_mean, input_scale)
+    regions = torch.from_numpy(np.ascontiguousarray(regions))[None]
     labels = torch.from_numpy(multi_hot(classes))[None]
     padded, regions, labels = padded.to(device), regions.to(device), labels.to(device)
     outputs = net(padded, labels, regions)
@@ -65,7 +73,8 @@ def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classe
 
 
 def infer_scores_shard(out_path, ids: list[str], *, dataset: dict, model_path, superpixel_shards: list[str],
-                       model: dict, icd: dict, inference_size: int, progress: bool = True) -> None:
+                       model: dict, icd: dict, inference_size: int, inference_scale: float = 1.0,
+                       progress: bool = True) -> None:
     """Score maps of `ids` (training split), saved as one npz shard {id: image_scores(...)}."""
     net = load_trained(model_path, model=model, icd=icd).to(default_device())
     paths = VOCPaths.create(dataset["voc_root"])
@@ -74,7 +83,8 @@ def infer_scores_shard(out_path, ids: list[str], *, dataset: dict, model_path, s
     for image_id in tqdm(ids, desc="scores", disable=not progress, mininterval=2.0):
         scores[image_id] = image_scores(
             net, read_rgb(paths.image(image_id)), superpixels[image_id], dataset["labels"][image_id],
-            canvas=inference_size, input_mean=model["input_mean"], input_scale=model["input_scale"],
+            canvas=inference_size, inference_scale=inference_scale, input_mean=model["input_mean"],
+            input_scale=model["input_scale"],
         )
     save_shard(out_path, scores)
 

@@ -16,7 +16,7 @@ import torch
 
 from icd.backbones import VGG16DeepLab, save_backbone
 from icd.config import load_config
-from icd.data.io import image_size
+from icd.data.io import image_size, read_rgb
 from icd.shards import ShardStore, shard_ids
 from icd.superpixels import compute_superpixel_shard
 from icd.train import TrainingDiverged, poly_lr, train_icd
@@ -150,6 +150,22 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     with pytest.raises(ConfigError, match="trained with other model/icd settings"):
         load_trained(tmp_path / "model.pt", model=options["model"], icd={**options["icd"], "lr": 0.5})
 
+    # seeds.inference_scale 2: the padded canvas enlarged to 2 * 64 + 1 before the network, maps still
+    # covering the 65 px canvas -- the same as scale 1 on a canvas the caller enlarged itself.
+    from icd.scores import image_scores
+    from icd.transforms import bilinear_resize, nearest_resize, pad_to
+
+    net = load_trained(tmp_path / "model.pt", model=options["model"], icd=options["icd"])
+    image = read_rgb(f"{tiny_dataset['voc_root']}/JPEGImages/{ids[0]}.jpg")
+    regions, classes = ShardStore(shards)[ids[0]], tiny_dataset["labels"][ids[0]]
+    normalise = {"input_mean": options["model"]["input_mean"], "input_scale": options["model"]["input_scale"]}
+    scaled = image_scores(net, image, regions, classes, canvas=65, inference_scale=2.0, **normalise)
+    assert scaled.shape == (len(SCORE_MAPS), len(classes), 17, 17)
+    by_hand = image_scores(net, bilinear_resize(pad_to(image, 65, 65, np.uint8(127)), 129, 129),
+                           nearest_resize(pad_to(regions.astype(np.int64), 65, 65, int(regions.max()) + 1), 129, 129),
+                           classes, canvas=129, **normalise)
+    np.testing.assert_array_equal(scaled, by_hand)
+
 
 def test_distributed_training_with_two_processes(tiny_dataset, prepared, tmp_path):
     """torchrun with 2 CPU processes (gloo): the DDP path trains and rank 0 writes the outputs."""
@@ -228,4 +244,8 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
                                 progress=False)
     finally:
         saliency.write_bytes(original)
+    missing = tmp_path / "scores_missing.npz"
+    with pytest.raises(DataError, match=rf"{missing}: unreadable shard .*rerun the step that writes it"):
+        generate_seed_shard(parts[0], shard_ids(ids, 0, 2), dataset=tiny_dataset, score_shards=[missing], canvas=65,
+                            threshold=0.0, cam_background=best, saliency_background=0.01, crf=crf, progress=False)
     assert (tmp_path / "seeds_0" / "icd").is_dir() and len(snapshot(tmp_path / "seeds")) == len(before) - 1

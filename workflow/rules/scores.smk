@@ -12,7 +12,8 @@ rule infer_scores:
     params:
         shards=config["seeds"]["shards"],
         options=as_json({"model": config["model"], "icd": config["icd"],
-                         "inference_size": config["seeds"]["inference_size"]}),
+                         "inference_size": config["seeds"]["inference_size"],
+                         "inference_scale": config["seeds"]["inference_scale"]}),
     log:
         f"{LOGS}/scores/shard_{{shard}}.log",
     benchmark:

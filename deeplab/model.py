@@ -17,10 +17,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from deeplab.resnet import ResNet101
 from icd.backbones import VGG16DeepLab, _read_state_dict, load_vgg16_weights
 from icd.data.classes import NUM_CLASSES
 from icd.errors import ConfigError
-from deeplab.resnet import ResNet101
 
 BACKBONES = ("vgg16", "resnet101")
 HEADS = ("largefov", "aspp")

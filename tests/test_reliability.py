@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from icd.config import PROJECT_ROOT
+from icd.data.io import image_size
 from icd.shards import ShardStore
 from tests.conftest import write_annotation
 from tests.test_voc import _resize_png, _truncate
@@ -168,7 +169,14 @@ def _reencode(mode: str) -> Callable[[Path, dict], None]:
         with Image.open(path) as image:
             converted = image.convert(mode)
         converted.save(path, format="JPEG")
+        with Image.open(path) as image:
+            assert image.mode == mode
     return change
+
+
+def _move_root_to_a_name_with_spaces_and_quotes(root: Path, config: dict) -> None:
+    moved = root.rename(root.with_name("it's a \"VOC\" root"))
+    config["data"].update(voc_root=str(moved), saliency_root=str(moved / "Saliency"))
 
 
 def _set(section: str, key: str, value) -> Callable[[Path, dict], None]:
@@ -206,6 +214,7 @@ BAD_INPUTS = {
     "corrupt JPEG": (_on_file("JPEGImages/{id}.jpg", _write(b"\xff\xd8\xff\xe0 not a jpeg")), "validate_data",
                      ["JPEGImages/train_000001.jpg: unreadable or truncated image", "Re-extract or re-download"]),
     "grayscale JPEG": (_reencode("L"), None, []),
+    "VOC root with spaces and quotes": (_move_root_to_a_name_with_spaces_and_quotes, None, []),
     "CMYK JPEG": (_reencode("CMYK"), None, []),
     "ground truth size": (_on_file("SegmentationClassAug/{id}.png", _resize_png), "validate_data",
                           ["SegmentationClassAug/train_000001.png: mask is", "Masks must have their image's size"]),
@@ -237,7 +246,7 @@ ALLOWED_BEFORE = {"config": (), "dag": (), "validate_data": ("logs/",),
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
 def test_bad_input_is_rejected_before_any_work_and_existing_results_stay_untouched(voc_workdir, name):
     breaks, rejected_by, expected = BAD_INPUTS[name]
-    run = "bad-" + re.sub(r"[^a-z0-9]+", "-", name.lower())
+    run = "input-" + re.sub(r"[^a-z0-9]+", "-", name.lower())
     root = voc_workdir / "inputs" / run / "VOC2012"
     shutil.copytree(voc_workdir / "data" / "VOC2012", root)
     config = voc_config(voc_workdir, run=run, voc_root=root)
@@ -251,12 +260,11 @@ def test_bad_input_is_rejected_before_any_work_and_existing_results_stay_untouch
     new = sorted(set(after) - set(before))
     if rejected_by is None:
         assert result.returncode == 0, output(result)[-4000:]
-        image_id = first_id(root)
-        with Image.open(root / "JPEGImages" / f"{image_id}.jpg") as image:
-            assert image.mode in ("L", "CMYK")
-            size = (image.height, image.width)
         store = ShardStore(voc_workdir / "results" / run / "superpixels" / shard for shard in SHARDS)
-        assert store[image_id].shape == size
+        images = Path(config["data"]["voc_root"]) / "JPEGImages"
+        assert len(store) == 16
+        for image_id in store.ids():  # every training image read, converted, and its superpixels at its size
+            assert store[image_id].shape == image_size(images / f"{image_id}.jpg")
         return
     assert result.returncode != 0
     message = output(result)  # the profile's show-failed-logs puts the failed step's log in it

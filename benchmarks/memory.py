@@ -26,7 +26,7 @@ MIB = 2 ** 20
 
 
 def stage_of(relative: Path) -> str:
-    """benchmarks/superpixels/shard_3.tsv -> 'superpixels'; benchmarks/deeplab/train_vgg16_gt.tsv -> 'deeplab/train_vgg16_gt'."""
+    """superpixels/shard_3.tsv -> 'superpixels' (shards pooled); deeplab/train_vgg16_gt.tsv -> itself, less .tsv."""
     relative = relative.with_suffix("")
     return str(relative.parent) if re.fullmatch(r"shard_\d+", relative.name) else str(relative)
 
@@ -37,7 +37,8 @@ def peak_rss(benchmarks: Path) -> dict[str, dict]:
     for path in sorted(benchmarks.rglob("*.tsv")):
         with path.open() as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
-        stage = stages.setdefault(stage_of(path.relative_to(benchmarks)), {"max_rss_mib": 0.0, "jobs": 0, "seconds": 0.0})
+        name = stage_of(path.relative_to(benchmarks))
+        stage = stages.setdefault(name, {"max_rss_mib": 0.0, "jobs": 0, "seconds": 0.0})
         for row in rows:
             stage["max_rss_mib"] = max(stage["max_rss_mib"], float(row["max_rss"]))
             stage["seconds"] = max(stage["seconds"], float(row["s"]))

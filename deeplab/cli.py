@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 
-from icd.cli import _add_gpus, _read_json, _write_json
-from icd.devices import assign_local_gpus
+from icd.cli import add_gpus, read_json, run_verb, write_json
 from icd.errors import ICDError
 
 log = logging.getLogger("deeplab")
@@ -21,7 +19,7 @@ log = logging.getLogger("deeplab")
 def _train(args: argparse.Namespace) -> None:
     from deeplab.train import train_deeplab
 
-    result = train_deeplab(args.out_dir, dataset=_read_json(args.dataset), labels_root=args.labels_root,
+    result = train_deeplab(args.out_dir, dataset=read_json(args.dataset), labels_root=args.labels_root,
                            weights=args.weights, backbone=args.backbone, **json.loads(args.options))
     log.info("final loss %.4f", result["history"][-1]["loss"])
 
@@ -29,7 +27,7 @@ def _train(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from deeplab.infer import pack_for_server, predict_split
 
-    predict_split(args.model, _read_json(args.dataset), args.split, args.out_dir, server_layout=args.server_tar is not None,
+    predict_split(args.model, read_json(args.dataset), args.split, args.out_dir, server_layout=args.server_tar is not None,
                   **json.loads(args.options))
     if args.server_tar is not None:
         log.info("packed %d predictions into %s", pack_for_server(args.out_dir, args.server_tar), args.server_tar)
@@ -38,17 +36,17 @@ def _predict(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from deeplab.evaluate import evaluate_predictions
 
-    dataset = _read_json(args.dataset)
+    dataset = read_json(args.dataset)
     results = evaluate_predictions(dataset, args.predictions)
-    _write_json(args.out, {"backbone": args.backbone, "seeds": args.seeds, "split": dataset["roles"]["eval"],
-                           "multiscale": args.multiscale, "results": results})
+    write_json(args.out, {"backbone": args.backbone, "seeds": args.seeds, "split": dataset["roles"]["eval"],
+                          "multiscale": args.multiscale, "results": results})
     log.info("mIoU: %s", {name: round(result["miou"], 4) for name, result in results.items()})
 
 
 def _table(args: argparse.Namespace) -> None:
     from deeplab.report import write_segmentation_tables
 
-    write_segmentation_tables([_read_json(path) for path in args.evaluations], args.out, args.markdown, args.per_class)
+    write_segmentation_tables([read_json(path) for path in args.evaluations], args.out, args.markdown, args.per_class)
 
 
 def _figure(args: argparse.Namespace) -> None:
@@ -57,7 +55,7 @@ def _figure(args: argparse.Namespace) -> None:
     if len(args.titles) != len(args.predictions):
         raise ICDError(f"--titles has {len(args.titles)} entries but --predictions {len(args.predictions)}: give one "
                        "title per prediction folder.")
-    prediction_figure(args.out, _read_json(args.dataset), dict(zip(args.titles, args.predictions)))
+    prediction_figure(args.out, read_json(args.dataset), dict(zip(args.titles, args.predictions)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--options", required=True, help='JSON object {"deeplab": ..., "model": ..., "seed": ...}')
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train)
-    _add_gpus(verb)
+    add_gpus(verb)
 
     verb = verbs.add_parser("predict", help="full-resolution predictions of one split")
     verb.add_argument("--dataset", required=True)
@@ -82,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out-dir", required=True, help="raw/ and crf/ folders, or the server layout with --server-tar")
     verb.add_argument("--server-tar", help="write the VOC server layout and pack it into this tar")
     verb.set_defaults(run=_predict)
-    _add_gpus(verb)
+    add_gpus(verb)
 
     verb = verbs.add_parser("evaluate", help="mIoU and per-class IoU of eval-split predictions")
     verb.add_argument("--dataset", required=True)
@@ -110,13 +108,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if getattr(args, "gpus", None) is not None:
-            assign_local_gpus(args.gpus)
-        args.run(args)
-    except ICDError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_verb(build_parser(), argv)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from deeplab.model import build_model
 from icd.backbones import default_device
-from icd.crf import _densecrf
+from icd.crf import pydensecrf_marginals
 from icd.data.classes import NUM_CLASSES
 from icd.data.io import read_rgb, write_mask
 from icd.data.voc import VOCPaths
@@ -73,9 +73,9 @@ def crf_refine(image: np.ndarray, probabilities: np.ndarray, *, gaussian_sxy, ga
                bilateral_srgb, bilateral_compat, iterations) -> np.ndarray:
     """Dense CRF on class probabilities (unary -log p, clipped at 1e-5); returns H x W uint8 labels."""
     unary = -np.log(np.maximum(probabilities.reshape(len(probabilities), -1), 1e-5))
-    q = _densecrf(np.require(image, np.uint8, ["C", "W"]), unary, gaussian_compat, bilateral_compat,
-                  gaussian_sxy=gaussian_sxy, bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
-                  iterations=iterations)
+    q = pydensecrf_marginals(np.require(image, np.uint8, ["C", "W"]), unary, gaussian_compat, bilateral_compat,
+                             gaussian_sxy=gaussian_sxy, bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
+                             iterations=iterations)
     return q.argmax(axis=0).astype(np.uint8)
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from deeplab.resnet import ResNet101
-from icd.backbones import VGG16DeepLab, _read_state_dict, load_vgg16_weights
+from icd.backbones import VGG16DeepLab, load_vgg16_weights, read_state_dict
 from icd.data.classes import NUM_CLASSES
 from icd.errors import ConfigError
 
@@ -137,7 +137,7 @@ def load_imagenet_weights(model: _DeepLab, path) -> None:
     if isinstance(model, DeepLabLargeFOV):
         load_vgg16_weights(model.backbone, path)
         return
-    state, name = _read_state_dict(path, None)
+    state, name = read_state_dict(path, None)
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
     expected = model.backbone.state_dict()
     for key, value in expected.items():

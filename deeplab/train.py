@@ -6,7 +6,7 @@ DeepLab's recipe: SGD with momentum, weight decay except on biases, the head at 
 processes under torchrun (DDP). The loss is the cross-entropy of the logits upsampled to the crop,
 averaged over the labelled pixels.
 
-Resume works as in `icd.train` (whose checkpoint format, DDP and device helpers this reuses): every
+Resume works as in `icd.train` (through icd.checkpoints, as are the DDP and device helpers): every
 random draw is a function of (seed, iteration) - the samples through `SeedTrainingSet`, dropout by
 reseeding each iteration - so a run killed and restarted from its last checkpoint ends with the same
 weights as an uninterrupted one on CPU.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -28,10 +27,10 @@ from tqdm import tqdm
 
 from deeplab.data import SeedTrainingSet
 from deeplab.model import build_model, input_normalisation, load_imagenet_weights, parameter_groups
+from icd.checkpoints import distributed, fingerprint, process_device, resume, save_checkpoint, save_trained
 from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
 from icd.errors import ConfigError
-from icd.files import atomic_path, write_text
-from icd.train import TrainingDiverged, _device, _distributed, _save_checkpoint, fingerprint, poly_lr
+from icd.train import TrainingDiverged, poly_lr
 from icd.transforms import to_network_input
 
 log = logging.getLogger(__name__)
@@ -83,8 +82,8 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
     and input normalisation).
     """
     out_dir = Path(out_dir)
-    rank, world = _distributed()
-    device = _device(rank)
+    rank, world = distributed()
+    device = process_device(rank)
     network = network_options(backbone, deeplab, model)
     options = {"network": network, "deeplab": deeplab, "seed": seed, "weights": str(weights),
                "labels": str(labels_root)}
@@ -114,18 +113,7 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
     train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
     checkpoint_path = out_dir / "checkpoint.pt"
-    history: list[dict] = []
-    start = 0
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state.get("fingerprint") == run_id:
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            history = json.loads(state["history"])
-            start = int(state["epoch"]) + 1  # icd.train's format: "epoch" holds the last finished iteration
-            log.info("resuming from %s after iteration %d", checkpoint_path, start)
-        else:
-            log.warning("%s was written by a different configuration; training from scratch", checkpoint_path)
+    history, start = resume(checkpoint_path, run_id, net, optimizer, device, "iteration")
 
     data = SeedTrainingSet(dataset, labels_root, seed=seed, crop_size=deeplab["crop_size"],
                            scale_range=deeplab["scale_range"], flip=deeplab["flip"], pad_rgb=network["input_mean"])
@@ -176,11 +164,9 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
                 log.info("iteration %s", json.dumps(record))
             interval_loss, interval_steps, started = 0.0, 0, time.time()
         if rank == 0 and (done % deeplab["checkpoint_interval"] == 0 or done == iterations):
-            _save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id)
+            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id)
     if rank == 0:
-        with atomic_path(out_dir / "model.pt") as tmp:
-            torch.save({"model": net.state_dict(), "network": json.dumps(network), "fingerprint": run_id}, tmp)
-        write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+        save_trained(out_dir, net, history, run_id, network=json.dumps(network))
     return {"history": history, "fingerprint": run_id}
 
 

@@ -145,7 +145,11 @@ class VGG16DeepLab(nn.Module):
 # Weight loading
 
 
-def _read_state_dict(path_or_state_dict, source_name: str | None) -> tuple[dict, str]:
+def read_state_dict(path_or_state_dict, source_name: str | None) -> tuple[dict, str]:
+    """(dict of tensors, name for messages) from a weights file (weights_only) or a state dict.
+
+    A missing, unloadable or non-tensor file is a ConfigError saying what to save instead.
+    """
     if isinstance(path_or_state_dict, Mapping):
         return dict(path_or_state_dict), source_name or "<in-memory state dict>"
     path = Path(path_or_state_dict)
@@ -223,7 +227,7 @@ def load_vgg16_weights(model: VGG16DeepLab, path_or_state_dict, *, source_name: 
     counters (absent from old torchvision files) are filled with 0. Any other missing or
     unexpected key or wrong shape raises `ConfigError`: nothing is loaded partially.
     """
-    state, name = _read_state_dict(path_or_state_dict, source_name)
+    state, name = read_state_dict(path_or_state_dict, source_name)
     is_torchvision = any(k.startswith("classifier.") for k in state)
     if is_torchvision:
         if not model.width == 1.0:

@@ -19,7 +19,8 @@ from icd.files import write_text
 log = logging.getLogger("icd")
 
 
-def _write_json(path: str | Path, payload: dict) -> None:
+def write_json(path: str | Path, payload: dict) -> None:
+    """Write a step's JSON record atomically, keys sorted so reruns give identical bytes."""
     write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
@@ -27,7 +28,7 @@ def _synthesize(args: argparse.Namespace) -> None:
     from icd.data.synthetic import generate_dataset
 
     stats = generate_dataset(Path(args.out), **json.loads(args.options))
-    _write_json(args.stats, stats)
+    write_json(args.stats, stats)
 
 
 def _validate_data(args: argparse.Namespace) -> None:
@@ -36,7 +37,7 @@ def _validate_data(args: argparse.Namespace) -> None:
     paths = VOCPaths.create(args.voc_root, args.sbd_root, args.saliency_root)
     roles = SplitRoles(train=args.train_split, eval=args.eval_split, test=args.test_split)
     report = validate_dataset(paths, roles, workers=args.workers)
-    _write_json(args.out, report)
+    write_json(args.out, report)
     log.info("dataset ok: %s", report["counts"])
 
 
@@ -44,7 +45,7 @@ def _pretrain(args: argparse.Namespace) -> None:
     from icd.pretrain import pretrain_backbone
 
     metrics = pretrain_backbone(Path(args.out), **json.loads(args.options))
-    _write_json(args.metrics, metrics)
+    write_json(args.metrics, metrics)
 
 
 def _premise(args: argparse.Namespace) -> None:
@@ -55,10 +56,11 @@ def _premise(args: argparse.Namespace) -> None:
         "pretrained": measure_premise(args.weights, Path(args.data_root), **options),
         "random_init": measure_premise(None, Path(args.data_root), **options),
     }
-    _write_json(args.out, report)
+    write_json(args.out, report)
 
 
-def _read_json(path: str | Path) -> dict:
+def read_json(path: str | Path) -> dict:
+    """A JSON artifact a step reads (dataset report, thresholds, evaluations)."""
     return json.loads(Path(path).read_text())
 
 
@@ -66,7 +68,7 @@ def _superpixels(args: argparse.Namespace) -> None:
     from icd.shards import shard_ids
     from icd.superpixels import compute_superpixel_shard
 
-    dataset = _read_json(args.dataset)
+    dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
     stats = compute_superpixel_shard(args.out, ids, voc_root=dataset["voc_root"], weights=args.weights,
                                      **json.loads(args.options))
@@ -76,7 +78,7 @@ def _superpixels(args: argparse.Namespace) -> None:
 def _train_icd(args: argparse.Namespace) -> None:
     from icd.train import train_icd
 
-    train_icd(args.out_dir, dataset=_read_json(args.dataset), superpixel_shards=args.superpixels,
+    train_icd(args.out_dir, dataset=read_json(args.dataset), superpixel_shards=args.superpixels,
               weights=args.weights, **json.loads(args.options))
 
 
@@ -84,7 +86,7 @@ def _scores(args: argparse.Namespace) -> None:
     from icd.scores import infer_scores_shard
     from icd.shards import shard_ids
 
-    dataset = _read_json(args.dataset)
+    dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
     infer_scores_shard(args.out, ids, dataset=dataset, model_path=args.model, superpixel_shards=args.superpixels,
                        **json.loads(args.options))
@@ -93,7 +95,7 @@ def _scores(args: argparse.Namespace) -> None:
 def _score_ap(args: argparse.Namespace) -> None:
     from icd.scores import score_map_average_precision
 
-    table = score_map_average_precision(_read_json(args.dataset), args.scores, canvas=args.inference_size)
+    table = score_map_average_precision(read_json(args.dataset), args.scores, canvas=args.inference_size)
     _write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
     log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
 
@@ -101,9 +103,9 @@ def _score_ap(args: argparse.Namespace) -> None:
 def _seed_sweep(args: argparse.Namespace) -> None:
     from icd.seed_quality import threshold_sweep
 
-    rows, best = threshold_sweep(_read_json(args.dataset), args.scores, **json.loads(args.options))
+    rows, best = threshold_sweep(read_json(args.dataset), args.scores, **json.loads(args.options))
     _write_csv(args.out_table, rows)
-    _write_json(args.out_choice, {"cam_background": best})
+    write_json(args.out_choice, {"cam_background": best})
     log.info("best CAM background threshold: %s", best)
 
 
@@ -111,10 +113,10 @@ def _seeds(args: argparse.Namespace) -> None:
     from icd.seeds import generate_seed_shard
     from icd.shards import shard_ids
 
-    dataset = _read_json(args.dataset)
+    dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
     generate_seed_shard(args.out, ids, dataset=dataset, score_shards=args.scores,
-                        cam_background=_read_json(args.cam_background)["cam_background"], **json.loads(args.options))
+                        cam_background=read_json(args.cam_background)["cam_background"], **json.loads(args.options))
 
 
 def _collect_seeds(args: argparse.Namespace) -> None:
@@ -128,9 +130,9 @@ def _seed_table(args: argparse.Namespace) -> None:
 
     from icd.seed_quality import evaluate_seed_folders
 
-    cam_background = _read_json(args.cam_background)["cam_background"]
+    cam_background = read_json(args.cam_background)["cam_background"]
     thresholds = {variant: cam_background if variant == "cam" else args.threshold for variant in args.variants}
-    rows, per_class = evaluate_seed_folders(_read_json(args.dataset), args.seeds_root, thresholds)
+    rows, per_class = evaluate_seed_folders(read_json(args.dataset), args.seeds_root, thresholds)
     sweep = pd.read_csv(args.sweep).to_dict("records")
     _write_csv(args.out, [row for row in sweep if row["variant"] != "cam_background"] + rows)
     _write_csv(args.per_class, [{"variant": variant, **ious} for variant, ious in per_class.items()])
@@ -139,7 +141,7 @@ def _seed_table(args: argparse.Namespace) -> None:
 def _seed_figure(args: argparse.Namespace) -> None:
     from icd.figures import seed_figure
 
-    seed_figure(args.out, _read_json(args.dataset), args.scores, args.seeds_root, canvas=args.canvas)
+    seed_figure(args.out, read_json(args.dataset), args.scores, args.seeds_root, canvas=args.canvas)
 
 
 def _training_curves(args: argparse.Namespace) -> None:
@@ -166,7 +168,7 @@ def _write_csv(path, rows: list[dict]) -> None:
         pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
 
 
-def _add_gpus(verb: argparse.ArgumentParser) -> None:
+def add_gpus(verb: argparse.ArgumentParser) -> None:
     """The GPU count a step claims on a local node (its rule's `resources: gpu`); see icd.devices."""
     verb.add_argument("--gpus", type=int, help="claim this many free GPUs unless CUDA_VISIBLE_DEVICES is set "
                       "(0: CPU only); without it, use whatever devices are visible")
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--metrics", required=True, help="JSON file for the training metrics")
     verb.add_argument("--options", required=True, help="JSON object of pretrain_backbone's arguments")
     verb.set_defaults(run=_pretrain)
-    _add_gpus(verb)
+    add_gpus(verb)
 
     verb = verbs.add_parser("premise", help="measure whether backbone features separate fg from bg")
     verb.add_argument("--weights", required=True)
@@ -221,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb = _sharded_verb(verbs, "superpixels", _superpixels, "Felzenszwalb + feature merging for one shard of the training split")
     verb.add_argument("--weights", required=True, help="backbone weights the features come from")
-    _add_gpus(verb)
+    add_gpus(verb)
 
     verb = verbs.add_parser("train-icd", help="train the ICD network (resumes from OUT_DIR/checkpoint.pt)")
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--options", required=True, help='JSON object {"model": ..., "icd": ..., "seed": ...}')
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train_icd)
-    _add_gpus(verb)
+    add_gpus(verb)
 
     verb = verbs.add_parser("seed-sweep", help="Table 2 thresholds and the CAM baseline's background sweep")
     verb.add_argument("--dataset", required=True)
@@ -282,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb = _sharded_verb(verbs, "scores", _scores, "CAM / ICD score maps of one shard of the training split")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
     verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
-    _add_gpus(verb)
+    add_gpus(verb)
 
     verb = verbs.add_parser("score-ap", help="Table 1: pixel-level AP of each score map")
     verb.add_argument("--dataset", required=True)

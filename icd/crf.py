@@ -14,7 +14,7 @@ import numpy as np
 from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
 from icd.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
 
-__all__ = ["crf_official", "refine_seed"]
+__all__ = ["crf_official", "pydensecrf_marginals", "refine_seed"]
 
 _TIE_RTOL = 1e-6  # relative gap below which the absent group and the best present label tie
 
@@ -43,9 +43,13 @@ def _check_inputs(image, seed) -> tuple[np.ndarray, np.ndarray]:
     return np.require(image, requirements=["C", "W"]), seed.astype(np.uint8, copy=False)
 
 
-def _densecrf(image, unary, compat_gaussian, compat_bilateral, *, gaussian_sxy, bilateral_sxy,
-              bilateral_srgb, iterations) -> np.ndarray:
-    """Mean-field over `unary` (M x H*W); returns Q as M x H x W float32."""
+def pydensecrf_marginals(image, unary, compat_gaussian, compat_bilateral, *, gaussian_sxy, bilateral_sxy,
+                         bilateral_srgb, iterations) -> np.ndarray:
+    """pydensecrf mean-field over `unary` (M x H*W) with Gaussian + bilateral Potts terms; Q as M x H x W float32.
+
+    The reference engine: the official seed CRF and DeepLab's post-processing CRF both run it.
+    `image` must be a writeable C-contiguous H x W x 3 uint8 array (pydensecrf's requirement).
+    """
     import pydensecrf.densecrf as dcrf
 
     h, w = image.shape[:2]
@@ -74,8 +78,8 @@ def crf_official(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bila
     prob = prob[:NUM_CLASSES]
     prob /= prob.sum(axis=0, keepdims=True)
     unary = -np.log(np.maximum(prob, 1e-5))
-    q = _densecrf(image, unary, gaussian_compat, bilateral_compat, gaussian_sxy=gaussian_sxy,
-                  bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb, iterations=iterations)
+    q = pydensecrf_marginals(image, unary, gaussian_compat, bilateral_compat, gaussian_sxy=gaussian_sxy,
+                             bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb, iterations=iterations)
     q /= q.sum(axis=0)
     out = q.argmax(axis=0).astype(np.uint8)
     out[q.max(axis=0) < min_probability] = IGNORE_LABEL

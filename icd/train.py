@@ -10,7 +10,6 @@ uninterrupted one on CPU.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -23,12 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from icd.backbones import default_device
+from icd.checkpoints import distributed, fingerprint, process_device, resume, save_checkpoint, save_trained
 from icd.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
 from icd.data.io import read_rgb
 from icd.data.voc import VOCPaths
 from icd.errors import ICDError
-from icd.files import atomic_path, write_text
 from icd.losses import icd_losses, warmup_weight
 from icd.model import ICDNet
 from icd.shards import ShardStore
@@ -78,33 +76,9 @@ def build_network(model: dict, icd: dict) -> ICDNet:
     )
 
 
-def fingerprint(options: dict) -> str:
-    """A short hash of everything that defines a training run, stored in its checkpoints."""
-    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def poly_lr(base_lr: float, epoch: int, epochs: int, power: float) -> float:
     """The official per-epoch poly schedule: lr * (1 - epoch / epochs) ** power."""
     return base_lr * (1.0 - epoch / epochs) ** power
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun, initialising the process group once; (0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return torch.distributed.get_rank(), world
-
-
-def _device(rank: int) -> torch.device:
-    """This process's GPU under torchrun (LOCAL_RANK), else the default device."""
-    device = default_device()
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    return device
 
 
 def _rank_accuracy(class_logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
@@ -132,8 +106,8 @@ def train_icd(
     sections of the same names.
     """
     out_dir = Path(out_dir)
-    rank, world = _distributed()
-    device = _device(rank)
+    rank, world = distributed()
+    device = process_device(rank)
     options = {"model": model, "icd": icd, "seed": seed, "weights": str(weights)}
     run_id = fingerprint(options)
     train_split = dataset["roles"]["train"]
@@ -160,18 +134,7 @@ def train_icd(
     warmup_iterations = max(1, round(icd["warmup_epochs"] * iterations_per_epoch))
 
     checkpoint_path = out_dir / "checkpoint.pt"
-    history: list[dict] = []
-    start_epoch = 0
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state.get("fingerprint") == run_id:
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            history = json.loads(state["history"])
-            start_epoch = int(state["epoch"]) + 1
-            log.info("resuming from %s after epoch %d", checkpoint_path, start_epoch - 1)
-        else:
-            log.warning("%s was written by a different configuration; training from scratch", checkpoint_path)
+    history, start_epoch = resume(checkpoint_path, run_id, net, optimizer, device, "epoch")
 
     amp = bool(icd["amp"]) and device.type == "cuda"
     for epoch in range(start_epoch, icd["epochs"]):
@@ -232,22 +195,7 @@ def train_icd(
         history.append(record)
         if rank == 0:
             log.info("epoch %s", json.dumps(record))
-            _save_checkpoint(checkpoint_path, net, optimizer, epoch, history, run_id)
+            save_checkpoint(checkpoint_path, net, optimizer, epoch, history, run_id)
     if rank == 0:
-        with atomic_path(out_dir / "model.pt") as tmp:
-            torch.save({"model": net.state_dict(), "options": json.dumps(options), "fingerprint": run_id}, tmp)
-        write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+        save_trained(out_dir, net, history, run_id, options=json.dumps(options))
     return {"history": history, "fingerprint": run_id}
-
-
-def _save_checkpoint(path: Path, net: ICDNet, optimizer, epoch: int, history: list[dict], run_id: str) -> None:
-    state = {
-        "model": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "history": json.dumps(history),
-        "fingerprint": run_id,
-        "torch_rng": torch.get_rng_state(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)

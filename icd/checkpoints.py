@@ -1,0 +1,88 @@
+"""Training checkpoints and processes, shared by the ICD and DeepLab trainers.
+
+A checkpoint holds the model, the optimiser, the history so far, the last finished step (an epoch
+for ICD, an iteration for DeepLab, stored under "epoch") and the fingerprint of the run's options:
+a run resumes only from a checkpoint of the same configuration, so changed settings retrain from
+scratch instead of silently continuing another run. Under torchrun every process trains and rank 0
+writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from icd.backbones import default_device
+from icd.files import atomic_path, write_text
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(options: dict) -> str:
+    """A short hash of everything that defines a training run, stored in its checkpoints."""
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun, initialising the process group once; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return torch.distributed.get_rank(), world
+
+
+def process_device(rank: int) -> torch.device:
+    """This process's GPU under torchrun (LOCAL_RANK), else the default device."""
+    device = default_device()
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    return device
+
+
+def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, history: list[dict], run_id: str) -> None:
+    """Write the state after finished `step` atomically: a kill mid-write leaves the previous checkpoint."""
+    state = {
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": step,
+        "history": json.dumps(history),
+        "fingerprint": run_id,
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def save_trained(out_dir: Path, net: torch.nn.Module, history: list[dict], run_id: str, **metadata: str) -> None:
+    """The finished run's `model.pt` (weights, `metadata` to rebuild the network, fingerprint) and `history.json`."""
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save({"model": net.state_dict(), **metadata, "fingerprint": run_id}, tmp)
+    write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+
+
+def resume(path: Path, run_id: str, net: torch.nn.Module, optimizer, device: torch.device,
+           unit: str) -> tuple[list[dict], int]:
+    """Load `path` into `net` and `optimizer` if it exists and was written by run `run_id`.
+
+    Returns (history so far, first step to run); ([], 0) without a usable checkpoint. `unit` names
+    a step in the log ("epoch", "iteration").
+    """
+    if not path.exists():
+        return [], 0
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("fingerprint") != run_id:
+        log.warning("%s was written by a different configuration; training from scratch", path)
+        return [], 0
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    start = int(state["epoch"]) + 1
+    log.info("resuming from %s after %s %d", path, unit, start)
+    return json.loads(state["history"]), start

@@ -79,6 +79,21 @@ def png_mode():
 
 
 @pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A workdir holding the whole TINY pipeline's results, built once per session.
+
+    Shared by every module: tests may dry-run, render reports or add files there, but must not
+    delete or rewrite results (copy it first to do that).
+    """
+    from tests.workflow_helpers import snakemake
+
+    workdir = tmp_path_factory.mktemp("workflow")
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> dict:
     """A small synthetic VOC (24 train_aug / 8 val / 4 test, <= 64 px), validated: the dataset report."""
     from icd.config import load_config

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from icd.data.classes import IGNORE_LABEL
 from icd.data.io import write_mask
 from icd.errors import ConfigError, DataError
 from icd.train import TrainingDiverged, poly_lr
+from tests.workflow_helpers import kill_at_first_checkpoint, run_under_torchrun
 
 MODEL_SECTION = {"batch_norm": True, "input_mean": 127.0, "input_scale": 1.0}
 
@@ -97,14 +96,7 @@ def test_training_lowers_the_loss_and_a_killed_run_resumes_to_identical_weights(
     assert history[4]["lr"] == pytest.approx(poly_lr(0.01, 9, 40, 0.9))  # record at iteration 10: the 10th lr
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_command(dataset_file, killed, options), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    kill_at_first_checkpoint(_train_command(dataset_file, killed, options), killed, env)
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] < 39
     result = subprocess.run(_train_command(dataset_file, killed, options), env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -162,9 +154,7 @@ def test_distributed_training_with_two_processes(tiny_dataset, tmp_path):
     """torchrun with 2 CPU processes (gloo): each reads half of every batch, rank 0 writes the outputs."""
     dataset_file = tmp_path / "dataset.json"
     dataset_file.write_text(json.dumps(tiny_dataset))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527",
-               *_train_command(dataset_file, tmp_path / "out", deeplab_options(iterations=2))[1:]]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = run_under_torchrun(_train_command(dataset_file, tmp_path / "out", deeplab_options(iterations=2)), port=29527)
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert [r["iteration"] for r in history] == [2] and np.isfinite(history[0]["loss"])

@@ -33,7 +33,7 @@ from icd.data.io import image_size
 from icd.shards import ShardStore
 from tests.conftest import write_annotation
 from tests.test_voc import _resize_png, _truncate
-from tests.test_workflow import TINY, snakemake
+from tests.workflow_helpers import TINY, snakemake
 
 # Through the seeds, the stages these tests are about (the DeepLab stage has its own tests).
 SYNTHETIC_TARGETS = [f"results/tiny/{path}" for path in ("tables/seeds.csv", "tables/score_map_ap.csv",
@@ -299,7 +299,7 @@ def test_a_checkpoint_of_another_configuration_is_retrained_not_resumed(voc_work
 
 def kill_snakemake_when(workdir: Path, config: dict, target: str, ready: Callable[[], bool]) -> None:
     """Run the `snakemake` helper in a new session; SIGKILL its process group (jobs included) once `ready()`."""
-    code = ("import json, sys; from pathlib import Path; from tests.test_workflow import snakemake; "
+    code = ("import json, sys; from pathlib import Path; from tests.workflow_helpers import snakemake; "
             "snakemake(Path(sys.argv[1]), '--cores', '2', sys.argv[3], config=json.loads(sys.argv[2]))")
     process = subprocess.Popen([sys.executable, "-c", code, str(workdir), json.dumps(config), target],
                                cwd=PROJECT_ROOT, start_new_session=True)

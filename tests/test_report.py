@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from icd.plots import per_class_iou_chart, sign_flips, training_curves
-from tests.test_workflow import finished_run, snakemake  # noqa: F401  (finished_run is a fixture)
+from tests.workflow_helpers import snakemake
 
 CLASSES = ("aeroplane", "boat", "cat")
 

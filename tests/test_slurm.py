@@ -25,7 +25,7 @@ import yaml
 from icd.config import PROJECT_ROOT
 from icd.shards import ShardStore
 from tests.slurm_cluster import OneNodeCluster, SlurmUnavailable, ensure_installed
-from tests.test_workflow import TINY, snakemake
+from tests.workflow_helpers import TINY, snakemake
 
 PROFILE = PROJECT_ROOT / "profiles" / "slurm"
 SNAKEMAKE_TIMEOUT = 300

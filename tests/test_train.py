@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from icd.data.io import image_size, read_rgb
 from icd.shards import ShardStore, shard_ids
 from icd.superpixels import compute_superpixel_shard
 from icd.train import TrainingDiverged, poly_lr, train_icd
+from tests.workflow_helpers import kill_at_first_checkpoint, run_under_torchrun
 
 WIDTH = 0.0625
 
@@ -86,14 +85,7 @@ def test_training_lowers_the_cam_loss_and_a_killed_run_resumes_to_identical_weig
 
     # Kill a second run with SIGKILL once its first checkpoint exists, then run the same command again.
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_command(dataset_file, shards, weights, killed, options), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    kill_at_first_checkpoint(_train_command(dataset_file, shards, weights, killed, options), killed, env)
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] < 3
     result = subprocess.run(_train_command(dataset_file, shards, weights, killed, options), env=env,
                             capture_output=True, text=True)
@@ -172,9 +164,8 @@ def test_distributed_training_with_two_processes(tiny_dataset, prepared, tmp_pat
     weights, shards = prepared
     dataset_file = tmp_path / "dataset.json"
     dataset_file.write_text(json.dumps(tiny_dataset))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               *_train_command(dataset_file, shards, weights, tmp_path / "out", icd_options(epochs=1))[1:]]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = run_under_torchrun(_train_command(dataset_file, shards, weights, tmp_path / "out", icd_options(epochs=1)),
+                                port=29517)
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["loss_total"])

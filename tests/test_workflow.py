@@ -5,41 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from icd.config import PROJECT_ROOT
-
-TINY = {
-    "run": "tiny",
-    "synthetic": {"num_train": 16, "num_val": 4, "num_test": 2, "min_size": 48, "max_size": 64},
-    "pretrain": {"num_images": 128, "image_size": 32, "epochs": 1, "batch_size": 16},
-    "synthetic_overrides": {
-        "model": {"backbone": "vgg16_bn", "width": 0.0625},
-        "superpixels": {"shards": 2, "feature_input_size": 65, "max_regions": 8},
-        "icd": {"epochs": 2, "batch_size": 8, "crop_size": 48, "workers": 0},
-        "deeplab": {"width": 0.0625, "seeds": ["icd_crf"], "baselines": ["gt"], "iterations": 2, "batch_size": 2,
-                    "crop_size": 48, "checkpoint_interval": 2, "log_interval": 1},
-    },
-}
-
-
-def snakemake(workdir: Path, *args: str, config: dict = TINY) -> subprocess.CompletedProcess:
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "-s", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(PROJECT_ROOT / "config.yaml"), str(workdir / "tiny.yaml"), *args]
-    return subprocess.run(command, capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("workflow")
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return workdir
+from tests.workflow_helpers import TINY, snakemake
 
 
 @pytest.mark.slow

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from icd.data.classes import IGNORE_LABEL
-from icd.data.io import read_mask, read_rgb
-from icd.data.voc import VOCPaths
+from icd.data.io import image_size, read_mask, read_rgb
+from icd.data.voc import MAX_LISTED_PROBLEMS, VOCPaths
 from icd.errors import DataError
 from icd.transforms import bilinear_resize, nearest_resize, pad_to
 
@@ -61,6 +62,32 @@ class SeedTrainingSet(Dataset):
             return self.paths.ground_truth(self.split, image_id)
         return f"{self.labels_root}/{image_id}.png"
 
+    def check_seed_sizes(self, progress: bool = True) -> None:
+        """Raise a DataError unless every seed exists and has its image's size, read from the PNG headers.
+
+        Run before training so a bad seed folder stops it before any checkpoint, in the main process
+        (from a DataLoader worker the message would come wrapped in the worker's traceback). The
+        ground-truth masks need no check here: validate-data checked them.
+        """
+        if self.labels_root is None:
+            return
+        problems = []
+        for image_id in tqdm(self.ids, desc="seed sizes", disable=not progress, mininterval=2.0):
+            seed = self.label_path(image_id)
+            try:
+                expected, found = image_size(self.paths.image(image_id)), image_size(seed)
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            if found != expected:
+                problems.append(f"{seed}: label map is {found[1]}x{found[0]} but its image is "
+                                f"{expected[1]}x{expected[0]}")
+        if problems:
+            more = len(problems) - MAX_LISTED_PROBLEMS
+            listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS] + ([f"... and {more} more"] if more > 0 else []))
+            raise DataError(f"{len(problems)} seed(s) of {self.labels_root} do not fit the training images:\n  "
+                            f"{listed}\nThe seed folder belongs to another dataset or run: regenerate the seeds.")
+
     def image_at(self, draw: int) -> str:
         """The id the stream visits at position `draw`."""
         epoch, position = divmod(draw, len(self.ids))
@@ -76,11 +103,6 @@ class SeedTrainingSet(Dataset):
         image_id = self.image_at(draw)
         image = read_rgb(self.paths.image(image_id))
         labels = read_mask(self.label_path(image_id))
-        if labels.shape != image.shape[:2]:
-            raise DataError(
-                f"{self.label_path(image_id)}: label map is {labels.shape[1]}x{labels.shape[0]} but its image is "
-                f"{image.shape[1]}x{image.shape[0]}. The seed folder belongs to another dataset: regenerate the seeds."
-            )
         rng = np.random.default_rng([self.seed, draw])
         image, labels = augment(rng, image, labels, **self.options)
         return torch.from_numpy(image), torch.from_numpy(labels.astype(np.int64))

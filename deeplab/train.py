@@ -97,6 +97,10 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
             f"{deeplab['log_interval']}: a resumed run could not rebuild the history. Make it a multiple."
         )
 
+    data = SeedTrainingSet(dataset, labels_root, seed=seed, crop_size=deeplab["crop_size"],
+                           scale_range=deeplab["scale_range"], flip=deeplab["flip"], pad_rgb=network["input_mean"])
+    data.check_seed_sizes(progress and rank == 0)
+
     torch.manual_seed(seed)
     net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
     if weights is not None:
@@ -115,8 +119,6 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
     checkpoint_path = out_dir / "checkpoint.pt"
     history, start = resume(checkpoint_path, run_id, net, optimizer, device, "iteration")
 
-    data = SeedTrainingSet(dataset, labels_root, seed=seed, crop_size=deeplab["crop_size"],
-                           scale_range=deeplab["scale_range"], flip=deeplab["flip"], pad_rgb=network["input_mean"])
     loader = DataLoader(
         data, batch_size=micro,
         sampler=_stream_positions(start, iterations, batch_size, micro, accumulation, world, rank),

@@ -15,7 +15,8 @@ from deeplab.data import SeedTrainingSet, augment
 from deeplab.train import _stream_positions, segmentation_loss, train_deeplab
 from icd.config import load_config
 from icd.data.classes import IGNORE_LABEL
-from icd.data.io import write_mask
+from icd.data.io import read_mask, write_mask
+from icd.data.voc import VOCPaths
 from icd.errors import ConfigError, DataError
 from icd.train import TrainingDiverged, poly_lr
 from tests.workflow_helpers import kill_at_first_checkpoint, run_under_torchrun
@@ -125,19 +126,20 @@ def test_bad_settings_and_bad_seeds_fail_clearly(tiny_dataset, tmp_path, one_tor
         train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16",
                       progress=False, **deeplab_options(iterations=2, checkpoint_interval=3))
     seeds = tmp_path / "seeds"
-    for image_id in tiny_dataset["splits"]["train_aug"]:
-        write_mask(seeds / f"{image_id}.png", np.zeros((5, 7), np.uint8))
-    with pytest.raises(DataError, match="label map is 7x5 but its image is"):
+    paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
+    first, *others = tiny_dataset["splits"]["train_aug"]
+    write_mask(seeds / f"{first}.png", np.zeros((5, 7), np.uint8))
+    for image_id in others:
+        write_mask(seeds / f"{image_id}.png", read_mask(paths.ground_truth("train_aug", image_id)))
+    # Checked before training: one wrong seed among good ones stops the run before any checkpoint.
+    with pytest.raises(DataError, match=rf"1 seed\(s\).*\n  .*{first}\.png: label map is 7x5 but its image is"):
         train_deeplab(tmp_path / "run", dataset=tiny_dataset, labels_root=seeds, weights=None, backbone="vgg16",
-                      progress=False, **deeplab_options(iterations=2))
-    assert not (tmp_path / "run" / "model.pt").exists()
+                      progress=False, **deeplab_options(iterations=2, checkpoint_interval=1, log_interval=1))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "model.pt").exists()
 
 
 def test_accumulated_micro_batches_train_resnet101_with_a_seed_folder(tiny_dataset, tmp_path, one_torch_thread):
     seeds = tmp_path / "seeds"
-    from icd.data.io import read_mask
-    from icd.data.voc import VOCPaths
-
     paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
     for image_id in tiny_dataset["splits"]["train_aug"]:
         write_mask(seeds / f"{image_id}.png", read_mask(paths.ground_truth("train_aug", image_id)))

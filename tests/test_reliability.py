@@ -98,9 +98,6 @@ def test_two_runs_with_the_same_seed_give_identical_seeds_and_tables(synthetic_r
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="deeplab/data.py checks a seed's size only when training draws the image: "
-                   "checkpoints may already be written, and with deeplab.workers > 0 the message comes wrapped in "
-                   "the DataLoader worker's traceback. Needs an up-front size check in deeplab train.")
 def test_a_seed_of_the_wrong_size_is_rejected_before_deeplab_trains(synthetic_runs, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(synthetic_runs["plain"], workdir)  # metadata and mtimes kept: the seeds stay up to date

@@ -97,6 +97,31 @@ def _check_real_data(config: dict) -> None:
         data["sbd_root"] = data["voc_root"]
 
 
+# What each dataset folder must be, for the error when it is missing.
+_DATA_ROOT_FIXES = {
+    "voc_root": "Set data.voc_root to the VOC2012 folder (JPEGImages/, Annotations/, ImageSets/).",
+    "sbd_root": "Set data.sbd_root to the folder holding SegmentationClassAug/ and ImageSets/SegmentationAug/, "
+                "or leave it unset to read them from data.voc_root.",
+    "saliency_root": "Set data.saliency_root to the folder of saliency PNGs, or null to skip the I+S seeds.",
+}
+
+
+def check_data_roots(config: dict) -> None:
+    """With data.source voc, raise a ConfigError unless every dataset folder the config names exists.
+
+    Called when the Snakefile is parsed, so a mistyped root fails before any job with the key, the
+    path and the fix. Not part of `prepare_config`: a VOC config stays loadable where the data is not.
+    Relative roots are read from the working directory (Snakemake's --directory).
+    """
+    data = config["data"]
+    if data["source"] != "voc":
+        return
+    for key, fix in _DATA_ROOT_FIXES.items():
+        root = data[key]
+        if root is not None and not Path(root).is_dir():
+            raise ConfigError(f"invalid configuration at 'data.{key}': the folder {root} does not exist. {fix}")
+
+
 def load_config(*paths: str | os.PathLike, overrides: Mapping | None = None) -> dict:
     """Read YAML config files in order (later ones win), merge `overrides`, validate; defaults to config.yaml."""
     paths = paths or (DEFAULT_CONFIG_PATH,)

@@ -193,16 +193,17 @@ def _write(data: bytes) -> Callable[[Path], None]:
     return lambda path: path.write_bytes(data)
 
 
-# Snakemake's own check of the user's folders (inputs of validate_data); it names the path, not a fix.
-MISSING_INPUT = "Missing input files for rule validate_data"
-
 # name: (how to break the input, the step that must reject it (None: accepted), texts the user must see)
 BAD_INPUTS = {
-    "missing VOC root": (_set("data", "voc_root", "/nonexistent/VOC2012"), "dag",
-                         [MISSING_INPUT, "/nonexistent/VOC2012"]),
-    "missing SBD root": (_set("data", "sbd_root", "/nonexistent/SBD"), "dag", [MISSING_INPUT, "/nonexistent/SBD"]),
-    "missing saliency root": (_set("data", "saliency_root", "/nonexistent/saliency"), "dag",
-                              [MISSING_INPUT, "/nonexistent/saliency"]),
+    "missing VOC root": (_set("data", "voc_root", "/nonexistent/VOC2012"), "config",
+                         ["invalid configuration at 'data.voc_root': the folder /nonexistent/VOC2012 does not exist",
+                          "Set data.voc_root to the VOC2012 folder"]),
+    "missing SBD root": (_set("data", "sbd_root", "/nonexistent/SBD"), "config",
+                         ["invalid configuration at 'data.sbd_root': the folder /nonexistent/SBD does not exist",
+                          "Set data.sbd_root to the folder holding SegmentationClassAug/"]),
+    "missing saliency root": (_set("data", "saliency_root", "/nonexistent/saliency"), "config",
+                              ["invalid configuration at 'data.saliency_root': the folder /nonexistent/saliency "
+                               "does not exist", "Set data.saliency_root to the folder of saliency PNGs"]),
     "list id without image": (_on_file("JPEGImages/{id}.jpg", Path.unlink), "validate_data",
                               ["JPEGImages/train_000001.jpg: image missing for id 'train_000001'",
                                "Add the JPEG or remove the id from its split list"]),
@@ -235,7 +236,7 @@ BAD_INPUTS = {
 
 # What a run may have written when the step in the key rejects the input: only logs, plus the
 # outputs of steps that legitimately ran before it.
-ALLOWED_BEFORE = {"config": (), "dag": (), "validate_data": ("logs/",),
+ALLOWED_BEFORE = {"config": (), "validate_data": ("logs/",),
                   "superpixels": ("logs/", "data/dataset.json", "benchmarks/validate_data.tsv")}
 
 
@@ -268,7 +269,7 @@ def test_bad_input_is_rejected_before_any_work_and_existing_results_stay_untouch
     for text in expected:
         assert text in message, f"{text!r} not in:\n{message[-4000:]}"
     assert "Traceback" not in message
-    if rejected_by not in ("config", "dag"):
+    if rejected_by != "config":
         assert f"Error in rule {rejected_by}" in message
     allowed = tuple(f"{run}/{prefix}" for prefix in ALLOWED_BEFORE[rejected_by])
     assert [path for path in new if not path.startswith(allowed)] == []

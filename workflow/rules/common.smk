@@ -7,11 +7,13 @@ import sys
 
 from snakemake.settings.types import DeploymentMethod
 
+from icd.config import check_data_roots
 from icd.seeds import seed_variants
 
 RESULTS = f"results/{config['run']}"
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
+check_data_roots(config)  # a missing dataset folder fails here, naming the key, not later as a missing input
 
 # Each step's shell command calls `icd <verb> ...`: a shell function running `python -m icd`,
 # with the rule's conda environment's python under --use-conda, else the one running Snakemake.

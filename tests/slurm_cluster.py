@@ -20,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.apt import AptUnavailable, apt_install
+
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
@@ -39,21 +41,14 @@ def ensure_installed(timeout: float = 600) -> None:
     """Install slurm-wlm and munge with apt-get unless every needed command is already there."""
     if all(find_command(name) for name in DAEMONS + CLIENTS):
         return
-    if os.geteuid() != 0:
-        raise SlurmUnavailable("slurm-wlm/munge are not installed and installing them needs root")
-    if shutil.which("apt-get") is None:
-        raise SlurmUnavailable("slurm-wlm/munge are not installed and there is no apt-get to install them")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]  # another test may be installing packages too
-    install = ["apt-get", *wait_for_lock, "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=timeout)
-    if result.returncode != 0:  # a fresh container has no package lists yet
-        subprocess.run(["apt-get", *wait_for_lock, "update", "-q"], capture_output=True, env=env, timeout=timeout)
-        result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=timeout)
+    try:
+        result = apt_install(PACKAGES, recommends=False, timeout=timeout)
+    except AptUnavailable as reason:
+        raise SlurmUnavailable(f"slurm-wlm/munge are not installed: {reason}") from None
     # A post-install script may fail to start a service (no systemd) although the files are in place.
     missing = [name for name in DAEMONS + CLIENTS if not find_command(name)]
     if missing:
-        raise SlurmUnavailable(f"`{' '.join(install)}` did not provide {missing}: {result.stderr[-1500:]}")
+        raise SlurmUnavailable(f"`{' '.join(result.args)}` did not provide {missing}: {result.stderr[-1500:]}")
 
 
 def free_ports(count: int) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from icd.plots import per_class_iou_chart, sign_flips, training_curves
+from tests.apt import AptUnavailable, apt_install
 from tests.workflow_helpers import snakemake
 
 CLASSES = ("aeroplane", "boat", "cat")
@@ -81,16 +81,13 @@ def chromium() -> str:
     found = shutil.which("chromium")
     if found:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("Chromium is not installed and installing Debian's `chromium` needs root and apt-get")
     start = time.perf_counter()
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]  # another test may be installing packages too
-    for command in (["apt-get", *wait_for_lock, "update", "-qq"],
-                    ["apt-get", *wait_for_lock, "install", "-y", "-qq", "chromium"]):
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            pytest.skip(f"`{' '.join(command)}` failed, so the report cannot be rendered: {result.stderr[-500:]}")
+    try:
+        result = apt_install(["chromium"])
+    except AptUnavailable as reason:
+        pytest.skip(f"Chromium is not installed: {reason}")
+    if result.returncode != 0:
+        pytest.skip(f"`{' '.join(result.args)}` failed, so the report cannot be rendered: {result.stderr[-500:]}")
     print(f"\ninstalled chromium in {time.perf_counter() - start:.0f} s")
     return shutil.which("chromium")
 

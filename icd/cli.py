@@ -92,6 +92,12 @@ def _scores(args: argparse.Namespace) -> None:
                        **json.loads(args.options))
 
 
+def _export_backbone(args: argparse.Namespace) -> None:
+    from icd.scores import export_backbone
+
+    export_backbone(args.model, args.out, **json.loads(args.options))
+
+
 def _score_ap(args: argparse.Namespace) -> None:
     from icd.scores import score_map_average_precision
 
@@ -292,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--inference-size", type=int, required=True)
     verb.add_argument("--out", required=True, help="CSV table")
     verb.set_defaults(run=_score_ap)
+
+    verb = verbs.add_parser("export-backbone", help="the trained ICD network's backbone as a weights file")
+    verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
+    verb.add_argument("--options", required=True, help='JSON object {"model": ..., "icd": ...}')
+    verb.add_argument("--out", required=True, help="backbone weights (.pth), loadable as deeplab.weights.vgg16")
+    verb.set_defaults(run=_export_backbone)
     return parser
 
 

@@ -44,6 +44,18 @@ def load_trained(model_path, *, model: dict, icd: dict) -> ICDNet:
     return net.eval()
 
 
+def export_backbone(model_path, out_path, *, model: dict, icd: dict) -> None:
+    """Save the trained ICD network's backbone (conv1-fc7) in the stand-in/ImageNet file format.
+
+    The synthetic preset starts DeepLab VGG16 from it (`deeplab.init_from_icd`): the pretext
+    stand-in, unlike ImageNet for VOC, has never seen the classes, and these weights learned them
+    from the same image-level labels, so no extra supervision enters.
+    """
+    from icd.backbones import save_backbone
+
+    save_backbone(load_trained(model_path, model=model, icd=icd).backbone, out_path)
+
+
 @torch.no_grad()
 def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classes: list[int], *, canvas: int,
                  inference_scale: float = 1.0, input_mean: float, input_scale: float) -> np.ndarray:

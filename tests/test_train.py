@@ -158,6 +158,16 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
                            classes, canvas=129, **normalise)
     np.testing.assert_array_equal(scaled, by_hand)
 
+    # The trained backbone as a weights file (deeplab.init_from_icd): it loads strictly, equal to the network's.
+    from icd.backbones import load_vgg16_weights
+    from icd.scores import export_backbone
+
+    export_backbone(tmp_path / "model.pt", tmp_path / "backbone.pth", model=options["model"], icd=options["icd"])
+    exported = VGG16DeepLab(width=options["model"]["width"], batch_norm=True)
+    load_vgg16_weights(exported, tmp_path / "backbone.pth")
+    for name, tensor in net.backbone.state_dict().items():
+        assert torch.equal(exported.state_dict()[name], tensor), name
+
 
 def test_distributed_training_with_two_processes(tiny_dataset, prepared, tmp_path):
     """torchrun with 2 CPU processes (gloo): the DDP path trains and rank 0 writes the outputs."""

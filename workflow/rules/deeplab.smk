@@ -9,9 +9,11 @@ EVAL_SPLIT, TEST_SPLIT = config["data"]["eval_split"], config["data"]["test_spli
 deeplab_plan.check_config(DEEPLAB, SEED_VARIANTS, SYNTHETIC)
 DEEPLAB_RUNS = deeplab_plan.runs(DEEPLAB_ROOT, DEEPLAB)
 DEEPLAB_TARGETS = deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT)
-# Backbone weights: deeplab.weights, else VGG16 takes the ICD backbone's and ResNet101 starts at random.
+# Backbone weights: deeplab.weights, else VGG16 takes the trained ICD network's backbone (init_from_icd)
+# or the weights ICD started from, and ResNet101 starts at random.
 DEEPLAB_WEIGHTS = {
-    "vgg16": ancient(DEEPLAB["weights"]["vgg16"]) if DEEPLAB["weights"]["vgg16"] else backbone_weights(),
+    "vgg16": ancient(DEEPLAB["weights"]["vgg16"]) if DEEPLAB["weights"]["vgg16"]
+    else rules.export_icd_backbone.output[0] if DEEPLAB["init_from_icd"] else backbone_weights(),
     "resnet101": ancient(DEEPLAB["weights"]["resnet101"]) if DEEPLAB["weights"]["resnet101"] else [],
 }
 

@@ -63,3 +63,19 @@ rule training_curves:
         "../../envs/report.yaml"
     shell:
         "icd training-curves --history {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule export_icd_backbone:
+    input:
+        f"{RESULTS}/icd/model.pt",
+    output:
+        f"{RESULTS}/icd/backbone.pth",
+    params:
+        options=as_json({"model": config["model"], "icd": config["icd"]}),
+    log:
+        f"{LOGS}/export_icd_backbone.log",
+    threads: 1
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "icd export-backbone --model {input:q} --options {params.options:q} --out {output:q} > {log:q} 2>&1"

@@ -61,7 +61,7 @@ def test_bad_config_is_rejected_with_the_key_named(name):
 def test_explicit_settings_win_over_the_synthetic_presets():
     config = load_config(overrides={"icd": {"lr": 0.05}, "model": {"backbone": "vgg16"}})
     assert config["icd"]["lr"] == 0.05 and config["model"]["backbone"] == "vgg16"
-    assert config["icd"]["crop_size"] == 112 and config["model"]["width"] == 0.125  # presets still fill the rest
+    assert config["icd"]["crop_size"] == 160 and config["model"]["width"] == 0.125  # presets still fill the rest
 
 
 def test_voc_requires_imagenet_weights():

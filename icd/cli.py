@@ -34,6 +34,11 @@ def _synthesize(args: argparse.Namespace) -> None:
 def _validate_data(args: argparse.Namespace) -> None:
     from icd.data.voc import SplitRoles, VOCPaths, validate_dataset
 
+    if args.weights:  # a user's weights file of the wrong shape fails here, before any work
+        from icd.backbones import VGG16DeepLab, load_vgg16_weights
+
+        backbone = json.loads(args.backbone)
+        load_vgg16_weights(VGG16DeepLab(width=backbone["width"], batch_norm=backbone["batch_norm"]), args.weights)
     paths = VOCPaths.create(args.voc_root, args.sbd_root, args.saliency_root)
     roles = SplitRoles(train=args.train_split, eval=args.eval_split, test=args.test_split)
     report = validate_dataset(paths, roles, workers=args.workers)
@@ -210,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--eval-split", default="val")
     verb.add_argument("--test-split", default="test")
     verb.add_argument("--workers", type=int, default=1)
+    verb.add_argument("--weights", help="the user's pretrained backbone weights, checked against --backbone")
+    verb.add_argument("--backbone", default="{}", help='JSON {"width", "batch_norm"} the weights must fit')
     verb.add_argument("--out", required=True, help="JSON report: splits, labels, counts")
     verb.set_defaults(run=_validate_data)
 

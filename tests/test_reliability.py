@@ -229,15 +229,14 @@ BAD_INPUTS = {
     "config unknown key": (_set("seeds", "treshold", 0.3), "config",
                            ["invalid configuration at 'seeds': Additional properties are not allowed ('treshold'",
                             "workflow/schemas/config.schema.yaml"]),
-    "weights of another width": (_set("model", "width", 0.125), "superpixels",
+    "weights of another width": (_set("model", "width", 0.125), "validate_data",
                                  ["data/backbone.pth: weights do not fit the model",
                                   "features.0.weight: expected (8, 3, 3, 3), found (4, 3, 3, 3)", "Set model.width"]),
 }
 
 # What a run may have written when the step in the key rejects the input: only logs, plus the
 # outputs of steps that legitimately ran before it.
-ALLOWED_BEFORE = {"config": (), "validate_data": ("logs/",),
-                  "superpixels": ("logs/", "data/dataset.json", "benchmarks/validate_data.tsv")}
+ALLOWED_BEFORE = {"config": (), "validate_data": ("logs/",)}
 
 
 @pytest.mark.slow

@@ -20,12 +20,18 @@ rule synthesize_data:
 
 rule validate_data:
     input:
-        dataset_inputs(),
+        data=dataset_inputs(),
+        weights=ancient(config["pretrain"]["weights"]) if config["pretrain"]["weights"] else [],
     output:
         f"{RESULTS}/data/dataset.json",
     params:
         roots=[root or "" for root in dataset_roots()],
         splits=[config["data"][key] for key in ("train_split", "eval_split", "test_split")],
+        weights=lambda wildcards, input: (
+            f"--weights {shlex.quote(input.weights)} --backbone "
+            + shlex.quote(as_json({key: backbone_options()[key] for key in ("width", "batch_norm")}))
+            if input.weights else ""
+        ),
     log:
         f"{LOGS}/validate_data.log",
     benchmark:
@@ -37,4 +43,4 @@ rule validate_data:
         "icd validate-data --voc-root {params.roots[0]:q} --sbd-root {params.roots[1]:q}"
         " --saliency-root {params.roots[2]:q} --train-split {params.splits[0]:q}"
         " --eval-split {params.splits[1]:q} --test-split {params.splits[2]:q}"
-        " --workers {threads} --out {output:q} > {log:q} 2>&1"
+        " --workers {threads} {params.weights} --out {output:q} > {log:q} 2>&1"

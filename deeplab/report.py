@@ -10,7 +10,7 @@ from deeplab.workflow import GROUND_TRUTH
 from icd.data.classes import PALETTE
 from icd.data.io import read_mask, read_rgb
 from icd.data.voc import VOCPaths
-from icd.files import atomic_path, write_text
+from icd.files import atomic_path, write_csv, write_text
 
 TABLE_COLUMNS = ("backbone", "seeds", "supervision", "split", "multiscale", "crf", "miou")
 # The paper's DeepLab-LargeFOV mIoU (%), (val, test): Table 7 (VGG16) and Table 8 (ResNet101).
@@ -59,15 +59,11 @@ def paper_tables_markdown(rows: list[dict]) -> str:
 
 
 def write_segmentation_tables(evaluations: list[dict], csv_path, markdown_path, per_class_path) -> list[dict]:
-    import pandas as pd
-
     rows = segmentation_rows(evaluations)
-    with atomic_path(csv_path) as tmp:
-        pd.DataFrame(rows, columns=TABLE_COLUMNS).to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(csv_path, rows, columns=TABLE_COLUMNS)
     per_class = [{"backbone": record["backbone"], "seeds": record["seeds"], "crf": post == "crf",
                   **result["per_class"]} for record in evaluations for post, result in record["results"].items()]
-    with atomic_path(per_class_path) as tmp:
-        pd.DataFrame(per_class).to_csv(tmp, index=False, float_format="%.4f")
+    write_csv(per_class_path, per_class)
     write_text(markdown_path, paper_tables_markdown(rows))
     return rows
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from icd.devices import assign_local_gpus
 from icd.errors import ICDError
-from icd.files import write_text
+from icd.files import write_csv, write_text
 
 log = logging.getLogger("icd")
 
@@ -107,7 +107,7 @@ def _score_ap(args: argparse.Namespace) -> None:
     from icd.scores import score_map_average_precision
 
     table = score_map_average_precision(read_json(args.dataset), args.scores, canvas=args.inference_size)
-    _write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
+    write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
     log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
 
 
@@ -115,7 +115,7 @@ def _seed_sweep(args: argparse.Namespace) -> None:
     from icd.seed_quality import threshold_sweep
 
     rows, best = threshold_sweep(read_json(args.dataset), args.scores, **json.loads(args.options))
-    _write_csv(args.out_table, rows)
+    write_csv(args.out_table, rows)
     write_json(args.out_choice, {"cam_background": best})
     log.info("best CAM background threshold: %s", best)
 
@@ -145,8 +145,8 @@ def _seed_table(args: argparse.Namespace) -> None:
     thresholds = {variant: cam_background if variant == "cam" else args.threshold for variant in args.variants}
     rows, per_class = evaluate_seed_folders(read_json(args.dataset), args.seeds_root, thresholds)
     sweep = pd.read_csv(args.sweep).to_dict("records")
-    _write_csv(args.out, [row for row in sweep if row["variant"] != "cam_background"] + rows)
-    _write_csv(args.per_class, [{"variant": variant, **ious} for variant, ious in per_class.items()])
+    write_csv(args.out, [row for row in sweep if row["variant"] != "cam_background"] + rows)
+    write_csv(args.per_class, [{"variant": variant, **ious} for variant, ious in per_class.items()])
 
 
 def _seed_figure(args: argparse.Namespace) -> None:
@@ -168,15 +168,6 @@ def _seed_iou_chart(args: argparse.Namespace) -> None:
 
     per_class = pd.read_csv(args.per_class).set_index("variant")
     per_class_iou_chart(args.out, {variant: row.to_dict() for variant, row in per_class.iterrows()})
-
-
-def _write_csv(path, rows: list[dict]) -> None:
-    import pandas as pd
-
-    from icd.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.4f")
 
 
 def add_gpus(verb: argparse.ArgumentParser) -> None:

@@ -64,3 +64,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Write table rows atomically as CSV, floats to 4 decimals: the one format of every results table."""
+    import pandas as pd  # imported here: most users of this module never write tables
+
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False, float_format="%.4f")

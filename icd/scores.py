@@ -74,7 +74,7 @@ def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classe
         size = round((canvas - 1) * inference_scale) + 1
         image, regions = bilinear_resize(image, size, size), nearest_resize(regions, size, size)
     padded = to_network_input(image[None], input_mean, input_scale)
-    regions = torch.from_numpy(np.ascontiguousarray(regions))[None]
+    regions = torch.from_numpy(regions)[None]
     labels = torch.from_numpy(multi_hot(classes))[None]
     padded, regions, labels = padded.to(device), regions.to(device), labels.to(device)
     outputs = net(padded, labels, regions)

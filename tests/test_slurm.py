@@ -49,7 +49,7 @@ def test_profile_keeps_the_placeholders_a_user_replaces():
     defaults = settings["default-resources"]
     assert defaults["slurm_partition"].startswith("CHANGE_ME") and defaults["slurm_account"].startswith("CHANGE_ME")
     assert {"runtime", "mem_mb", "cpus_per_task"} <= set(defaults)
-    for rule, resources in settings["set-resources"].items():
+    for resources in settings["set-resources"].values():
         assert resources["slurm_partition"].startswith("CHANGE_ME") and resources["gpu_model"].startswith("CHANGE_ME")
 
 

@@ -106,7 +106,8 @@ def _export_backbone(args: argparse.Namespace) -> None:
 def _score_ap(args: argparse.Namespace) -> None:
     from icd.scores import score_map_average_precision
 
-    table = score_map_average_precision(read_json(args.dataset), args.scores, canvas=args.inference_size)
+    table = score_map_average_precision(read_json(args.dataset), args.scores, canvas=args.inference_size,
+                                        ablation_shards=args.ablation_scores)
     write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
     log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
 
@@ -126,7 +127,7 @@ def _seeds(args: argparse.Namespace) -> None:
 
     dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
-    generate_seed_shard(args.out, ids, dataset=dataset, score_shards=args.scores,
+    generate_seed_shard(args.out, ids, dataset=dataset, score_shards=args.scores, ablation_shards=args.ablation_scores,
                         cam_background=read_json(args.cam_background)["cam_background"], **json.loads(args.options))
 
 
@@ -174,6 +175,11 @@ def add_gpus(verb: argparse.ArgumentParser) -> None:
     """The GPU count a step claims on a local node (its rule's `resources: gpu`); see icd.devices."""
     verb.add_argument("--gpus", type=int, help="claim this many free GPUs unless CUDA_VISIBLE_DEVICES is set "
                       "(0: CPU only); without it, use whatever devices are visible")
+
+
+def add_ablation_scores(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument("--ablation-scores", nargs="+", help="score shards of a network trained without top-down "
+                      "adaptation: Table 3's bottom-up and refined rows come from them (default: --scores)")
 
 
 def _sharded_verb(verbs, name: str, run, help_text: str) -> argparse.ArgumentParser:
@@ -248,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb = _sharded_verb(verbs, "seeds", _seeds, "seed PNGs of every variant for one shard of the training split")
     verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
+    add_ablation_scores(verb)
     verb.add_argument("--cam-background", required=True, help="JSON with the CAM background threshold")
 
     verb = verbs.add_parser("collect-seeds", help="gather shard folders into seeds/<variant>/ folders")
@@ -294,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--dataset", required=True)
     verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
     verb.add_argument("--inference-size", type=int, required=True)
+    add_ablation_scores(verb)
     verb.add_argument("--out", required=True, help="CSV table")
     verb.set_defaults(run=_score_ap)
 

@@ -30,6 +30,8 @@ from icd.train import build_network, multi_hot
 from icd.transforms import bilinear_resize, nearest_resize, pad_to, to_network_input
 
 SCORE_MAPS = ("cam", "bottom_up", "refined", "adapted")
+# Table 3's steps before the adaptation: taken from a network trained without top-down when one exists.
+ABLATION_MAPS = ("bottom_up", "refined")
 
 
 def load_trained(model_path, *, model: dict, icd: dict) -> ICDNet:
@@ -125,14 +127,21 @@ def scored_training_images(dataset: dict, score_shards: list[str], *, canvas: in
 
 
 def score_map_average_precision(dataset: dict, score_shards: list[str], *, canvas: int, maps=SCORE_MAPS,
+                                ablation_shards: list[str] | None = None,
                                 progress: bool = True) -> dict[str, dict[str, float]]:
     """Table 1: pixel-level AP per class and its mean over classes, for each score map.
 
-    Each class ranks every valid pixel of the images holding it by that class's score.
+    Each class ranks every valid pixel of the images holding it by that class's score. With
+    `ablation_shards` (a network trained without top-down adaptation) the ABLATION_MAPS come from
+    them, so these rows match Table 3's seeds.
     """
     meters = {name: PixelAveragePrecision(NUM_FOREGROUND) for name in maps}
+    ablation = ShardStore(ablation_shards) if ablation_shards else None
+    rows = [SCORE_MAPS.index(name) for name in ABLATION_MAPS]
     images = scored_training_images(dataset, score_shards, canvas=canvas, description="pixel AP", progress=progress)
-    for _, gt, stacked, classes in images:
+    for image_id, gt, stacked, classes in images:
+        if ablation is not None:
+            stacked[rows] = upsample(ablation[image_id], canvas, *gt.shape)[rows]
         valid = gt != IGNORE_LABEL
         for position, class_index in enumerate(classes):
             for name in maps:

@@ -78,15 +78,21 @@ def seed_variants(saliency: bool) -> list[str]:
 
 def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], *, threshold: float,
                 cam_background: float, crf: dict, saliency: np.ndarray | None = None,
-                saliency_background: float = 0.01) -> dict[str, np.ndarray]:
-    """Every seed variant of one image from its upsampled score maps (icd.scores.SCORE_MAPS order)."""
+                saliency_background: float = 0.01, ablation_scores: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every seed variant of one image from its upsampled score maps (icd.scores.SCORE_MAPS order).
+
+    `ablation_scores`, the maps of a network trained without top-down adaptation, give Table 3's
+    bottom-up and refined seeds (with that network's own CAM breaking overlaps), as the paper's
+    ablation credits the adaptation step with fine-tuning the backbone; by default they come from `scores`.
+    """
     from icd.crf import refine_seed
 
-    cam, bottom_up, refined, adapted = scores
+    cam, _, _, adapted = scores
+    ablation_cam, bottom_up, refined, _ = scores if ablation_scores is None else ablation_scores
     seeds = {
         "cam": cam_seed(cam, classes, background_threshold=cam_background),
-        "icd_bottom_up": icd_seed(bottom_up, classes, cam, threshold=threshold),
-        "icd_refined": icd_seed(refined, classes, cam, threshold=threshold),
+        "icd_bottom_up": icd_seed(bottom_up, classes, ablation_cam, threshold=threshold),
+        "icd_refined": icd_seed(refined, classes, ablation_cam, threshold=threshold),
     }
     if np.isfinite(adapted).all():  # a model trained without the top-down branch has no adapted scores
         seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
@@ -99,8 +105,11 @@ def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], *, th
 
 def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards: list[str], canvas: int,
                         threshold: float, cam_background: float, saliency_background: float, crf: dict,
-                        progress: bool = True) -> None:
-    """Seeds of `ids` as VOC palettised PNGs under out_dir/<variant>/<id>.png, the folder written atomically."""
+                        ablation_shards: list[str] | None = None, progress: bool = True) -> None:
+    """Seeds of `ids` as VOC palettised PNGs under out_dir/<variant>/<id>.png, the folder written atomically.
+
+    `ablation_shards`: score shards of the network trained without top-down adaptation (see image_seeds).
+    """
     from tqdm import tqdm
 
     from icd.data.io import read_grey, read_rgb, write_mask
@@ -112,6 +121,7 @@ def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards:
 
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"], dataset["saliency_root"])
     store = ShardStore(score_shards)
+    ablation = ShardStore(ablation_shards) if ablation_shards else None
     with atomic_dir(out_dir) as tmp:
         for image_id in tqdm(ids, desc="seeds", disable=not progress, mininterval=2.0):
             image = read_rgb(paths.image(image_id))
@@ -120,9 +130,10 @@ def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards:
                 raise DataError(f"{paths.saliency(image_id)}: saliency map is {saliency.shape[1]}x{saliency.shape[0]} "
                                 f"but its image is {image.shape[1]}x{image.shape[0]}. Resize the saliency maps.")
             scores = upsample(store[image_id], canvas, *image.shape[:2])
+            ablation_scores = upsample(ablation[image_id], canvas, *image.shape[:2]) if ablation else None
             seeds = image_seeds(image, scores, dataset["labels"][image_id], threshold=threshold,
                                 cam_background=cam_background, crf=crf, saliency=saliency,
-                                saliency_background=saliency_background)
+                                saliency_background=saliency_background, ablation_scores=ablation_scores)
             for variant, seed in seeds.items():
                 write_mask(tmp / variant / f"{image_id}.png", seed)
 

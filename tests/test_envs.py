@@ -87,13 +87,14 @@ def workflow_rules():
                                 storage_settings=StorageSettings(), snakefile=PROJECT_ROOT / "Snakefile",
                                 workdir=PROJECT_ROOT)
         linemaps = workflow._workflow.linemaps
-        return [(rule, linemaps[rule.snakefile][rule.lineno]) for rule in workflow._workflow.rules]
+        return [(rule, linemaps[str(rule.snakefile)][rule.lineno]) for rule in workflow._workflow.rules]
 
 
 def rule_source(rule, lineno: int) -> str:
-    """The rule's block of text in its .smk file: from its `rule` line to the next unindented line."""
-    lines = Path(rule.snakefile).read_text().splitlines()[lineno - 1:]
-    assert lines[0].lstrip().startswith(f"rule {rule.name}:"), lines[0]
+    """The rule's block of text in its .smk file: from its `rule` (or `use rule ... as`) line to the next
+    unindented line."""
+    lines = Path(str(rule.snakefile)).read_text().splitlines()[lineno - 1:]
+    assert re.match(rf"(rule {rule.name}:|use rule \w+ as {rule.name} with:)", lines[0].lstrip()), lines[0]
     block = [lines[0]]
     for line in lines[1:]:
         if line and not line[0].isspace():
@@ -113,7 +114,8 @@ def test_every_rule_with_a_command_has_an_env_a_log_and_threads():
         assert env in {path.resolve() for path in ENV_FILES}, f"{rule.name}: conda: {rule.conda_env} is not in envs/"
         used.add(env)
         assert rule.log, f"{rule.name}: no log:"
-        assert re.search(r"^\s+threads:", rule_source(rule, lineno), re.M), f"{rule.name}: no threads:"
+        source = rule_source(rule, lineno)  # a `use rule` inherits its parent's threads
+        assert re.search(r"^\s+threads:", source, re.M) or source.startswith("use rule"), f"{rule.name}: no threads:"
         if "gpu" in rule.resources or "shard" in rule.wildcard_names:
             assert rule.benchmark, f"{rule.name}: a heavy step without benchmark:"
     assert used == {path.resolve() for path in ENV_FILES}, "an env file no rule uses"

@@ -80,3 +80,25 @@ def test_cam_seed_against_a_background_threshold():
     assert cam_seed(cam, [5, 9], background_threshold=0.2).tolist() == [[5, 9, 0]]
     assert cam_seed(cam, [5, 9], background_threshold=0.5).tolist() == [[5, 9, 0]]
     assert cam_seed(cam, [5, 9], background_threshold=1.0).tolist() == [[0, 0, 0]]
+
+
+def test_ablation_rows_come_from_the_network_without_top_down():
+    """Table 3: bottom-up and refined seeds from the ablation network's maps and CAM; the rest from the full one."""
+    from icd.config import load_config
+    from icd.seeds import image_seeds
+
+    rng = np.random.default_rng(0)
+    classes = [4, 15]
+    full, ablation = rng.normal(size=(2, 4, 2, 12, 16))
+    image = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
+    options = {"threshold": 0.0, "cam_background": 0.3, "crf": load_config()["crf"]}
+    seeds = image_seeds(image, full, classes, ablation_scores=ablation, **options)
+    assert np.array_equal(seeds["icd_bottom_up"], icd_seed(ablation[1], classes, ablation[0]))
+    assert np.array_equal(seeds["icd_refined"], icd_seed(ablation[2], classes, ablation[0]))
+    assert np.array_equal(seeds["icd"], icd_seed(full[3], classes, full[0]))
+    assert np.array_equal(seeds["cam"], cam_seed(full[0], classes, background_threshold=0.3))
+    # Without an ablation network every row comes from the full one; the two choices differ here.
+    alone = image_seeds(image, full, classes, **options)
+    assert np.array_equal(alone["icd_bottom_up"], icd_seed(full[1], classes, full[0]))
+    assert not np.array_equal(alone["icd_bottom_up"], seeds["icd_bottom_up"])
+    assert all(np.array_equal(alone[name], seeds[name]) for name in ("cam", "icd", "icd_crf"))

@@ -139,6 +139,20 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     table = score_map_average_precision(tiny_dataset, [str(tmp_path / "scores.npz")], canvas=65, progress=False)
     assert set(table) == set(SCORE_MAPS)
     assert all(0.0 <= row["mAP"] <= 1.0 for row in table.values())
+
+    # Table 1 with an ablation network: its rows are exactly that network's own AP, the others unchanged.
+    from icd.shards import save_shard
+
+    rng = np.random.default_rng(0)
+    save_shard(tmp_path / "ablation.npz", {i: rng.normal(size=store[i].shape).astype(np.float16) for i in ids})
+    ablation_alone = score_map_average_precision(tiny_dataset, [str(tmp_path / "ablation.npz")], canvas=65,
+                                                 progress=False)
+    mixed = score_map_average_precision(tiny_dataset, [str(tmp_path / "scores.npz")], canvas=65, progress=False,
+                                        ablation_shards=[str(tmp_path / "ablation.npz")])
+    assert {name: mixed[name] for name in ("bottom_up", "refined")} == {
+        name: ablation_alone[name] for name in ("bottom_up", "refined")}
+    assert {name: mixed[name] for name in ("cam", "adapted")} == {name: table[name] for name in ("cam", "adapted")}
+    assert mixed["bottom_up"] != table["bottom_up"]
     with pytest.raises(ConfigError, match="trained with other model/icd settings"):
         load_trained(tmp_path / "model.pt", model=options["model"], icd={**options["icd"], "lr": 0.5})
 

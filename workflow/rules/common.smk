@@ -60,7 +60,8 @@ def stage_targets(stage):
     return {
         "data": [f"{RESULTS}/data/dataset.json"] + ([f"{RESULTS}/data/synthetic_stats.json"] if SYNTHETIC else []),
         "pretrain": [f"{RESULTS}/pretrain/backbone.pth", f"{RESULTS}/pretrain/premise.json"] if SYNTHETIC else [],
-        "icd": [f"{RESULTS}/icd/model.pt", f"{RESULTS}/figures/icd_training.png"],
+        "icd": [f"{RESULTS}/icd/model.pt", f"{RESULTS}/figures/icd_training.png"]
+        + ([f"{RESULTS}/icd_without_top_down/model.pt"] if ABLATION_NETWORK else []),
         "scores": [f"{RESULTS}/tables/score_map_ap.csv"],
         "seeds": [f"{RESULTS}/tables/seeds.csv", f"{RESULTS}/figures/seeds_fig4.png",
                   f"{RESULTS}/figures/seeds_per_class_iou.png"],
@@ -97,6 +98,23 @@ def superpixel_shards():
 
 def score_shards():
     return expand(f"{RESULTS}/scores/shard_{{shard}}.npz", shard=range(config["seeds"]["shards"]))
+
+
+# Table 3's bottom-up and refined rows come from a second network trained without top-down adaptation.
+ABLATION_NETWORK = config["seeds"]["ablation_network"] and config["icd"]["top_down"]
+ICD_WITHOUT_TOP_DOWN = {**config["icd"], "top_down": False}
+
+
+def ablation_score_shards():
+    """Score shards of the network trained without top-down adaptation; none when it is not trained."""
+    if not ABLATION_NETWORK:
+        return []
+    return expand(f"{RESULTS}/scores_without_top_down/shard_{{shard}}.npz", shard=range(config["seeds"]["shards"]))
+
+
+def ablation_scores_option(wildcards, input):
+    """`--ablation-scores <shards>` for the steps that take Table 3's rows from them, else nothing."""
+    return "--ablation-scores " + " ".join(map(shlex.quote, input.ablation)) if input.ablation else ""
 
 
 SEED_VARIANTS = seed_variants(saliency=dataset_roots()[2] is not None)

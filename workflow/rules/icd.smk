@@ -51,6 +51,19 @@ rule train_icd:
         " --options {params.options:q} --gpus {resources.gpu} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+use rule train_icd as train_icd_without_top_down with:
+    output:
+        model=f"{RESULTS}/icd_without_top_down/model.pt",
+        history=f"{RESULTS}/icd_without_top_down/history.json",
+    params:
+        options=as_json({"model": config["model"], "icd": ICD_WITHOUT_TOP_DOWN, "seed": config["seed"]}),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+    log:
+        f"{LOGS}/train_icd_without_top_down.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_icd_without_top_down.tsv"
+
+
 rule training_curves:
     input:
         f"{RESULTS}/icd/history.json",

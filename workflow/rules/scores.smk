@@ -30,15 +30,36 @@ rule infer_scores:
         " > {log:q} 2>&1"
 
 
+use rule infer_scores as infer_scores_without_top_down with:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        model=f"{RESULTS}/icd_without_top_down/model.pt",
+        superpixels=superpixel_shards(),
+        data=dataset_inputs(),
+    output:
+        f"{RESULTS}/scores_without_top_down/shard_{{shard}}.npz",
+    params:
+        shards=config["seeds"]["shards"],
+        options=as_json({"model": config["model"], "icd": ICD_WITHOUT_TOP_DOWN,
+                         "inference_size": config["seeds"]["inference_size"],
+                         "inference_scale": config["seeds"]["inference_scale"]}),
+    log:
+        f"{LOGS}/scores_without_top_down/shard_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/scores_without_top_down/shard_{{shard}}.tsv"
+
+
 rule score_map_ap:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         scores=score_shards(),
+        ablation=ablation_score_shards(),
         data=dataset_inputs(),
     output:
         report(f"{RESULTS}/tables/score_map_ap.csv", caption="../report/score_map_ap.rst", category="ICD"),
     params:
         inference_size=config["seeds"]["inference_size"],
+        ablation=ablation_scores_option,
     log:
         f"{LOGS}/score_map_ap.log",
     benchmark:
@@ -48,4 +69,4 @@ rule score_map_ap:
         "../../envs/torch.yaml"
     shell:
         "icd score-ap --dataset {input.dataset:q} --scores {input.scores:q}"
-        " --inference-size {params.inference_size} --out {output:q} > {log:q} 2>&1"
+        " --inference-size {params.inference_size} {params.ablation} --out {output:q} > {log:q} 2>&1"

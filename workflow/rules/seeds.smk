@@ -29,12 +29,14 @@ rule make_seeds:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         scores=score_shards(),
+        ablation=ablation_score_shards(),
         cam_background=f"{RESULTS}/seeds/cam_background.json",
         data=dataset_inputs(),
     output:
         directory(f"{RESULTS}/seeds/shards/shard_{{shard}}"),
     params:
         shards=config["seeds"]["shards"],
+        ablation=ablation_scores_option,
         options=as_json({"canvas": config["seeds"]["inference_size"], "threshold": config["seeds"]["threshold"],
                          "saliency_background": config["seeds"]["saliency_background"], "crf": config["crf"]}),
     log:
@@ -46,7 +48,8 @@ rule make_seeds:
         "../../envs/crf.yaml"
     shell:
         "icd seeds --dataset {input.dataset:q} --scores {input.scores:q} --cam-background {input.cam_background:q}"
-        " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --out {output:q}"
+        " --shard {wildcards.shard} --shards {params.shards} {params.ablation} --options {params.options:q}"
+        " --out {output:q}"
         " > {log:q} 2>&1"
 
 

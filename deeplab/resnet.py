@@ -3,7 +3,8 @@
 Module names and shapes follow torchvision's `resnet101` (conv1, bn1, layer1..4 of Bottleneck blocks
 with conv1/bn1/conv2/bn2/conv3/bn3 and downsample.0/.1; stride on the 3x3 conv as in torchvision), so
 `resnet101-63fe2227.pth` loads without renaming once its `fc.*` classifier is dropped. layer3 and
-layer4 keep stride 1 and dilate every block's 3x3 conv by 2 and 4, as DeepLab does, for output stride 8.
+layer4 keep stride 1 and dilate every block's 3x3 conv by 2 and 4, as DeepLab does, for output stride 8
+(stride 32, torchvision's own geometry, serves to train the synthetic stand-in for ImageNet weights).
 `width` scales every channel count for CPU runs.
 """
 

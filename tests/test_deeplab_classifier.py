@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import numpy as np
 import pytest
@@ -80,7 +81,7 @@ def test_training_lowers_the_loss(tiny_dataset, tmp_path, one_torch_thread):
         assert cam_loss(trained.eval()(x), targets) < 0.5 * cam_loss(initial.eval()(x), targets)
 
 
-def test_a_fixed_seed_gives_identical_weights_and_an_interrupted_run_resumes_to_them(tiny_dataset, tmp_path,
+def test_a_fixed_seed_gives_identical_weights_and_an_interrupted_run_resumes_to_them(tiny_dataset, tmp_path, caplog,
                                                                                      one_torch_thread, monkeypatch):
     first, again = _train(tmp_path / "a.pth", tiny_dataset), _train(tmp_path / "b.pth", tiny_dataset)
     expected = _state(tmp_path / "a.pth")
@@ -104,7 +105,9 @@ def test_a_fixed_seed_gives_identical_weights_and_an_interrupted_run_resumes_to_
     assert not (tmp_path / "resumed.pth").exists()
     assert torch.load(tmp_path / "resumed.checkpoint.pt", weights_only=True)["epoch"] == 3  # after iteration 4
     monkeypatch.setattr(classifier, "save_checkpoint", real_save)
-    resumed = _train(tmp_path / "resumed.pth", tiny_dataset)
+    with caplog.at_level(logging.INFO, logger="icd.checkpoints"):
+        resumed = _train(tmp_path / "resumed.pth", tiny_dataset)
+    assert "after iteration 4" in caplog.text  # really resumed, not retrained to the same weights
     assert all(torch.equal(expected[key], value) for key, value in _state(tmp_path / "resumed.pth").items())
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in first["history"]]
 

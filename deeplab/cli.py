@@ -16,6 +16,14 @@ from icd.errors import ICDError
 log = logging.getLogger("deeplab")
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from deeplab.classifier import train_classifier
+
+    metrics = train_classifier(args.out, dataset=read_json(args.dataset), **json.loads(args.options))
+    write_json(args.metrics, metrics)
+    log.info("final loss %.4f, rank accuracy %.3f", metrics["final_loss"], metrics["final_rank_accuracy"])
+
+
 def _train(args: argparse.Namespace) -> None:
     from deeplab.train import train_deeplab
 
@@ -61,6 +69,14 @@ def _figure(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deeplab", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
+
+    verb = verbs.add_parser("pretrain", help="train the ResNet101 stand-in for ImageNet weights on image-level labels")
+    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
+    verb.add_argument("--options", required=True, help='JSON object: the resnet_pretrain section, "width" and "seed"')
+    verb.add_argument("--out", required=True, help="torchvision-format resnet101 state dict (.pth)")
+    verb.add_argument("--metrics", required=True, help="JSON: settings, per-interval loss and accuracy, time")
+    verb.set_defaults(run=_pretrain)
+    add_gpus(verb)
 
     verb = verbs.add_parser("train", help="train DeepLab on seeds (resumes from OUT_DIR/checkpoint.pt)")
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")

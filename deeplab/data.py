@@ -20,23 +20,26 @@ from icd.errors import DataError
 from icd.transforms import bilinear_resize, nearest_resize, pad_to
 
 
-def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, *, crop_size: int,
-            scale_range: tuple[float, float], flip: bool, pad_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One training sample: (crop x crop x 3 uint8 image, crop x crop uint8 labels)."""
+def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray | None, *, crop_size: int,
+            scale_range: tuple[float, float], flip: bool, pad_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """One training sample: (crop x crop x 3 uint8 image, crop x crop uint8 labels, or None without labels)."""
     scale = float(rng.uniform(*scale_range))
     height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
     image = bilinear_resize(image, height, width)
-    labels = nearest_resize(labels, height, width)
-    if flip and rng.random() < 0.5:
-        image, labels = image[:, ::-1], labels[:, ::-1]
+    flipped = flip and rng.random() < 0.5
+    if flipped:
+        image = image[:, ::-1]
     padded = np.empty((max(height, crop_size), max(width, crop_size), 3), np.uint8)
     padded[:] = pad_rgb
     padded[:height, :width] = image
-    labels = pad_to(labels, crop_size, crop_size, IGNORE_LABEL)
     top = int(rng.integers(0, padded.shape[0] - crop_size + 1))
     left = int(rng.integers(0, padded.shape[1] - crop_size + 1))
     window = (slice(top, top + crop_size), slice(left, left + crop_size))
-    return np.array(padded[window]), np.array(labels[window])
+    if labels is not None:
+        labels = nearest_resize(labels, height, width)
+        labels = pad_to(labels[:, ::-1] if flipped else labels, crop_size, crop_size, IGNORE_LABEL)
+        labels = np.array(labels[window])
+    return np.array(padded[window]), labels
 
 
 class SeedTrainingSet(Dataset):

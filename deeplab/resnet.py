@@ -3,7 +3,8 @@
 Module names and shapes follow torchvision's `resnet101` (conv1, bn1, layer1..4 of Bottleneck blocks
 with conv1/bn1/conv2/bn2/conv3/bn3 and downsample.0/.1; stride on the 3x3 conv as in torchvision), so
 `resnet101-63fe2227.pth` loads without renaming once its `fc.*` classifier is dropped. layer3 and
-layer4 keep stride 1 and dilate every block's 3x3 conv by 2 and 4, as DeepLab does, for output stride 8.
+layer4 keep stride 1 and dilate every block's 3x3 conv by 2 and 4, as DeepLab does, for output stride 8
+(stride 32, torchvision's own geometry, serves to train the synthetic stand-in for ImageNet weights).
 `width` scales every channel count for CPU runs.
 """
 
@@ -19,8 +20,8 @@ RESNET101_BLOCKS = (3, 4, 23, 3)
 BOTTLENECK_EXPANSION = 4
 STEM_CHANNELS = 64
 LAYER_PLANES = (64, 128, 256, 512)
-# (stride, dilation) of layer1..4: output stride 8 with layer3/4 dilated.
-LAYER_GEOMETRY = ((1, 1), (2, 1), (1, 2), (1, 4))
+# (stride, dilation) of layer1..4 by output stride: DeepLab's 8 with layer3/4 dilated, or the classifier's 32.
+LAYER_GEOMETRY = {8: ((1, 1), (2, 1), (1, 2), (1, 4)), 32: ((1, 1), (2, 1), (2, 1), (2, 1))}
 
 
 class Bottleneck(nn.Module):
@@ -50,12 +51,20 @@ class Bottleneck(nn.Module):
 
 
 class ResNet101(nn.Module):
-    """The ResNet101 trunk without its ImageNet classifier: N x 3 x H x W -> N x C x H/8 x W/8 (after ReLU)."""
+    """The ResNet101 trunk without its ImageNet classifier: N x 3 x H x W -> N x C x H/s x W/s (after ReLU).
 
-    def __init__(self, width: float = 1.0) -> None:
+    s = `output_stride`: 8 (DeepLab), or 32, which strides layer3/4 instead of dilating them: torchvision's
+    classifier, trained cheaper at 1/16 of the positions, with the same parameters (DeepLab dilates ImageNet
+    weights likewise). `zero_init_residual` starts every block as the identity (torchvision's option of that
+    name): a thin ResNet101 trained from scratch hardly learns without it.
+    """
+
+    def __init__(self, width: float = 1.0, output_stride: int = 8, zero_init_residual: bool = False) -> None:
         super().__init__()
         if width <= 0:
             raise ConfigError(f"deeplab.width must be positive, got {width}")
+        if output_stride not in LAYER_GEOMETRY:
+            raise ConfigError(f"ResNet101 output stride must be one of {sorted(LAYER_GEOMETRY)}, got {output_stride}")
         self.width = float(width)
         stem = scaled(STEM_CHANNELS, width)
         self.conv1 = nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False)
@@ -64,7 +73,7 @@ class ResNet101(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_channels = stem
         for index, (blocks, planes, (stride, dilation)) in enumerate(
-            zip(RESNET101_BLOCKS, LAYER_PLANES, LAYER_GEOMETRY), start=1
+            zip(RESNET101_BLOCKS, LAYER_PLANES, LAYER_GEOMETRY[output_stride]), start=1
         ):
             planes = scaled(planes, width)
             layer = []
@@ -73,10 +82,11 @@ class ResNet101(nn.Module):
                 in_channels = planes * BOTTLENECK_EXPANSION
             setattr(self, f"layer{index}", nn.Sequential(*layer))
         self.out_channels = in_channels
-        self.reset_parameters()
+        self.reset_parameters(zero_init_residual)
 
-    def reset_parameters(self) -> None:
-        """Kaiming-normal convs (fan_out, ReLU), BN at identity: torchvision's initialisation."""
+    def reset_parameters(self, zero_init_residual: bool = False) -> None:
+        """Kaiming-normal convs (fan_out, ReLU), BN at identity (each block's last BN at zero with
+        `zero_init_residual`): torchvision's initialisation."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -84,6 +94,10 @@ class ResNet101(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
                 module.reset_running_stats()
+        if zero_init_residual:
+            for module in self.modules():
+                if isinstance(module, Bottleneck):
+                    nn.init.zeros_(module.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

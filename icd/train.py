@@ -81,7 +81,7 @@ def poly_lr(base_lr: float, epoch: int, epochs: int, power: float) -> float:
     return base_lr * (1.0 - epoch / epochs) ** power
 
 
-def _rank_accuracy(class_logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+def rank_accuracy(class_logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """Official monitor: a present class counts as correct if it ranks within the top |labels| scores."""
     order = class_logits.argsort(dim=1, descending=True)
     counts = labels.sum(dim=1).long()
@@ -173,7 +173,7 @@ def train_icd(
             optimizer.step()
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
-            hits, count = _rank_accuracy(outputs["class_logits"].detach(), targets)
+            hits, count = rank_accuracy(outputs["class_logits"].detach(), targets)
             correct, total = correct + hits, total + count
             bar.set_postfix(loss=f"{losses['total'].item():.3f}", refresh=False)
         if world > 1:  # log the whole batch's figures, not rank 0's share

@@ -39,9 +39,15 @@ def test_default_target_builds_every_stage(finished_run):
         "cam", "icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal"]
     assert len(list((results / "seeds" / "icd_crf").glob("*.png"))) == 16
     assert (results / "figures" / "seeds_fig4.png").stat().st_size > 10_000
-    for rule in ("synthesize_data", "validate_data", "pretrain_backbone", "measure_premise", "train_icd",
-                 "train_icd_without_top_down"):
+    for rule in ("synthesize_data", "validate_data", "pretrain_backbone", "measure_premise", "pretrain_resnet101",
+                 "train_icd", "train_icd_without_top_down"):
         assert (results / "logs" / f"{rule}.log").is_file()
+    stand_in = json.loads((results / "pretrain" / "resnet101_metrics.json").read_text())
+    assert [record["iteration"] for record in stand_in["history"]] == [1, 2]
+    assert "fc.weight" in torch.load(results / "pretrain" / "resnet101.pth", weights_only=True)
+    # DeepLab ResNet101 starts from the stand-in, through the --weights path real ImageNet weights take.
+    resnet_log = (results / "logs" / "deeplab" / "train_resnet101_gt.log").read_text()
+    assert "random initialisation" not in resnet_log and "final loss" in resnet_log
 
 
 @pytest.mark.slow
@@ -51,7 +57,8 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
     dry = snakemake(finished_run, "-n", config=changed).stdout
     jobs = [line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()]
     assert {"train_icd", "train_icd_without_top_down"} <= set(jobs)
-    assert not {"superpixels", "pretrain_backbone", "synthesize_data", "validate_data"} & set(jobs)
+    assert not {"superpixels", "pretrain_backbone", "pretrain_resnet101", "synthesize_data",
+                "validate_data"} & set(jobs)
 
 
 @pytest.mark.slow
@@ -60,7 +67,7 @@ def test_a_seed_threshold_reruns_seeds_and_nothing_upstream(finished_run):
     jobs = {line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()}
     assert {"make_seeds", "collect_seeds", "seed_table"} <= jobs
     assert not {"train_icd", "train_icd_without_top_down", "superpixels", "infer_scores",
-                "infer_scores_without_top_down", "seed_sweep", "pretrain_backbone"} & jobs
+                "infer_scores_without_top_down", "seed_sweep", "pretrain_backbone", "pretrain_resnet101"} & jobs
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ TINY = {
     "run": "tiny",
     "synthetic": {"num_train": 16, "num_val": 4, "num_test": 2, "min_size": 48, "max_size": 64},
     "pretrain": {"num_images": 128, "image_size": 32, "epochs": 1, "batch_size": 16},
+    "resnet_pretrain": {"iterations": 2, "batch_size": 4, "crop_size": 48, "log_interval": 1, "checkpoint_interval": 2},
     "synthetic_overrides": {
         "model": {"backbone": "vgg16_bn", "width": 0.0625},
         "superpixels": {"shards": 2, "feature_input_size": 65, "max_regions": 8},

@@ -59,7 +59,9 @@ def stage_targets(stage):
     """The final outputs of one stage: what `snakemake <stage>` builds (with everything upstream)."""
     return {
         "data": [f"{RESULTS}/data/dataset.json"] + ([f"{RESULTS}/data/synthetic_stats.json"] if SYNTHETIC else []),
-        "pretrain": [f"{RESULTS}/pretrain/backbone.pth", f"{RESULTS}/pretrain/premise.json"] if SYNTHETIC else [],
+        "pretrain": [f"{RESULTS}/pretrain/backbone.pth", f"{RESULTS}/pretrain/premise.json"]
+        + ([f"{RESULTS}/pretrain/resnet101.pth"] if "resnet101" in config["deeplab"]["backbones"]
+           and not config["deeplab"]["weights"]["resnet101"] else []) if SYNTHETIC else [],
         "icd": [f"{RESULTS}/icd/model.pt", f"{RESULTS}/figures/icd_training.png"]
         + ([f"{RESULTS}/icd_without_top_down/model.pt"] if ABLATION_NETWORK else []),
         "scores": [f"{RESULTS}/tables/score_map_ap.csv"],

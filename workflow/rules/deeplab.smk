@@ -10,11 +10,13 @@ deeplab_plan.check_config(DEEPLAB, SEED_VARIANTS, SYNTHETIC)
 DEEPLAB_RUNS = deeplab_plan.runs(DEEPLAB_ROOT, DEEPLAB)
 DEEPLAB_TARGETS = deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT)
 # Backbone weights: deeplab.weights, else VGG16 takes the trained ICD network's backbone (init_from_icd)
-# or the weights ICD started from, and ResNet101 starts at random.
+# or the weights ICD started from, and ResNet101 the synthetic stand-in for ImageNet (real data requires
+# deeplab.weights.resnet101, see check_config).
 DEEPLAB_WEIGHTS = {
     "vgg16": ancient(DEEPLAB["weights"]["vgg16"]) if DEEPLAB["weights"]["vgg16"]
     else rules.export_icd_backbone.output[0] if DEEPLAB["init_from_icd"] else backbone_weights(),
-    "resnet101": ancient(DEEPLAB["weights"]["resnet101"]) if DEEPLAB["weights"]["resnet101"] else [],
+    "resnet101": ancient(DEEPLAB["weights"]["resnet101"]) if DEEPLAB["weights"]["resnet101"]
+    else rules.pretrain_resnet101.output.weights if SYNTHETIC else [],
 }
 
 

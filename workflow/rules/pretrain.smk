@@ -42,3 +42,29 @@ rule measure_premise:
     shell:
         "icd premise --weights {input.weights:q} --data-root {params.root:q} --options {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"
+
+
+# The stand-in for ImageNet ResNet101 weights: the DeepLab ResNet101 backbone trained as a multi-label
+# classifier on the training split's image-level labels (deeplab.classifier). DeepLab ResNet101 starts
+# from it unless deeplab.weights.resnet101 is set.
+rule pretrain_resnet101:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        data=dataset_inputs(),
+    output:
+        weights=f"{RESULTS}/pretrain/resnet101.pth",
+        metrics=f"{RESULTS}/pretrain/resnet101_metrics.json",
+    params:
+        options=as_json({**config["resnet_pretrain"], "width": config["deeplab"]["width"], "seed": config["seed"]}),
+    log:
+        f"{LOGS}/pretrain_resnet101.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain_resnet101.tsv"
+    threads: config["resnet_pretrain"]["workers"] + 1
+    resources:
+        gpu=0,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "deeplab pretrain --dataset {input.dataset:q} --options {params.options:q} --out {output.weights:q}"
+        " --metrics {output.metrics:q} --gpus {resources.gpu} > {log:q} 2>&1"

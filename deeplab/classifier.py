@@ -1,0 +1,142 @@
+"""A stand-in for ImageNet ResNet101 weights on synthetic data: ResNet101 trained to name each image's objects.
+
+DeepLab's ResNet101 starts from ImageNet weights, which already recognise VOC's objects; from random
+init it stays at chance in a CPU budget, even on ground-truth masks. No ImageNet weights exist for the
+synthetic classes, so `train_classifier` teaches the same backbone (`deeplab.resnet`, same width) to
+recognise them from what weak supervision allows: the training split's image-level labels, never masks.
+Global average pooling + a linear layer, the CAM branch's multi-label loss (`icd.losses.cam_loss`), SGD
+with momentum, weight decay on weights only, poly decay per iteration, DeepLab's random scale, flip and
+crop (`deeplab.data.augment`) on an endless sample stream seeded by (seed, position) as DeepLab's, so a
+run resumed from its checkpoint ends with the same weights on CPU.
+
+The file it writes is a torchvision `resnet101` state dict (`fc.*` is this 20-way classifier instead of
+ImageNet's 1000-way one), so DeepLab loads it through `load_imagenet_weights`, the path real weights take.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from deeplab.data import SeedTrainingSet, augment
+from deeplab.model import input_normalisation, parameter_groups
+from deeplab.resnet import ResNet101
+from icd.checkpoints import fingerprint, process_device, resume, save_checkpoint
+from icd.data.classes import NUM_FOREGROUND
+from icd.data.io import read_rgb
+from icd.errors import ConfigError
+from icd.files import atomic_path
+from icd.losses import cam_loss
+from icd.train import TrainingDiverged, multi_hot, poly_lr, rank_accuracy
+from icd.transforms import to_network_input
+
+log = logging.getLogger(__name__)
+
+
+class ResNet101Classifier(nn.Module):
+    """ResNet101 trunk, global average pooling and `fc`: torchvision's classifier layout, multi-label logits."""
+
+    def __init__(self, width: float, num_classes: int = NUM_FOREGROUND) -> None:
+        super().__init__()
+        self.backbone = ResNet101(width=width, output_stride=32, zero_init_residual=True)
+        self.head = nn.Linear(self.backbone.out_channels, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images).mean(dim=(2, 3)))
+
+    def torchvision_state_dict(self) -> dict[str, torch.Tensor]:
+        """Backbone keys as torchvision names them, the classifier as `fc.*`."""
+        state = {**self.backbone.state_dict(), **{f"fc.{k}": v for k, v in self.head.state_dict().items()}}
+        return {key: value.detach().cpu().clone() for key, value in state.items()}
+
+
+class LabelledImageStream(SeedTrainingSet):
+    """The training split's images with their image-level labels (multi-hot), augmented like DeepLab's samples."""
+
+    def __init__(self, dataset: dict, **options) -> None:
+        super().__init__(dataset, None, **options)
+        missing = [image_id for image_id in self.ids if not dataset["labels"].get(image_id)]
+        if missing:
+            raise ConfigError(f"{len(missing)} training image(s) have no image-level labels (first: {missing[0]}): "
+                              "the dataset report is incomplete. Rerun validate-data.")
+        self.labels = {image_id: dataset["labels"][image_id] for image_id in self.ids}
+
+    def __getitem__(self, draw: int):
+        image_id = self.image_at(draw)
+        image, _ = augment(np.random.default_rng([self.seed, draw]), read_rgb(self.paths.image(image_id)), None,
+                           **self.options)
+        return torch.from_numpy(image), torch.from_numpy(multi_hot(self.labels[image_id]))
+
+
+def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterations: int, batch_size: int,
+                     lr: float, momentum: float, weight_decay: float, poly_power: float, crop_size: int,
+                     scale_range, flip: bool, log_interval: int, checkpoint_interval: int, workers: int,
+                     progress: bool = True) -> dict:
+    """Train the classifier, write its torchvision-format state dict to `out_path`; return the metrics.
+
+    A checkpoint (`<out_path stem>.checkpoint.pt` beside it) every `checkpoint_interval` iterations
+    lets a killed run resume; `history` holds the mean loss and rank accuracy (a present class counts
+    when it ranks within the image's top |labels| logits, as ICD's monitor) every `log_interval`.
+    """
+    if checkpoint_interval % log_interval:
+        raise ConfigError(f"resnet_pretrain.checkpoint_interval {checkpoint_interval} is not a multiple of "
+                          f"resnet_pretrain.log_interval {log_interval}: make it a multiple.")
+    out_path = Path(out_path)
+    settings = {"width": width, "seed": seed, "iterations": iterations, "batch_size": batch_size, "lr": lr,
+                "momentum": momentum, "weight_decay": weight_decay, "poly_power": poly_power,
+                "crop_size": crop_size, "scale_range": list(scale_range), "flip": flip}
+    run_id = fingerprint({**settings, "train_ids": dataset["splits"][dataset["roles"]["train"]]})
+    device = process_device(0)
+    mean, scale = (torch.tensor(v).view(1, 3, 1, 1) for v in input_normalisation("resnet101", {}))
+    data = LabelledImageStream(dataset, seed=seed, crop_size=crop_size, scale_range=scale_range, flip=flip,
+                               pad_rgb=mean.flatten().numpy())
+
+    torch.manual_seed(seed)
+    net = ResNet101Classifier(width).to(device)
+    optimizer = torch.optim.SGD(parameter_groups(net, weight_decay=weight_decay, head_lr_mult=1.0,
+                                                 head_bias_lr_mult=1.0), lr=lr, momentum=momentum)
+    checkpoint_path = out_path.with_name(f"{out_path.stem}.checkpoint.pt")
+    history, start = resume(checkpoint_path, run_id, net, optimizer, device, "iteration")
+    loader = DataLoader(data, batch_size=batch_size, sampler=range(start * batch_size, iterations * batch_size),
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    started = interval_start = time.time()
+    loss_sum, hits, counted, steps = 0.0, 0, 0, 0
+    net.train()
+    bar = tqdm(loader, desc="resnet101 classifier", initial=start, total=iterations, disable=not progress,
+               mininterval=2.0)
+    for iteration, (images, targets) in enumerate(bar, start=start):
+        for group in optimizer.param_groups:
+            group["lr"] = poly_lr(lr, iteration, iterations, poly_power) * group["lr_mult"]
+        logits = net(to_network_input(images, mean, scale).to(device))
+        targets = targets.to(device)
+        loss = cam_loss(logits, targets)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the classifier loss became {loss.item()} at iteration {iteration + 1}. The last "
+                                   f"good checkpoint is kept at {checkpoint_path}. Lower resnet_pretrain.lr.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        correct, count = rank_accuracy(logits.detach(), targets)
+        loss_sum, hits, counted, steps = loss_sum + loss.item(), hits + correct, counted + count, steps + 1
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        done = iteration + 1
+        if done % log_interval == 0 or done == iterations:
+            record = {"iteration": done, "loss": loss_sum / steps, "rank_accuracy": hits / max(counted, 1),
+                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - interval_start, 2)}
+            history.append(record)
+            log.info("iteration %s", json.dumps(record))
+            loss_sum, hits, counted, steps, interval_start = 0.0, 0, 0, 0, time.time()
+        if done % checkpoint_interval == 0 or done == iterations:
+            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id)
+    with atomic_path(out_path) as tmp:
+        torch.save(net.torchvision_state_dict(), tmp)
+    return {"settings": settings, "history": history, "seconds": round(time.time() - started, 1),
+            "final_loss": history[-1]["loss"], "final_rank_accuracy": history[-1]["rank_accuracy"]}

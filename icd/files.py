@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -17,6 +18,33 @@ def _default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _temporary_prefix(parent: Path, name: str, suffix: str) -> str:
+    """`.<name>.<pid>.`, for a new temporary next to an output; first deletes the temporaries of the same
+    output whose writer process is gone (a SIGKILL skips every cleanup), so reruns leave no debris.
+
+    Only dead writers' leftovers go: a live process's temporary, on this host or (pid unknown here)
+    another one sharing the folder, is never touched.
+    """
+    for leftover in parent.glob(f".{glob.escape(name)}.*{glob.escape(suffix)}"):
+        pid = leftover.name[len(name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+    return f".{name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
@@ -25,7 +53,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    suffix = f".tmp{path.suffix}"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path.parent, path.stem, suffix),
+                               suffix=suffix)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -44,7 +74,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path.parent, path.name, ".tmp"),
+                                suffix=".tmp"))
     try:
         yield tmp
         os.chmod(tmp, _default_mode(directory=True))

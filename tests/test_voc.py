@@ -171,3 +171,24 @@ def test_atomic_writes_get_the_usual_permissions_and_replace_only_on_success(tmp
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "folder"]  # no temporaries left
     finally:
         os.umask(umask)
+
+
+def test_a_rerun_removes_the_temporaries_of_a_killed_writer_and_only_those(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from icd.files import atomic_dir, write_text
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, live = int(finished.stdout), os.getpid()  # a process that has exited, and this one
+    debris = [tmp_path / f".a.{dead}.x1.tmp.txt", tmp_path / f".folder.{dead}.x2.tmp"]
+    kept = [tmp_path / f".a.{live}.x3.tmp.txt", tmp_path / f".b.{dead}.x4.tmp.txt", tmp_path / ".a.notes.tmp.txt"]
+    for path in debris + kept:
+        path.mkdir() if path.suffix == ".tmp" else path.write_text("partial")
+    (debris[1] / "inner").write_text("partial")
+    write_text(tmp_path / "a.txt", "new")
+    with atomic_dir(tmp_path / "folder") as folder:
+        (folder / "x").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.txt", "folder"] + [p.name for p in kept])
+    assert (tmp_path / "a.txt").read_text() == "new"

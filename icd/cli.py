@@ -222,7 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--metrics", required=True, help="JSON file for the training metrics")
     verb.add_argument("--options", required=True, help="JSON object of pretrain_backbone's arguments")
     verb.set_defaults(run=_pretrain)
-    add_gpus(verb)
 
     verb = verbs.add_parser("premise", help="measure whether backbone features separate fg from bg")
     verb.add_argument("--weights", required=True)

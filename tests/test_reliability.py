@@ -337,6 +337,11 @@ def rerun_after_unlock(workdir: Path, config: dict, target: str) -> subprocess.C
     return snakemake(workdir, "--cores", "2", target, config=config)
 
 
+def temporaries(results: Path) -> list[str]:
+    """Hidden temporaries of atomic writes under `results`: a finished rerun removes those killed writers left."""
+    return sorted(str(path) for path in results.rglob(".*") if ".tmp" in path.name)
+
+
 def state_dict(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
@@ -385,6 +390,7 @@ def test_killed_in_a_sharded_step_and_in_icd_training_snakemake_resumes_to_ident
     assert result.returncode == 0, output(result)[-4000:]
     assert "resuming from results/voc/icd/checkpoint.pt" in (results / "logs" / "train_icd.log").read_text()
     assert_same_weights(results / "icd" / "model.pt", voc_workdir / "results" / "voc" / "icd" / "model.pt")
+    assert not temporaries(results)
 
 
 @pytest.mark.slow
@@ -399,6 +405,7 @@ def test_killed_deeplab_training_resumes_to_identical_weights(voc_workdir, tmp_p
     assert result.returncode == 0, output(result)[-4000:]
     assert "resuming from" in (tmp_path / "results" / "voc" / "logs" / "deeplab" / "train_vgg16_gt.log").read_text()
     assert_same_weights(folder / "model.pt", voc_workdir / target)
+    assert not temporaries(tmp_path / "results")
 
 
 # ---------------------------------------------------------------------------------------------

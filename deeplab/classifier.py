@@ -29,7 +29,7 @@ from tqdm import tqdm
 from deeplab.data import SeedTrainingSet, augment
 from deeplab.model import input_normalisation, parameter_groups
 from deeplab.resnet import ResNet101
-from icd.checkpoints import fingerprint, process_device, resume, save_checkpoint
+from icd.checkpoints import check_intervals, fingerprint, process_device, resume, save_checkpoint
 from icd.data.classes import NUM_FOREGROUND
 from icd.data.io import read_rgb
 from icd.errors import ConfigError
@@ -86,9 +86,7 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
     lets a killed run resume; `history` holds the mean loss and rank accuracy (a present class counts
     when it ranks within the image's top |labels| logits, as ICD's monitor) every `log_interval`.
     """
-    if checkpoint_interval % log_interval:
-        raise ConfigError(f"resnet_pretrain.checkpoint_interval {checkpoint_interval} is not a multiple of "
-                          f"resnet_pretrain.log_interval {log_interval}: make it a multiple.")
+    check_intervals("resnet_pretrain", checkpoint_interval, log_interval)
     out_path = Path(out_path)
     settings = {"width": width, "seed": seed, "iterations": iterations, "batch_size": batch_size, "lr": lr,
                 "momentum": momentum, "weight_decay": weight_decay, "poly_power": poly_power,

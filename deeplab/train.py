@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from deeplab.data import SeedTrainingSet
 from deeplab.model import build_model, input_normalisation, load_imagenet_weights, parameter_groups
-from icd.checkpoints import distributed, fingerprint, process_device, resume, save_checkpoint, save_trained
+from icd.checkpoints import (check_intervals, distributed, fingerprint, process_device, resume, save_checkpoint,
+                             save_trained)
 from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
 from icd.errors import ConfigError
 from icd.train import TrainingDiverged, poly_lr
@@ -91,11 +92,7 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
     iterations, batch_size = deeplab["iterations"], deeplab["batch_size"]
     accumulation = deeplab["accumulation_steps"]
     micro = _micro_batch(batch_size, accumulation, world)
-    if deeplab["checkpoint_interval"] % deeplab["log_interval"]:
-        raise ConfigError(
-            f"deeplab.checkpoint_interval {deeplab['checkpoint_interval']} is not a multiple of deeplab.log_interval "
-            f"{deeplab['log_interval']}: a resumed run could not rebuild the history. Make it a multiple."
-        )
+    check_intervals("deeplab", deeplab["checkpoint_interval"], deeplab["log_interval"])
 
     data = SeedTrainingSet(dataset, labels_root, seed=seed, crop_size=deeplab["crop_size"],
                            scale_range=deeplab["scale_range"], flip=deeplab["flip"], pad_rgb=network["input_mean"])

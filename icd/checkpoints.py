@@ -18,9 +18,18 @@ from pathlib import Path
 import torch
 
 from icd.backbones import default_device
+from icd.errors import ConfigError
 from icd.files import atomic_path, write_text
 
 log = logging.getLogger(__name__)
+
+
+def check_intervals(section: str, checkpoint_interval: int, log_interval: int) -> None:
+    """A checkpoint must fall on a history record, or a resumed run could not rebuild its history."""
+    if checkpoint_interval % log_interval:
+        raise ConfigError(f"{section}.checkpoint_interval {checkpoint_interval} is not a multiple of "
+                          f"{section}.log_interval {log_interval}: a resumed run could not rebuild the history. "
+                          "Make it a multiple.")
 
 
 def fingerprint(options: dict) -> str:

@@ -13,6 +13,9 @@ from icd.seeds import seed_variants
 RESULTS = f"results/{config['run']}"
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
+# DeepLab ResNet101 starts from the synthetic stand-in for ImageNet weights unless the user gives a file.
+RESNET101_STAND_IN = (SYNTHETIC and "resnet101" in config["deeplab"]["backbones"]
+                      and not config["deeplab"]["weights"]["resnet101"])
 check_data_roots(config)  # a missing dataset folder fails here, naming the key, not later as a missing input
 
 # Each step's shell command calls `icd <verb> ...`: a shell function running `python -m icd`,
@@ -59,9 +62,8 @@ def stage_targets(stage):
     """The final outputs of one stage: what `snakemake <stage>` builds (with everything upstream)."""
     return {
         "data": [f"{RESULTS}/data/dataset.json"] + ([f"{RESULTS}/data/synthetic_stats.json"] if SYNTHETIC else []),
-        "pretrain": [f"{RESULTS}/pretrain/backbone.pth", f"{RESULTS}/pretrain/premise.json"]
-        + ([f"{RESULTS}/pretrain/resnet101.pth"] if "resnet101" in config["deeplab"]["backbones"]
-           and not config["deeplab"]["weights"]["resnet101"] else []) if SYNTHETIC else [],
+        "pretrain": ([f"{RESULTS}/pretrain/backbone.pth", f"{RESULTS}/pretrain/premise.json"] if SYNTHETIC else [])
+        + ([f"{RESULTS}/pretrain/resnet101.pth"] if RESNET101_STAND_IN else []),
         "icd": [f"{RESULTS}/icd/model.pt", f"{RESULTS}/figures/icd_training.png"]
         + ([f"{RESULTS}/icd_without_top_down/model.pt"] if ABLATION_NETWORK else []),
         "scores": [f"{RESULTS}/tables/score_map_ap.csv"],
@@ -105,6 +107,17 @@ def score_shards():
 # Table 3's bottom-up and refined rows come from a second network trained without top-down adaptation.
 ABLATION_NETWORK = config["seeds"]["ablation_network"] and config["icd"]["top_down"]
 ICD_WITHOUT_TOP_DOWN = {**config["icd"], "top_down": False}
+
+
+def icd_training_options(icd):
+    """`train-icd --options` for an ICD network with these `icd` settings (the full one or the ablation one)."""
+    return as_json({"model": config["model"], "icd": icd, "seed": config["seed"]})
+
+
+def score_inference_options(icd):
+    """`scores --options` for the network trained with these `icd` settings."""
+    return as_json({"model": config["model"], "icd": icd, "inference_size": config["seeds"]["inference_size"],
+                    "inference_scale": config["seeds"]["inference_scale"]})
 
 
 def ablation_score_shards():

@@ -16,7 +16,7 @@ DEEPLAB_WEIGHTS = {
     "vgg16": ancient(DEEPLAB["weights"]["vgg16"]) if DEEPLAB["weights"]["vgg16"]
     else rules.export_icd_backbone.output[0] if DEEPLAB["init_from_icd"] else backbone_weights(),
     "resnet101": ancient(DEEPLAB["weights"]["resnet101"]) if DEEPLAB["weights"]["resnet101"]
-    else rules.pretrain_resnet101.output.weights if SYNTHETIC else [],
+    else rules.pretrain_resnet101.output.weights if RESNET101_STAND_IN else [],
 }
 
 

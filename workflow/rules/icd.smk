@@ -35,7 +35,7 @@ rule train_icd:
         model=f"{RESULTS}/icd/model.pt",
         history=f"{RESULTS}/icd/history.json",
     params:
-        options=as_json({"model": config["model"], "icd": config["icd"], "seed": config["seed"]}),
+        options=icd_training_options(config["icd"]),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     log:
         f"{LOGS}/train_icd.log",
@@ -56,7 +56,7 @@ use rule train_icd as train_icd_without_top_down with:
         model=f"{RESULTS}/icd_without_top_down/model.pt",
         history=f"{RESULTS}/icd_without_top_down/history.json",
     params:
-        options=as_json({"model": config["model"], "icd": ICD_WITHOUT_TOP_DOWN, "seed": config["seed"]}),
+        options=icd_training_options(ICD_WITHOUT_TOP_DOWN),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     log:
         f"{LOGS}/train_icd_without_top_down.log",

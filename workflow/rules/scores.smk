@@ -11,9 +11,7 @@ rule infer_scores:
         f"{RESULTS}/scores/shard_{{shard}}.npz",
     params:
         shards=config["seeds"]["shards"],
-        options=as_json({"model": config["model"], "icd": config["icd"],
-                         "inference_size": config["seeds"]["inference_size"],
-                         "inference_scale": config["seeds"]["inference_scale"]}),
+        options=score_inference_options(config["icd"]),
     log:
         f"{LOGS}/scores/shard_{{shard}}.log",
     benchmark:
@@ -40,9 +38,7 @@ use rule infer_scores as infer_scores_without_top_down with:
         f"{RESULTS}/scores_without_top_down/shard_{{shard}}.npz",
     params:
         shards=config["seeds"]["shards"],
-        options=as_json({"model": config["model"], "icd": ICD_WITHOUT_TOP_DOWN,
-                         "inference_size": config["seeds"]["inference_size"],
-                         "inference_scale": config["seeds"]["inference_scale"]}),
+        options=score_inference_options(ICD_WITHOUT_TOP_DOWN),
     log:
         f"{LOGS}/scores_without_top_down/shard_{{shard}}.log",
     benchmark:

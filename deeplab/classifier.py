@@ -32,6 +32,7 @@ from deeplab.resnet import ResNet101
 from icd.checkpoints import check_intervals, fingerprint, process_device, resume, save_checkpoint
 from icd.data.classes import NUM_FOREGROUND
 from icd.data.io import read_rgb
+from icd.digests import training_inputs
 from icd.errors import ConfigError
 from icd.files import atomic_path
 from icd.losses import cam_loss
@@ -91,7 +92,7 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
     settings = {"width": width, "seed": seed, "iterations": iterations, "batch_size": batch_size, "lr": lr,
                 "momentum": momentum, "weight_decay": weight_decay, "poly_power": poly_power,
                 "crop_size": crop_size, "scale_range": list(scale_range), "flip": flip}
-    run_id = fingerprint({**settings, "train_ids": dataset["splits"][dataset["roles"]["train"]]})
+    run_id = fingerprint(settings)
     device = process_device(0)
     mean, scale = (torch.tensor(v).view(1, 3, 1, 1) for v in input_normalisation("resnet101", {}))
     data = LabelledImageStream(dataset, seed=seed, crop_size=crop_size, scale_range=scale_range, flip=flip,
@@ -102,7 +103,8 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
     optimizer = torch.optim.SGD(parameter_groups(net, weight_decay=weight_decay, head_lr_mult=1.0,
                                                  head_bias_lr_mult=1.0), lr=lr, momentum=momentum)
     checkpoint_path = out_path.with_name(f"{out_path.stem}.checkpoint.pt")
-    history, start = resume(checkpoint_path, run_id, net, optimizer, device, "iteration")
+    inputs = training_inputs(dataset)
+    history, start = resume(checkpoint_path, run_id, inputs, net, optimizer, device, "iteration")
     loader = DataLoader(data, batch_size=batch_size, sampler=range(start * batch_size, iterations * batch_size),
                         num_workers=workers, pin_memory=device.type == "cuda")
     started = interval_start = time.time()
@@ -133,7 +135,7 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
             log.info("iteration %s", json.dumps(record))
             loss_sum, hits, counted, steps, interval_start = 0.0, 0, 0, 0, time.time()
         if done % checkpoint_interval == 0 or done == iterations:
-            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id)
+            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs)
     with atomic_path(out_path) as tmp:
         torch.save(net.torchvision_state_dict(), tmp)
     return {"settings": settings, "history": history, "seconds": round(time.time() - started, 1),

@@ -30,6 +30,7 @@ from deeplab.model import build_model, input_normalisation, load_imagenet_weight
 from icd.checkpoints import (check_intervals, distributed, fingerprint, process_device, resume, save_checkpoint,
                              save_trained)
 from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
+from icd.digests import file_digest, files_digest, training_inputs
 from icd.errors import ConfigError
 from icd.train import TrainingDiverged, poly_lr
 from icd.transforms import to_network_input
@@ -114,7 +115,9 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
     train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
     checkpoint_path = out_dir / "checkpoint.pt"
-    history, start = resume(checkpoint_path, run_id, net, optimizer, device, "iteration")
+    inputs = training_inputs(dataset, labels=files_digest(map(data.label_path, data.ids)),
+                             weights=file_digest(weights) if weights is not None else "none")
+    history, start = resume(checkpoint_path, run_id, inputs, net, optimizer, device, "iteration")
 
     loader = DataLoader(
         data, batch_size=micro,
@@ -163,9 +166,9 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
                 log.info("iteration %s", json.dumps(record))
             interval_loss, interval_steps, started = 0.0, 0, time.time()
         if rank == 0 and (done % deeplab["checkpoint_interval"] == 0 or done == iterations):
-            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id)
+            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs)
     if rank == 0:
-        save_trained(out_dir, net, history, run_id, network=json.dumps(network))
+        save_trained(out_dir, net, history, run_id, inputs, network=json.dumps(network))
     return {"history": history, "fingerprint": run_id}
 
 

@@ -1,10 +1,11 @@
 """Training checkpoints and processes, shared by the ICD and DeepLab trainers.
 
 A checkpoint holds the model, the optimiser, the history so far, the last finished step (an epoch
-for ICD, an iteration for DeepLab, stored under "epoch") and the fingerprint of the run's options:
-a run resumes only from a checkpoint of the same configuration, so changed settings retrain from
-scratch instead of silently continuing another run. Under torchrun every process trains and rank 0
-writes.
+for ICD, an iteration for DeepLab, stored under "epoch"), the fingerprint of the run's options and
+the content digest of each of its inputs (`icd.digests`): a run resumes only from a checkpoint of the
+same configuration over the same input bytes, so changed settings, new seeds, new superpixels or a
+replaced weights file retrain from scratch instead of silently continuing another run. Under
+torchrun every process trains and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from icd.backbones import default_device
+from icd.digests import changed_inputs
 from icd.errors import ConfigError
 from icd.files import atomic_path, write_text
 
@@ -56,39 +58,52 @@ def process_device(rank: int) -> torch.device:
     return device
 
 
-def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, history: list[dict], run_id: str) -> None:
-    """Write the state after finished `step` atomically: a kill mid-write leaves the previous checkpoint."""
+def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, history: list[dict], run_id: str,
+                    inputs: dict[str, str]) -> None:
+    """Write the state after finished `step` atomically: a kill mid-write leaves the previous checkpoint.
+
+    `inputs`: the content digest of each input, by name, so a rerun on other inputs never resumes it.
+    """
     state = {
         "model": net.state_dict(),
         "optimizer": optimizer.state_dict(),
         "epoch": step,
         "history": json.dumps(history),
         "fingerprint": run_id,
+        "inputs": inputs,
         "torch_rng": torch.get_rng_state(),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def save_trained(out_dir: Path, net: torch.nn.Module, history: list[dict], run_id: str, **metadata: str) -> None:
-    """The finished run's `model.pt` (weights, `metadata` to rebuild the network, fingerprint) and `history.json`."""
+def save_trained(out_dir: Path, net: torch.nn.Module, history: list[dict], run_id: str, inputs: dict[str, str],
+                 **metadata: str) -> None:
+    """The finished run's `model.pt` (weights, `metadata` to rebuild the network, fingerprint and input
+    digests: what it was trained from) and `history.json`."""
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"model": net.state_dict(), **metadata, "fingerprint": run_id}, tmp)
+        torch.save({"model": net.state_dict(), **metadata, "fingerprint": run_id, "inputs": inputs}, tmp)
     write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
 
 
-def resume(path: Path, run_id: str, net: torch.nn.Module, optimizer, device: torch.device,
-           unit: str) -> tuple[list[dict], int]:
-    """Load `path` into `net` and `optimizer` if it exists and was written by run `run_id`.
+def resume(path: Path, run_id: str, inputs: dict[str, str], net: torch.nn.Module, optimizer,
+           device: torch.device, unit: str) -> tuple[list[dict], int]:
+    """Load `path` into `net` and `optimizer` if it exists and was written by run `run_id` from `inputs`.
 
-    Returns (history so far, first step to run); ([], 0) without a usable checkpoint. `unit` names
-    a step in the log ("epoch", "iteration").
+    Returns (history so far, first step to run); ([], 0) without a usable checkpoint. A checkpoint of
+    another configuration, or of the same one over inputs whose content differs (or a checkpoint
+    that predates input digests), is ignored with one log line saying why: it will be overwritten
+    by the new run's first checkpoint. `unit` names a step in the log ("epoch", "iteration").
     """
     if not path.exists():
         return [], 0
     state = torch.load(path, map_location=device, weights_only=True)
     if state.get("fingerprint") != run_id:
         log.warning("%s was written by a different configuration; training from scratch", path)
+        return [], 0
+    changed = changed_inputs(state.get("inputs"), inputs)
+    if changed:
+        log.warning("%s was trained on other inputs (changed: %s); training from scratch", path, ", ".join(changed))
         return [], 0
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])

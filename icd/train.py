@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from icd.checkpoints import distributed, fingerprint, process_device, resume, save_checkpoint, save_trained
+from icd.digests import file_digest, files_digest, training_inputs
 from icd.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
 from icd.data.io import read_rgb
 from icd.data.voc import VOCPaths
@@ -134,7 +135,8 @@ def train_icd(
     warmup_iterations = max(1, round(icd["warmup_epochs"] * iterations_per_epoch))
 
     checkpoint_path = out_dir / "checkpoint.pt"
-    history, start_epoch = resume(checkpoint_path, run_id, net, optimizer, device, "epoch")
+    inputs = training_inputs(dataset, superpixels=files_digest(superpixel_shards), weights=file_digest(weights))
+    history, start_epoch = resume(checkpoint_path, run_id, inputs, net, optimizer, device, "epoch")
 
     amp = bool(icd["amp"]) and device.type == "cuda"
     for epoch in range(start_epoch, icd["epochs"]):
@@ -195,7 +197,7 @@ def train_icd(
         history.append(record)
         if rank == 0:
             log.info("epoch %s", json.dumps(record))
-            save_checkpoint(checkpoint_path, net, optimizer, epoch, history, run_id)
+            save_checkpoint(checkpoint_path, net, optimizer, epoch, history, run_id, inputs)
     if rank == 0:
-        save_trained(out_dir, net, history, run_id, options=json.dumps(options))
+        save_trained(out_dir, net, history, run_id, inputs, options=json.dumps(options))
     return {"history": history, "fingerprint": run_id}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import deeplab.classifier as classifier
 from deeplab.classifier import ResNet101Classifier, train_classifier
 from deeplab.model import DeepLabResNet101, input_normalisation, load_imagenet_weights
 from deeplab.resnet import Bottleneck, ResNet101
-from icd.data.io import read_rgb
+from icd.data.io import read_rgb, write_jpeg
 from icd.data.voc import VOCPaths
 from icd.errors import ConfigError
 from icd.losses import cam_loss
@@ -110,6 +111,29 @@ def test_a_fixed_seed_gives_identical_weights_and_an_interrupted_run_resumes_to_
     assert "after iteration 4" in caplog.text  # really resumed, not retrained to the same weights
     assert all(torch.equal(expected[key], value) for key, value in _state(tmp_path / "resumed.pth").items())
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in first["history"]]
+
+
+def test_a_checkpoint_trained_on_other_images_is_not_resumed_and_the_run_equals_a_fresh_one(
+        tiny_dataset, tmp_path, caplog, one_torch_thread):
+    """The dataset's images replaced in place (same ids, labels and config): the stand-in retrains from scratch."""
+    dataset = {**tiny_dataset, "voc_root": str(tmp_path / "VOC2012")}
+    shutil.copytree(tiny_dataset["voc_root"], dataset["voc_root"])
+
+    def train(name: str) -> dict[str, torch.Tensor]:
+        _train(tmp_path / name, dataset, iterations=4)
+        return _state(tmp_path / name)
+
+    old = train("run.pth")
+    for image_id in dataset["splits"]["train_aug"]:
+        path = VOCPaths.create(dataset["voc_root"]).image(image_id)
+        write_jpeg(path, 255 - read_rgb(path))
+    fresh = train("fresh.pth")
+    with caplog.at_level(logging.INFO, logger="icd.checkpoints"):
+        rerun = train("run.pth")
+    assert "was trained on other inputs (changed: images); training from scratch" in caplog.text
+    assert "resuming" not in caplog.text
+    assert any(not torch.equal(old[key], rerun[key]) for key in old)
+    assert all(torch.equal(fresh[key], rerun[key]) for key in fresh)
 
 
 def test_bad_settings_and_unlabelled_images_fail_clearly(tiny_dataset, tmp_path):

@@ -19,7 +19,7 @@ from icd.data.io import read_mask, write_mask
 from icd.data.voc import VOCPaths
 from icd.errors import ConfigError, DataError
 from icd.train import TrainingDiverged, poly_lr
-from tests.workflow_helpers import kill_at_first_checkpoint, run_under_torchrun
+from tests.workflow_helpers import assert_resumed_after, kill_at_first_checkpoint, run_under_torchrun
 
 MODEL_SECTION = {"batch_norm": True, "input_mean": 127.0, "input_scale": 1.0}
 
@@ -98,14 +98,16 @@ def test_training_lowers_the_loss_and_a_killed_run_resumes_to_identical_weights(
 
     killed = tmp_path / "killed"
     kill_at_first_checkpoint(_train_command(dataset_file, killed, options), killed, env)
-    assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] < 39
+    killed_after = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
+    assert killed_after < 39
     result = subprocess.run(_train_command(dataset_file, killed, options), env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stderr
+    assert_resumed_after(result.stderr, "iteration", killed_after,
+                         json.loads((killed / "history.json").read_text()), history)
     expected, resumed = _weights(full / "model.pt"), _weights(killed / "model.pt")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
-    assert [r["loss"] for r in json.loads((killed / "history.json").read_text())] == [r["loss"] for r in history]
 
 
 def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, tmp_path, one_torch_thread):
@@ -136,6 +138,37 @@ def test_bad_settings_and_bad_seeds_fail_clearly(tiny_dataset, tmp_path, one_tor
         train_deeplab(tmp_path / "run", dataset=tiny_dataset, labels_root=seeds, weights=None, backbone="vgg16",
                       progress=False, **deeplab_options(iterations=2, checkpoint_interval=1, log_interval=1))
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_a_checkpoint_trained_on_other_seeds_is_not_resumed_and_the_run_equals_a_fresh_one(
+        tiny_dataset, tmp_path, one_torch_thread, caplog):
+    """The seed folder rewritten in place (a new seeds.threshold): same config and path, other label bytes."""
+    seeds = tmp_path / "seeds"
+    paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
+    ground_truth = {i: read_mask(paths.ground_truth("train_aug", i)) for i in tiny_dataset["splits"]["train_aug"]}
+    options = deeplab_options(iterations=4)
+
+    def train(out_dir: str, transform) -> dict:
+        for image_id, mask in ground_truth.items():
+            write_mask(seeds / f"{image_id}.png", transform(mask))
+        train_deeplab(tmp_path / out_dir, dataset=tiny_dataset, labels_root=seeds, weights=None, backbone="vgg16",
+                      progress=False, **options)
+        return _weights(tmp_path / out_dir / "model.pt")
+
+    def sparser(mask):
+        """The seeds of a stricter threshold: the left third of every image unlabelled."""
+        mask = mask.copy()
+        mask[:, : mask.shape[1] // 3] = IGNORE_LABEL
+        return mask
+
+    old = train("run", lambda mask: mask)
+    fresh = train("fresh", sparser)
+    with caplog.at_level("INFO"):
+        rerun = train("run", sparser)
+    assert "was trained on other inputs (changed: labels); training from scratch" in caplog.text
+    assert "resuming" not in caplog.text
+    assert any(not torch.equal(old[key], rerun[key]) for key in old)
+    assert all(torch.equal(fresh[key], rerun[key]) for key in fresh)
 
 
 def test_accumulated_micro_batches_train_resnet101_with_a_seed_folder(tiny_dataset, tmp_path, one_torch_thread):

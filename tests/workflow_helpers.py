@@ -6,7 +6,9 @@ tests/conftest.py, so the pipeline runs once per test session however many modul
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,3 +61,25 @@ def kill_at_first_checkpoint(command: list[str], out_dir: Path, env: dict) -> No
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (out_dir / "model.pt").exists(), "the run finished before it could be killed"
+
+
+def trained_records(log_text: str, unit: str) -> list[dict]:
+    """The history records a training process logged itself (`<unit> {json}` lines): what it trained, not
+    what it loaded from a checkpoint."""
+    return [json.loads(found) for found in re.findall(rf"INFO [\w.]+: {unit} (\{{.*\}})$", log_text, re.MULTILINE)]
+
+
+def timeless(history: list[dict]) -> list[dict]:
+    """History records without their wall-clock seconds: what two runs of the same training share."""
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+
+
+def assert_resumed_after(log_text: str, unit: str, checkpoint_step: int, history: list[dict],
+                         reference: list[dict]) -> None:
+    """The process logged exactly the records after its checkpoint's step (0-based `checkpoint_step`), so it
+    resumed: a restart from scratch, even a deterministic one, logs the first records again. Its whole
+    history, the checkpoint's part included, equals the uninterrupted run's `reference`."""
+    after_checkpoint = [record[unit] for record in reference if record[unit] > checkpoint_step + 1]
+    assert after_checkpoint, "the checkpoint was the last step: nothing was left to resume"
+    assert [record[unit] for record in trained_records(log_text, unit)] == after_checkpoint
+    assert timeless(history) == timeless(reference)

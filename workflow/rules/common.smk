@@ -52,9 +52,13 @@ def dataset_inputs():
 
 
 def backbone_weights():
-    """ImageNet weights given by the user, or the pretext-pretrained stand-in on synthetic data."""
+    """ImageNet weights given by the user, or the pretext-pretrained stand-in on synthetic data.
+
+    Not ancient(): a weights file replaced at the same path is newer than what was made from it, so
+    everything downstream reruns (and the trainers, seeing other bytes, start from scratch).
+    """
     if config["pretrain"]["weights"]:
-        return ancient(config["pretrain"]["weights"])
+        return config["pretrain"]["weights"]
     return f"{RESULTS}/pretrain/backbone.pth"
 
 

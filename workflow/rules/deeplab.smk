@@ -13,9 +13,9 @@ DEEPLAB_TARGETS = deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT)
 # or the weights ICD started from, and ResNet101 the synthetic stand-in for ImageNet (real data requires
 # deeplab.weights.resnet101, see check_config).
 DEEPLAB_WEIGHTS = {
-    "vgg16": ancient(DEEPLAB["weights"]["vgg16"]) if DEEPLAB["weights"]["vgg16"]
+    "vgg16": DEEPLAB["weights"]["vgg16"] if DEEPLAB["weights"]["vgg16"]
     else rules.export_icd_backbone.output[0] if DEEPLAB["init_from_icd"] else backbone_weights(),
-    "resnet101": ancient(DEEPLAB["weights"]["resnet101"]) if DEEPLAB["weights"]["resnet101"]
+    "resnet101": DEEPLAB["weights"]["resnet101"] if DEEPLAB["weights"]["resnet101"]
     else rules.pretrain_resnet101.output.weights if RESNET101_STAND_IN else [],
 }
 

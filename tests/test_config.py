@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from icd.config import PROJECT_ROOT, load_config
 from icd.errors import ConfigError
+from tests.workflow_helpers import TINY
 
 VOC = {"run": "voc", "data": {"source": "voc", "voc_root": "/data/VOC2012"}, "pretrain": {"weights": "/w/vgg16.pth"}}
 
@@ -78,12 +78,19 @@ def test_unreadable_config_files(tmp_path):
 
 
 def test_snakemake_rejects_a_bad_config_before_running_anything(tmp_path):
+    """A real run (no -n) in an empty working directory: the config error must stop Snakemake while it
+    reads the Snakefile, so nothing but Snakemake's own log is written there (no results/, no job
+    metadata or locks). The tiny synthetic sizes bound the cost if a job did start."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("seeds:\n  treshold: 0.3\n")
+    bad.write_text(yaml.safe_dump({"run": "tiny", "synthetic": TINY["synthetic"], "seeds": {"treshold": 0.3}}))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--configfile", str(PROJECT_ROOT / "config.yaml"), str(bad)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "snakemake", "-s", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
+         "--cores", "1", "--configfile", str(PROJECT_ROOT / "config.yaml"), str(bad), "--", "synthesize_data"],
+        capture_output=True, text=True,
     )
     assert result.returncode != 0
     assert "invalid configuration at 'seeds': Additional properties are not allowed ('treshold'" in result.stdout + result.stderr
-    assert not (Path(PROJECT_ROOT) / "results" / "synthetic" / "logs" / "never").exists()
+    written = {path.relative_to(workdir).as_posix() for path in workdir.rglob("*")}
+    assert {path for path in written if not path.startswith(".snakemake/log/")} <= {".snakemake", ".snakemake/log"}

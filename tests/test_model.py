@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,22 +78,45 @@ def test_sign_decision_and_application():
     torch.testing.assert_close(flipped, raw * torch.tensor([1.0, -1.0, 1.0, -1.0])[None, :, None, None])
 
 
-def test_sign_update_all_reduces_under_torch_distributed(tmp_path):
-    """A one-process gloo group: the all-reduce path runs and agrees with the local update."""
-    dist = torch.distributed
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    cam, raw = torch.randn(3, 4, 3, 5), torch.randn(3, 4, 3, 5)
-    labels = torch.tensor([[1.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1]])
-    local = SignFlip(4)
-    local.update(cam, raw, labels)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+def _sign_update_on_rank(rank: int, world: int, classes: int, store: str, shares: list, out_dir: Path) -> None:
+    """One gloo process of the two-process test: SignFlip updated with this rank's share of each batch."""
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        reduced = SignFlip(4)
-        reduced.update(cam, raw, labels)
+        flip = SignFlip(classes).double()
+        for cam, raw, labels in shares[rank]:
+            flip.update(cam, raw, labels)
+        torch.save(flip.stored, out_dir / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
-    torch.testing.assert_close(reduced.stored, local.stored)
+        torch.distributed.destroy_process_group()
+
+
+def test_sign_update_all_reduces_across_two_processes(tmp_path):
+    """Two gloo processes, each with half of every batch: both must hold the EMA of the pooled batch
+    (numpy_sign_ema over both halves together). The holders are split unevenly and some classes are on
+    one rank only, so a missing all-reduce, a mean of the per-rank means or a wrong divisor all differ."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    rng = np.random.default_rng(4)
+    labels = [  # per batch: rank 0's images, rank 1's images
+        ([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]], [[0, 1, 0, 0], [1, 0, 0, 0]]),
+        ([[0, 0, 0, 0], [0, 1, 0, 0]], [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 0, 0]]),  # class 0 on rank 1 only
+        ([[0, 0, 1, 0], [1, 0, 0, 0]], [[0, 0, 0, 0]]),  # class 2 on rank 0 only, class 3 never
+    ]
+    shares = [[], []]
+    pooled = []
+    for batch in labels:
+        parts = [(rng.normal(size=(len(held), 4, 3, 5)), rng.normal(size=(len(held), 4, 3, 5)), np.array(held))
+                 for held in batch]
+        pooled.append(tuple(np.concatenate(arrays) for arrays in zip(*parts)))
+        for rank, (cam, raw, held) in enumerate(parts):
+            shares[rank].append((torch.tensor(cam), torch.tensor(raw), torch.tensor(held, dtype=torch.float64)))
+    torch.multiprocessing.spawn(_sign_update_on_rank, args=(2, 4, str(tmp_path / "store"), shares, tmp_path),
+                                 nprocs=2)
+    expected = numpy_sign_ema(pooled, 4)
+    assert np.abs(expected[2]).sum() > 0 and np.abs(expected[3]).sum() == 0
+    for rank in range(2):
+        np.testing.assert_allclose(torch.load(tmp_path / f"rank{rank}.pt").numpy(), expected, rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

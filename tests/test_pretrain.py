@@ -54,6 +54,19 @@ def test_same_seed_same_weights(tmp_path, pretrained):
         assert torch.equal(first[key], second[key]), key
 
 
+def test_another_seed_other_weights(tmp_path, pretrained):
+    """With every other setting equal, another seed changes every floating-point tensor: a seed that
+    never reaches the run (a constant in its place) would reproduce seed 3's weights exactly."""
+    path, _ = pretrained
+    other = tmp_path / "other.pt"
+    pretrain_backbone(other, seed=4, epochs=2, **TINY)
+    first = torch.load(path, weights_only=True)
+    second = torch.load(other, weights_only=True)
+    assert first.keys() == second.keys()
+    floating = [key for key in first if first[key].is_floating_point()]
+    assert floating and [key for key in floating if torch.equal(first[key], second[key])] == []
+
+
 def test_global_rng_and_determinism_flag_untouched(tmp_path):
     torch.manual_seed(123)
     expected = torch.rand(3)

@@ -102,3 +102,32 @@ def test_ablation_rows_come_from_the_network_without_top_down():
     assert np.array_equal(alone["icd_bottom_up"], icd_seed(full[1], classes, full[0]))
     assert not np.array_equal(alone["icd_bottom_up"], seeds["icd_bottom_up"])
     assert all(np.array_equal(alone[name], seeds[name]) for name in ("cam", "icd", "icd_crf"))
+
+
+def half_pixel_bilinear_weights(source: int, target: int) -> np.ndarray:
+    """target x source interpolation matrix of a bilinear resize that aligns pixel centres (MXNet's and
+    torch's align_corners=False): target pixel i samples source position (i + 0.5) * source / target - 0.5,
+    clamped to the first and last source pixels."""
+    weights = np.zeros((target, source))
+    for i in range(target):
+        position = min(max((i + 0.5) * source / target - 0.5, 0.0), source - 1)
+        low = int(np.floor(position))
+        high = min(low + 1, source - 1)
+        weights[i, low] += 1 - (position - low)
+        weights[i, high] += position - low
+    return weights
+
+
+def test_upsample_resizes_to_the_canvas_then_crops_the_image_corner():
+    """Score maps cover the padded canvas (image at its top-left corner): resizing them straight to the
+    image, cropping another corner or swapping the axes would misplace every score."""
+    from icd.scores import upsample
+
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(4, 2, 6, 9))  # non-square: a swapped axis shows
+    canvas, height, width = 41, 30, 21
+    rows, columns = half_pixel_bilinear_weights(6, canvas), half_pixel_bilinear_weights(9, canvas)
+    expected = np.einsum("yh,abhw,xw->abyx", rows, maps, columns)[..., :height, :width]
+    got = upsample(maps, canvas, height, width)
+    assert got.shape == (4, 2, height, width) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)

@@ -2,7 +2,9 @@
 
 Fabricates PASCAL VOC 2012 + SBD + saliency folders with VOC's image counts (10,582 train_aug,
 1,449 val, 1,456 test) as empty files (a dry run never reads them), a real-VOC config pointing at
-them and fabricated ImageNet weight files, then times `snakemake -n` of the default target. Per-image work
+them and fabricated ImageNet weight files (torchvision's key names, whose layout tells the input
+normalisation when the Snakefile is parsed, over empty tensors), then times `snakemake -n` of the
+default target. Per-image work
 is sharded, so the job count stays in the tens whatever the image count; the goal is <= 15 s.
 
     python benchmarks/dryrun.py [--scale 1.0] [--repeat 3]
@@ -20,6 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +45,29 @@ def _touch_all(folder: Path, names) -> None:
         (folder / name).touch()
 
 
+def _fabricate_weights(path: Path, keys) -> None:
+    """A weights file with these key names over empty tensors: all a dry run reads of ImageNet weights."""
+    torch.save({key: torch.empty(0) for key in keys}, path)
+
+
+def torchvision_keys(backbone: str) -> list[str]:
+    """The parameter names of torchvision's ImageNet VGG16 or ResNet101 file (BatchNorm buffers included)."""
+    if backbone == "vgg16":
+        convs = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+        return [f"{part}.{index}.{name}" for part, indices in (("features", convs), ("classifier", [0, 3, 6]))
+                for index in indices for name in ("weight", "bias")]
+    bn = ("weight", "bias", "running_mean", "running_var")
+    keys = ["conv1.weight", *(f"bn1.{name}" for name in bn)]
+    for layer, blocks in enumerate((3, 4, 23, 3), start=1):
+        for block in range(blocks):
+            prefix = f"layer{layer}.{block}"
+            for index in (1, 2, 3):
+                keys += [f"{prefix}.conv{index}.weight", *(f"{prefix}.bn{index}.{name}" for name in bn)]
+            if block == 0:
+                keys += [f"{prefix}.downsample.0.weight", *(f"{prefix}.downsample.1.{name}" for name in bn)]
+    return keys + ["fc.weight", "fc.bias"]
+
+
 def fabricate_layout(root: Path, counts: dict[str, int] = VOC_COUNTS) -> dict:
     """Empty-file VOC, SBD and saliency trees with these split sizes; returns the real-VOC config."""
     ids = voc_ids(counts)
@@ -57,7 +83,9 @@ def fabricate_layout(root: Path, counts: dict[str, int] = VOC_COUNTS) -> dict:
     for path, split_ids in lists.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{i}\n" for i in split_ids))
-    _touch_all(root / "weights", ("vgg16-397923af.pth", "resnet101-63fe2227.pth"))
+    (root / "weights").mkdir(parents=True, exist_ok=True)
+    _fabricate_weights(root / "weights" / "vgg16-397923af.pth", torchvision_keys("vgg16"))
+    _fabricate_weights(root / "weights" / "resnet101-63fe2227.pth", torchvision_keys("resnet101"))
     return {"run": "voc", "data": {"source": "voc", "voc_root": str(voc), "sbd_root": str(sbd),
                                    "saliency_root": str(saliency)},
             "pretrain": {"weights": str(root / "weights" / "vgg16-397923af.pth")},

@@ -24,6 +24,7 @@ from icd.backbones import VGG16DeepLab
 from icd.config import load_config
 from icd.data.io import read_rgb
 from icd.data.synthetic import generate_dataset
+from icd.normalisation import named
 from icd.superpixels import backbone_dense_features, felzenszwalb_regions, merge_regions, region_features
 
 CANVAS = 513
@@ -62,7 +63,7 @@ def main() -> None:
         regions_before.append(regions.max() + 1)
         regions_after.append(merged.max() + 1)
     start = time.perf_counter()
-    backbone_dense_features(model, images(1)[0], CANVAS, 127.0, 1.0)
+    backbone_dense_features(model, images(1)[0], CANVAS, named("torchvision"))  # VOC runs' ImageNet weights
     timings["backbone conv5 (full width, CPU)"] = (time.perf_counter() - start) * args.images
 
     print(f"{args.images} images of 500x375, one core; Felzenszwalb sigma {params['sigma']}, k {params['scale']}, "

@@ -11,6 +11,9 @@ run resumed from its checkpoint ends with the same weights on CPU.
 
 The file it writes is a torchvision `resnet101` state dict (`fc.*` is this 20-way classifier instead of
 ImageNet's 1000-way one), so DeepLab loads it through `load_imagenet_weights`, the path real weights take.
+It is trained on the input `normalisation` (the workflow's default: torchvision's, that of the weights
+it stands in for) and records it in the state dict's `_metadata` (`icd.normalisation`), where
+torchvision's strict loading does not see it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from deeplab.data import SeedTrainingSet, augment
-from deeplab.model import input_normalisation, parameter_groups
+from deeplab.model import parameter_groups
 from deeplab.resnet import ResNet101
 from icd.checkpoints import check_intervals, fingerprint, process_device, resume, save_checkpoint
 from icd.data.classes import NUM_FOREGROUND
@@ -36,8 +39,8 @@ from icd.digests import training_inputs
 from icd.errors import ConfigError
 from icd.files import atomic_path
 from icd.losses import cam_loss
+from icd.normalisation import from_scratch, with_record
 from icd.train import TrainingDiverged, multi_hot, poly_lr, rank_accuracy
-from icd.transforms import to_network_input
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +83,9 @@ class LabelledImageStream(SeedTrainingSet):
 def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterations: int, batch_size: int,
                      lr: float, momentum: float, weight_decay: float, poly_power: float, crop_size: int,
                      scale_range, flip: bool, log_interval: int, checkpoint_interval: int, workers: int,
-                     progress: bool = True) -> dict:
-    """Train the classifier, write its torchvision-format state dict to `out_path`; return the metrics.
+                     normalisation: str, progress: bool = True) -> dict:
+    """Train the classifier on input `normalisation`, write its torchvision-format state dict recording it to
+    `out_path`; return the metrics.
 
     A checkpoint (`<out_path stem>.checkpoint.pt` beside it) every `checkpoint_interval` iterations
     lets a killed run resume; `history` holds the mean loss and rank accuracy (a present class counts
@@ -91,12 +95,12 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
     out_path = Path(out_path)
     settings = {"width": width, "seed": seed, "iterations": iterations, "batch_size": batch_size, "lr": lr,
                 "momentum": momentum, "weight_decay": weight_decay, "poly_power": poly_power,
-                "crop_size": crop_size, "scale_range": list(scale_range), "flip": flip}
+                "crop_size": crop_size, "scale_range": list(scale_range), "flip": flip, "normalisation": normalisation}
     run_id = fingerprint(settings)
     device = process_device(0)
-    mean, scale = (torch.tensor(v).view(1, 3, 1, 1) for v in input_normalisation("resnet101", {}))
+    normalise = from_scratch(normalisation, "resnet101")  # auto: torchvision's, the input of what it stands in for
     data = LabelledImageStream(dataset, seed=seed, crop_size=crop_size, scale_range=scale_range, flip=flip,
-                               pad_rgb=mean.flatten().numpy())
+                               pad_rgb=normalise.pad_rgb)
 
     torch.manual_seed(seed)
     net = ResNet101Classifier(width).to(device)
@@ -115,7 +119,7 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
     for iteration, (images, targets) in enumerate(bar, start=start):
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(lr, iteration, iterations, poly_power) * group["lr_mult"]
-        logits = net(to_network_input(images, mean, scale).to(device))
+        logits = net(normalise(images).to(device))
         targets = targets.to(device)
         loss = cam_loss(logits, targets)
         if not torch.isfinite(loss):
@@ -135,8 +139,8 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
             log.info("iteration %s", json.dumps(record))
             loss_sum, hits, counted, steps, interval_start = 0.0, 0, 0, 0, time.time()
         if done % checkpoint_interval == 0 or done == iterations:
-            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs)
+            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs, normalise.name)
     with atomic_path(out_path) as tmp:
-        torch.save(net.torchvision_state_dict(), tmp)
+        torch.save(with_record(net.torchvision_state_dict(), normalise.name), tmp)
     return {"settings": settings, "history": history, "seconds": round(time.time() - started, 1),
             "final_loss": history[-1]["loss"], "final_rank_accuracy": history[-1]["rank_accuracy"]}

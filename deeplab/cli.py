@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb = verbs.add_parser("pretrain", help="train the ResNet101 stand-in for ImageNet weights on image-level labels")
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
-    verb.add_argument("--options", required=True, help='JSON object: the resnet_pretrain section, "width" and "seed"')
+    verb.add_argument("--options", required=True,
+                      help='JSON object: the resnet_pretrain section, "width", "seed" and "normalisation"')
     verb.add_argument("--out", required=True, help="torchvision-format resnet101 state dict (.pth)")
     verb.add_argument("--metrics", required=True, help="JSON: settings, per-interval loss and accuracy, time")
     verb.set_defaults(run=_pretrain)
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--labels-root", help="folder of <id>.png seeds; omit to train on the ground-truth masks")
     verb.add_argument("--weights", help="backbone weights (ImageNet or the synthetic stand-in); omit for random init")
     verb.add_argument("--backbone", required=True, choices=["vgg16", "resnet101"])
-    verb.add_argument("--options", required=True, help='JSON object {"deeplab": ..., "model": ..., "seed": ...}')
+    verb.add_argument("--options", required=True,
+                      help='JSON object {"deeplab": ..., "model": ..., "normalisation": <of the weights>, "seed": ...}')
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train)
     add_gpus(verb)

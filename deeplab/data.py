@@ -1,7 +1,8 @@
 """DeepLab training samples: images with seed (or ground-truth) label maps, 255 = ignore.
 
 Augmentation as DeepLab v2: a random scale drawn uniformly from `scale_range`, a horizontal flip,
-padding to the crop size (the image with the normalisation mean, i.e. zero input; labels with 255)
+padding to the crop size (the image with the colour the weights' normalisation maps to zero input,
+`icd.normalisation`; labels with 255)
 and a random crop. The sample drawn at position k of the training stream depends only on
 (seed, k), so a resumed run sees exactly the samples an uninterrupted one would.
 """
@@ -57,7 +58,7 @@ class SeedTrainingSet(Dataset):
         self.labels_root = labels_root
         self.seed = seed
         self.options = dict(crop_size=crop_size, scale_range=tuple(scale_range), flip=flip,
-                            pad_rgb=np.asarray(np.rint(pad_rgb), np.uint8))
+                            pad_rgb=np.asarray(pad_rgb, np.uint8))
         self._orders: dict[int, list[int]] = {}
 
     def label_path(self, image_id: str):

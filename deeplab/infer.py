@@ -28,36 +28,39 @@ from icd.data.io import read_rgb, write_mask
 from icd.data.voc import VOCPaths
 from icd.errors import ConfigError
 from icd.files import atomic_dir, atomic_path
-from icd.transforms import bilinear_resize, to_network_input
+from icd.normalisation import Normalisation, trained_normalisation
+from icd.transforms import bilinear_resize
 
 SERVER_FOLDER = Path("results/VOC2012/Segmentation/comp6_test_cls")
 POSTPROCESSING = ("raw", "crf")
 
 
-def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Module, dict]:
-    """The network saved by `train_deeplab` (rebuilt from the options stored with it), in eval mode."""
+def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Module, Normalisation]:
+    """The network saved by `train_deeplab` (rebuilt from the options stored with it), in eval mode, and the
+    input normalisation it was trained on (its record)."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         network = json.loads(saved["network"])
     except (FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
         raise ConfigError(f"{path}: not a DeepLab model written by `deeplab train` ({exc}). Retrain it.") from None
+    normalise = trained_normalisation(saved, path)
     net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
     net.load_state_dict(saved["model"])
-    return net.to(device or default_device()).eval(), network
+    return net.to(device or default_device()).eval(), normalise
 
 
 @torch.no_grad()
-def class_probabilities(net, image: np.ndarray, *, mean, scale, scales=(1.0,), flip: bool = False) -> np.ndarray:
-    """NUM_CLASSES x H x W float32: softmax of full-resolution logits, averaged over scales and flips."""
+def class_probabilities(net, image: np.ndarray, *, normalise: Normalisation, scales=(1.0,),
+                        flip: bool = False) -> np.ndarray:
+    """NUM_CLASSES x H x W float32: softmax of full-resolution logits, averaged over scales and flips; the
+    network sees the input `normalise` makes (what it was trained on)."""
     device = next(net.parameters()).device
     height, width = image.shape[:2]
-    mean = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    scale = torch.as_tensor(scale, dtype=torch.float32).view(1, 3, 1, 1)
     total = torch.zeros(NUM_CLASSES, height, width, device=device)
     count = 0
     for factor in scales:
         resized = bilinear_resize(image, max(1, round(height * factor)), max(1, round(width * factor)))
-        batch = to_network_input(resized[None], mean, scale).to(device)
+        batch = normalise(resized[None]).to(device)
         if flip:
             batch = torch.cat([batch, batch.flip(-1)])
         logits = F.interpolate(net(batch), size=(height, width), mode="bilinear", align_corners=False)
@@ -85,13 +88,12 @@ def predict_split(model_path, dataset: dict, split: str, out_dir, *, scales, fli
     split = dataset["roles"].get(split, split)
     if split not in dataset["splits"]:
         raise ConfigError(f"split '{split}' is not in the dataset report (it has {', '.join(dataset['splits'])}).")
-    net, network = load_trained(model_path)
+    net, normalise = load_trained(model_path)
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
     with atomic_dir(out_dir) as tmp:  # an interrupted run leaves no half-filled folder behind
         for image_id in tqdm(dataset["splits"][split], desc=f"predict {split}", disable=not progress, mininterval=2.0):
             image = read_rgb(paths.image(image_id))
-            probabilities = class_probabilities(net, image, mean=network["input_mean"],
-                                                scale=network["input_scale"], scales=scales, flip=flip)
+            probabilities = class_probabilities(net, image, normalise=normalise, scales=scales, flip=flip)
             labels = {"raw": probabilities.argmax(axis=0).astype(np.uint8)}
             if crf is not None:
                 labels["crf"] = crf_refine(image, probabilities, **crf)

@@ -5,14 +5,12 @@
 - ResNet101 (`deeplab.resnet`, output stride 8): DeepLab v2's classifier is a sum of 3x3 convolutions
   straight to the classes, dilated 12 for LargeFOV or 6/12/18/24 for ASPP.
 
-Every network returns logits at 1/8 of the input; the input is normalised by the caller with
-`input_normalisation`. `freeze_bn` keeps BatchNorm in eval mode with its affine parameters fixed,
+Every network returns logits at 1/8 of the input; the input is normalised by the caller as the weights
+it starts from expect (`icd.normalisation`, recorded in the trained model). `freeze_bn` keeps BatchNorm in eval mode with its affine parameters fixed,
 DeepLab's practice with ImageNet statistics and batches too small to estimate new ones.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -27,9 +25,6 @@ HEADS = ("largefov", "aspp")
 LARGEFOV_DILATION = 12
 ASPP_RATES = (6, 12, 18, 24)
 HEAD_INIT_STD = 0.01
-# torchvision's ImageNet ResNet101 expects RGB in [0, 1] normalised by these, i.e. (x - 255 m) / (255 s).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _DeepLab(nn.Module):
@@ -118,17 +113,6 @@ def build_model(*, backbone: str, head: str, width: float, batch_norm: bool = Fa
     if freeze_bn:
         model.freeze_batch_norm()
     return model
-
-
-def input_normalisation(backbone: str, model_section: Mapping) -> tuple[list[float], list[float]]:
-    """(mean, scale) per RGB channel for `(x - mean) / scale` on 0..255 input.
-
-    VGG16 takes the `model` section's (the ICD backbone's convention, e.g. x - 127, which its
-    weights were trained with); ResNet101 takes torchvision's ImageNet normalisation.
-    """
-    if backbone == "vgg16":
-        return [float(model_section["input_mean"])] * 3, [float(model_section["input_scale"])] * 3
-    return [255.0 * m for m in IMAGENET_MEAN], [255.0 * s for s in IMAGENET_STD]
 
 
 def load_imagenet_weights(model: _DeepLab, path) -> None:

@@ -26,14 +26,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from deeplab.data import SeedTrainingSet
-from deeplab.model import build_model, input_normalisation, load_imagenet_weights, parameter_groups
+from deeplab.model import build_model, load_imagenet_weights, parameter_groups
 from icd.checkpoints import (check_intervals, distributed, fingerprint, process_device, resume, save_checkpoint,
                              save_trained)
 from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
 from icd.digests import file_digest, files_digest, training_inputs
 from icd.errors import ConfigError
+from icd.normalisation import from_scratch, weights_normalisation
 from icd.train import TrainingDiverged, poly_lr
-from icd.transforms import to_network_input
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,8 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 def network_options(backbone: str, deeplab: dict, model: dict) -> dict:
     """What defines the network of one backbone: stored with the weights so inference rebuilds it."""
-    mean, scale = input_normalisation(backbone, model)
     return {"backbone": backbone, "head": deeplab["head"], "width": deeplab["width"],
-            "batch_norm": backbone == "vgg16" and bool(model["batch_norm"]), "freeze_bn": deeplab["freeze_bn"],
-            "input_mean": mean, "input_scale": scale}
+            "batch_norm": backbone == "vgg16" and bool(model["batch_norm"]), "freeze_bn": deeplab["freeze_bn"]}
 
 
 def _micro_batch(batch_size: int, accumulation: int, world: int) -> int:
@@ -74,29 +72,32 @@ def _stream_positions(start: int, iterations: int, batch_size: int, micro: int, 
 
 
 def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str, deeplab: dict, model: dict,
-                  seed: int, progress: bool = True) -> dict:
+                  normalisation: str, seed: int, progress: bool = True) -> dict:
     """Train one DeepLab; write `checkpoint.pt` every `checkpoint_interval` iterations, then `model.pt`
     and `history.json` (iteration, mean loss since the last record, lr every `log_interval`).
 
     `labels_root`: folder of `<id>.png` seeds, or None for the training split's ground truth. `weights`:
     ImageNet (or stand-in) backbone weights, or None for a random initialisation. `deeplab` and `model`
-    are the config sections of those names (`model`: the ICD backbone's options, for VGG16's batch_norm
-    and input normalisation).
+    are the config sections of those names (`model`: the ICD backbone's options, for VGG16's batch_norm).
+    `normalisation`: the input the weights expect (checked against their file; a random initialisation
+    takes it as given); crops are padded with its zero, and the checkpoints and model record it.
     """
     out_dir = Path(out_dir)
     rank, world = distributed()
     device = process_device(rank)
     network = network_options(backbone, deeplab, model)
-    options = {"network": network, "deeplab": deeplab, "seed": seed, "weights": str(weights),
-               "labels": str(labels_root)}
-    run_id = fingerprint(options)
     iterations, batch_size = deeplab["iterations"], deeplab["batch_size"]
     accumulation = deeplab["accumulation_steps"]
     micro = _micro_batch(batch_size, accumulation, world)
     check_intervals("deeplab", deeplab["checkpoint_interval"], deeplab["log_interval"])
+    normalise = (from_scratch(normalisation, backbone) if weights is None
+                 else weights_normalisation(weights, normalisation, key=f"deeplab.normalisation.{backbone}"))
+    options = {"network": network, "deeplab": deeplab, "seed": seed, "weights": str(weights),
+               "labels": str(labels_root), "normalisation": normalise.name}
+    run_id = fingerprint(options)
 
     data = SeedTrainingSet(dataset, labels_root, seed=seed, crop_size=deeplab["crop_size"],
-                           scale_range=deeplab["scale_range"], flip=deeplab["flip"], pad_rgb=network["input_mean"])
+                           scale_range=deeplab["scale_range"], flip=deeplab["flip"], pad_rgb=normalise.pad_rgb)
     data.check_seed_sizes(progress and rank == 0)
 
     torch.manual_seed(seed)
@@ -125,8 +126,6 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
         num_workers=deeplab["workers"], pin_memory=device.type == "cuda",
     )
     batches = iter(loader)
-    mean = torch.tensor(network["input_mean"]).view(1, 3, 1, 1)
-    scale = torch.tensor(network["input_scale"]).view(1, 3, 1, 1)
     amp = bool(deeplab["amp"]) and device.type == "cuda"
     interval_loss, interval_steps, started = 0.0, 0, time.time()
     train_net.train()
@@ -141,7 +140,7 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
         batch_loss = 0.0
         for step in range(accumulation):
             images, labels = next(batches)
-            images = to_network_input(images, mean, scale).to(device, non_blocking=True)
+            images = normalise(images).to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             last = step == accumulation - 1
             with train_net.no_sync() if world > 1 and not last else contextlib.nullcontext():
@@ -166,9 +165,9 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
                 log.info("iteration %s", json.dumps(record))
             interval_loss, interval_steps, started = 0.0, 0, time.time()
         if rank == 0 and (done % deeplab["checkpoint_interval"] == 0 or done == iterations):
-            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs)
+            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs, normalise.name)
     if rank == 0:
-        save_trained(out_dir, net, history, run_id, inputs, network=json.dumps(network))
+        save_trained(out_dir, net, history, run_id, inputs, normalise.name, network=json.dumps(network))
     return {"history": history, "fingerprint": run_id}
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from icd.errors import ConfigError
 
 GROUND_TRUTH = "gt"
-TEST_TIME_KEYS = frozenset({"backbones", "seeds", "baselines", "weights", "test_scales", "test_flip", "test_crf", "crf"})
+# Keys the training step does not read: test-time settings, the list of runs, and the weights and their
+# normalisation (the step gets the file and the resolved normalisation apart).
+TEST_TIME_KEYS = frozenset({"backbones", "seeds", "baselines", "weights", "normalisation", "test_scales", "test_flip",
+                            "test_crf", "crf"})
 
 
 def seed_sets(deeplab: dict) -> list[str]:
@@ -19,7 +22,7 @@ def check_config(deeplab: dict, seed_variants: list[str], synthetic: bool) -> No
     if unknown:
         raise ConfigError(
             f"deeplab.seeds names {unknown}, which the seeds stage does not write (it writes {seed_variants}; "
-            "icd_sal needs data.saliency_root). Remove them from deeplab.seeds."
+            "icd_sal needs data.saliency_root, the *_no_td seeds seeds.ablation_network). Remove them from deeplab.seeds."
         )
     if not synthetic and "resnet101" in deeplab["backbones"] and not deeplab["weights"]["resnet101"]:
         raise ConfigError(
@@ -28,11 +31,13 @@ def check_config(deeplab: dict, seed_variants: list[str], synthetic: bool) -> No
         )
 
 
-def training_options(deeplab: dict, backbone: str, model_options: dict, seed: int) -> dict:
-    """`deeplab train --options` of one backbone: training keys only, its own lr, VGG16's model options."""
+def training_options(deeplab: dict, backbone: str, model_options: dict, seed: int, normalisation: str) -> dict:
+    """`deeplab train --options` of one backbone: training keys only, its own lr, VGG16's batch_norm (of the
+    ICD backbone's `model_options`), and the input `normalisation` of the weights it starts from."""
     section = {key: value for key, value in deeplab.items() if key not in TEST_TIME_KEYS}
     section["lr"] = {backbone: deeplab["lr"][backbone]}
-    return {"deeplab": section, "model": model_options if backbone == "vgg16" else {}, "seed": seed}
+    model = {"batch_norm": model_options["batch_norm"]} if backbone == "vgg16" else {}
+    return {"deeplab": section, "model": model, "normalisation": normalisation, "seed": seed}
 
 
 def prediction_options(deeplab: dict) -> dict:

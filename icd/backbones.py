@@ -10,15 +10,15 @@ CPU pipeline runs the same code at a fraction of the cost.
 from __future__ import annotations
 
 import os
-import pickle
+from collections import OrderedDict
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from icd.errors import ConfigError
 from icd.files import atomic_path
+from icd.normalisation import load_weights_file, with_record
 
 # torchvision's VGG16 configuration ("D"): channel counts, "M" = max pool.
 VGG16_CFG: tuple[int | str, ...] = (
@@ -45,7 +45,7 @@ class VGG16DeepLab(nn.Module):
     `forward` returns a dict of feature maps (all after ReLU): `conv4` (conv4_3, stride 8),
     `conv5` (conv5_3, before pool5; the ICD feature), `pool5` (max then avg pool), `fc6`, `fc7`
     (after dropout, which is the identity in eval mode). The input must already be normalised by
-    the caller (the official code feeds `x - 127`).
+    the caller, as the weights expect (`icd.normalisation`; the official code feeds `x - 127`).
 
     fc6 is a 3x3 conv with padding = dilation = `fc6_dilation` (1 for ICD's CAM branch, 12 for
     DeepLab-LargeFOV). The 3x3 average pool after pool5 counts padded zeros (divides by 9 at the
@@ -148,29 +148,13 @@ class VGG16DeepLab(nn.Module):
 def read_state_dict(path_or_state_dict, source_name: str | None) -> tuple[dict, str]:
     """(dict of tensors, name for messages) from a weights file (weights_only) or a state dict.
 
-    A missing, unloadable or non-tensor file is a ConfigError saying what to save instead.
+    A missing, unloadable or non-tensor file is a ConfigError saying what to save instead
+    (`icd.normalisation.load_weights_file`).
     """
     if isinstance(path_or_state_dict, Mapping):
         return dict(path_or_state_dict), source_name or "<in-memory state dict>"
-    path = Path(path_or_state_dict)
-    name = source_name or str(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"{name}: weights file not found. Check model.weights (or run pretraining).") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"{name}: not a loadable tensor state dict ({first}). Weights are loaded with "
-            "weights_only=True, so files holding pickled Python objects are refused; save a plain "
-            "dict of tensors (model.state_dict()) instead."
-        ) from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(
-            f"{name}: expected a dict of parameter name -> tensor, got {type(state).__name__}. "
-            "Save model.state_dict() (not a whole checkpoint or model object)."
-        )
-    return dict(state), name
+    name = source_name or str(path_or_state_dict)
+    return dict(load_weights_file(path_or_state_dict, name)), name
 
 
 def _describe_source(state: dict) -> str:
@@ -239,7 +223,7 @@ def load_vgg16_weights(model: VGG16DeepLab, path_or_state_dict, *, source_name: 
     elif "fc6.weight" not in state:
         raise ConfigError(
             f"{name}: neither a torchvision VGG16 state dict (classifier.* keys) nor a DeepLab-format "
-            "one (fc6.*/fc7.* keys). Point model.weights at a VGG16 weights file."
+            "one (fc6.*/fc7.* keys). Point pretrain.weights (or deeplab.weights.vgg16) at a VGG16 weights file."
         )
 
     expected = model.state_dict()
@@ -271,8 +255,11 @@ def load_vgg16_weights(model: VGG16DeepLab, path_or_state_dict, *, source_name: 
     model.load_state_dict(state, strict=True)
 
 
-def save_backbone(model: VGG16DeepLab, path: str | os.PathLike) -> None:
-    """Save the backbone's DeepLab-format state dict atomically (loadable by load_vgg16_weights)."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+def save_backbone(model: VGG16DeepLab, path: str | os.PathLike, normalisation: str) -> None:
+    """Save the backbone's DeepLab-format state dict atomically (loadable by load_vgg16_weights), recording
+    the input `normalisation` its weights were trained with (`icd.normalisation.with_record`)."""
+    state = model.state_dict()
+    copied = OrderedDict((key, value.detach().cpu().clone()) for key, value in state.items())
+    copied._metadata = state._metadata
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(with_record(copied, normalisation), tmp)

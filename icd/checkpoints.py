@@ -1,8 +1,8 @@
 """Training checkpoints and processes, shared by the ICD and DeepLab trainers.
 
 A checkpoint holds the model, the optimiser, the history so far, the last finished step (an epoch
-for ICD, an iteration for DeepLab, stored under "epoch"), the fingerprint of the run's options and
-the content digest of each of its inputs (`icd.digests`): a run resumes only from a checkpoint of the
+for ICD, an iteration for DeepLab, stored under "epoch"), the input normalisation it is trained on
+(`icd.normalisation`), the fingerprint of the run's options and the content digest of each of its inputs (`icd.digests`): a run resumes only from a checkpoint of the
 same configuration over the same input bytes, so changed settings, new seeds, new superpixels or a
 replaced weights file retrain from scratch instead of silently continuing another run. Under
 torchrun every process trains and rank 0 writes.
@@ -59,10 +59,11 @@ def process_device(rank: int) -> torch.device:
 
 
 def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, history: list[dict], run_id: str,
-                    inputs: dict[str, str]) -> None:
+                    inputs: dict[str, str], normalisation: str) -> None:
     """Write the state after finished `step` atomically: a kill mid-write leaves the previous checkpoint.
 
     `inputs`: the content digest of each input, by name, so a rerun on other inputs never resumes it.
+    `normalisation`: the input normalisation the network is trained on (`icd.normalisation`), recorded.
     """
     state = {
         "model": net.state_dict(),
@@ -71,6 +72,7 @@ def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, hist
         "history": json.dumps(history),
         "fingerprint": run_id,
         "inputs": inputs,
+        "normalisation": normalisation,
         "torch_rng": torch.get_rng_state(),
     }
     with atomic_path(path) as tmp:
@@ -78,11 +80,12 @@ def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, hist
 
 
 def save_trained(out_dir: Path, net: torch.nn.Module, history: list[dict], run_id: str, inputs: dict[str, str],
-                 **metadata: str) -> None:
+                 normalisation: str, **metadata: str) -> None:
     """The finished run's `model.pt` (weights, `metadata` to rebuild the network, fingerprint and input
-    digests: what it was trained from) and `history.json`."""
+    digests: what it was trained from; the input `normalisation` it expects) and `history.json`."""
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"model": net.state_dict(), **metadata, "fingerprint": run_id, "inputs": inputs}, tmp)
+        torch.save({"model": net.state_dict(), **metadata, "fingerprint": run_id, "inputs": inputs,
+                    "normalisation": normalisation}, tmp)
     write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
 
 

@@ -46,6 +46,12 @@ def _validate_data(args: argparse.Namespace) -> None:
     log.info("dataset ok: %s", report["counts"])
 
 
+def _accept_data(args: argparse.Namespace) -> None:
+    """The checked report becomes the one the pipeline reads. A step apart from the check, because Snakemake
+    deletes a job's outputs when it reruns or fails: a rejected dataset then costs only the candidate."""
+    write_text(args.out, Path(args.candidate).read_text())
+
+
 def _pretrain(args: argparse.Namespace) -> None:
     from icd.pretrain import pretrain_backbone
 
@@ -115,10 +121,10 @@ def _score_ap(args: argparse.Namespace) -> None:
 def _seed_sweep(args: argparse.Namespace) -> None:
     from icd.seed_quality import threshold_sweep
 
-    rows, best = threshold_sweep(read_json(args.dataset), args.scores, **json.loads(args.options))
+    rows, best = threshold_sweep(read_json(args.dataset), args.scores, args.superpixels, **json.loads(args.options))
     write_csv(args.out_table, rows)
-    write_json(args.out_choice, {"cam_background": best})
-    log.info("best CAM background threshold: %s", best)
+    write_json(args.out_choice, best)
+    log.info("best background threshold (picked with ground truth): %s", best)
 
 
 def _seeds(args: argparse.Namespace) -> None:
@@ -127,8 +133,9 @@ def _seeds(args: argparse.Namespace) -> None:
 
     dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
-    generate_seed_shard(args.out, ids, dataset=dataset, score_shards=args.scores, ablation_shards=args.ablation_scores,
-                        cam_background=read_json(args.cam_background)["cam_background"], **json.loads(args.options))
+    generate_seed_shard(args.out, ids, dataset=dataset, score_shards=args.scores, superpixel_shards=args.superpixels,
+                        ablation_shards=args.ablation_scores, cam_backgrounds=read_json(args.cam_background),
+                        **json.loads(args.options))
 
 
 def _collect_seeds(args: argparse.Namespace) -> None:
@@ -140,13 +147,13 @@ def _collect_seeds(args: argparse.Namespace) -> None:
 def _seed_table(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from icd.seed_quality import evaluate_seed_folders
+    from icd.seed_quality import CAM_SWEEP, evaluate_seed_folders
+    from icd.seeds import variant_thresholds
 
-    cam_background = read_json(args.cam_background)["cam_background"]
-    thresholds = {variant: cam_background if variant == "cam" else args.threshold for variant in args.variants}
+    thresholds = variant_thresholds(args.variants, args.threshold, read_json(args.cam_background))
     rows, per_class = evaluate_seed_folders(read_json(args.dataset), args.seeds_root, thresholds)
     sweep = pd.read_csv(args.sweep).to_dict("records")
-    write_csv(args.out, [row for row in sweep if row["variant"] != "cam_background"] + rows)
+    write_csv(args.out, [row for row in sweep if row["table"] != CAM_SWEEP] + rows)
     write_csv(args.per_class, [{"variant": variant, **ious} for variant, ious in per_class.items()])
 
 
@@ -179,7 +186,7 @@ def add_gpus(verb: argparse.ArgumentParser) -> None:
 
 def add_ablation_scores(verb: argparse.ArgumentParser) -> None:
     verb.add_argument("--ablation-scores", nargs="+", help="score shards of a network trained without top-down "
-                      "adaptation: Table 3's bottom-up and refined rows come from them (default: --scores)")
+                      "adaptation: they add Table 3's bottom-up and refined rows of that network (`*_no_td`)")
 
 
 def _sharded_verb(verbs, name: str, run, help_text: str) -> argparse.ArgumentParser:
@@ -217,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True, help="JSON report: splits, labels, counts")
     verb.set_defaults(run=_validate_data)
 
+    verb = verbs.add_parser("accept-data", help="make a checked dataset report (validate-data's) the pipeline's")
+    verb.add_argument("--candidate", required=True, help="the report validate-data wrote")
+    verb.add_argument("--out", required=True, help="the accepted report (dataset.json)")
+    verb.set_defaults(run=_accept_data)
+
     verb = verbs.add_parser("pretrain", help="pretrain the backbone on the synthetic pretext task")
     verb.add_argument("--out", required=True, help="backbone weights (.pth)")
     verb.add_argument("--metrics", required=True, help="JSON file for the training metrics")
@@ -238,23 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
     verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
     verb.add_argument("--weights", required=True, help="pretrained backbone weights")
-    verb.add_argument("--options", required=True, help='JSON object {"model": ..., "icd": ..., "seed": ...}')
+    verb.add_argument("--options", required=True,
+                      help='JSON object {"model": ..., "icd": ..., "seed": ..., "normalisation": <of the weights>}')
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train_icd)
     add_gpus(verb)
 
-    verb = verbs.add_parser("seed-sweep", help="Table 2 thresholds and the CAM baseline's background sweep")
+    verb = verbs.add_parser("seed-sweep", help="Table 2 thresholds and the CAM baselines' background sweeps")
     verb.add_argument("--dataset", required=True)
     verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
+    verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz), for cam_sp")
     verb.add_argument("--options", required=True, help='JSON {"canvas", "thresholds", "cam_backgrounds"}')
     verb.add_argument("--out-table", required=True, help="CSV of every (variant, threshold) row")
-    verb.add_argument("--out-choice", required=True, help="JSON with the chosen CAM background threshold")
+    verb.add_argument("--out-choice", required=True, help='JSON {"cam", "cam_sp"}: each one\'s best background threshold')
     verb.set_defaults(run=_seed_sweep)
 
     verb = _sharded_verb(verbs, "seeds", _seeds, "seed PNGs of every variant for one shard of the training split")
     verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
+    verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz), for cam_sp")
     add_ablation_scores(verb)
-    verb.add_argument("--cam-background", required=True, help="JSON with the CAM background threshold")
+    verb.add_argument("--cam-background", required=True, help="JSON with the CAM baselines' background thresholds")
 
     verb = verbs.add_parser("collect-seeds", help="gather shard folders into seeds/<variant>/ folders")
     verb.add_argument("--shards", nargs="+", required=True, help="shard folders written by `icd seeds`")
@@ -267,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--seeds-root", required=True)
     verb.add_argument("--variants", nargs="+", required=True)
     verb.add_argument("--threshold", type=float, required=True, help="seeds.threshold the ICD seeds used")
-    verb.add_argument("--cam-background", required=True, help="JSON with the CAM background threshold")
+    verb.add_argument("--cam-background", required=True, help="JSON with the CAM baselines' background thresholds")
     verb.add_argument("--sweep", required=True, help="CSV written by seed-sweep")
     verb.add_argument("--out", required=True)
     verb.add_argument("--per-class", required=True)
@@ -276,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb = verbs.add_parser("seed-figure", help="the paper's Fig. 4: CAM vs ICD scores and seeds")
     verb.add_argument("--dataset", required=True)
     verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
-    verb.add_argument("--seeds-root", required=True, help="folder holding icd/ and icd_crf/ seeds")
+    verb.add_argument("--seeds-root", required=True, help="folder holding cam/, cam_crf/, icd/ and icd_crf/ seeds")
     verb.add_argument("--canvas", type=int, required=True, help="seeds.inference_size")
     verb.add_argument("--out", required=True, help="PNG")
     verb.set_defaults(run=_seed_figure)
@@ -306,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb = verbs.add_parser("export-backbone", help="the trained ICD network's backbone as a weights file")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
-    verb.add_argument("--options", required=True, help='JSON object {"model": ..., "icd": ...}')
+    verb.add_argument("--options", required=True,
+                      help='JSON object {"model": ..., "icd": ..., "normalisation": <the one model.pt records>}')
     verb.add_argument("--out", required=True, help="backbone weights (.pth), loadable as deeplab.weights.vgg16")
     verb.set_defaults(run=_export_backbone)
     return parser

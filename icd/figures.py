@@ -11,7 +11,9 @@ from icd.files import atomic_path
 from icd.scores import upsample
 from icd.shards import ShardStore
 
-FIG4_COLUMNS = ("image", "CAM fg", "CAM bg", "ICD fg", "ICD bg", "seed", "CRF seed", "ground truth")
+# Seed columns: the CAM baseline and ICD's adapted seeds, each without and with the same CRF.
+FIG4_SEEDS = {"CAM seed": "cam", "CAM CRF seed": "cam_crf", "ICD seed": "icd", "ICD CRF seed": "icd_crf"}
+FIG4_COLUMNS = ("image", "CAM fg", "CAM bg", "ICD fg", "ICD bg", *FIG4_SEEDS, "ground truth")
 
 
 def _heat(values: np.ndarray) -> np.ndarray:
@@ -22,8 +24,8 @@ def _heat(values: np.ndarray) -> np.ndarray:
 
 def seed_figure(out_path, dataset: dict, score_shards: list[str], seeds_root, *, canvas: int, count: int = 6) -> None:
     """Fig. 4: for `count` images of the training split, the first present class's CAM and adapted ICD
-    scores split into their positive (foreground) and negative (background) parts, the ICD seed,
-    the CRF seed and the ground truth."""
+    scores split into their positive (foreground) and negative (background) parts, the CAM baseline's
+    and ICD's seeds, each also through the CRF (so the CRF's share is visible), and the ground truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,8 +43,7 @@ def seed_figure(out_path, dataset: dict, score_shards: list[str], seeds_root, *,
         panels = [
             image,
             _heat(cam[0]), _heat(-cam[0]), _heat(adapted[0]), _heat(-adapted[0]),
-            PALETTE[read_mask(f"{seeds_root}/icd/{image_id}.png")],
-            PALETTE[read_mask(f"{seeds_root}/icd_crf/{image_id}.png")],
+            *(PALETTE[read_mask(f"{seeds_root}/{variant}/{image_id}.png")] for variant in FIG4_SEEDS.values()),
             PALETTE[read_mask(paths.ground_truth(split, image_id))],
         ]
         for column, (axis, panel) in enumerate(zip(axes[row], panels)):

@@ -114,9 +114,13 @@ def refine_with_superpixels(scores: torch.Tensor, superpixels: torch.Tensor, lab
 
     scores: B x C x h x w (sign-corrected S); superpixels: B x H x W ids; labels: B x C.
     Returns B x C x h x w. Absent classes are zeroed first. A superpixel is foreground if some class
-    has a positive membership-weighted vote of sign(S); it then belongs to the class whose
-    max-normalised positive score has the highest mean inside it and takes, for that class, the
-    mean of max(S, 0). Every other (class, superpixel) pair takes the mean of min(S, 0).
+    has a positive membership-weighted vote of sign(S); it then belongs to the class with the highest
+    mean, inside it, of max(S, 0) divided at each pixel by the largest score over classes there
+    (floored at 1e-5: the official `score_flat.max(axis=1)` on B x C x hw), and takes, for that
+    class, the mean of max(S, 0). Every other (class, superpixel) pair takes the mean of min(S, 0).
+    Each pixel thus gives 1 to its top class and the others their ratio to it, so the winner is the
+    class leading on most of the superpixel, whatever each class's overall scale. On one-class
+    images only that class can win, so S' is the same as with a per-class max over pixels.
     """
     batch, classes, height, width = scores.shape
     memberships = superpixel_memberships(superpixels, (height, width), scores.dtype)  # B x K x hw
@@ -126,9 +130,7 @@ def refine_with_superpixels(scores: torch.Tensor, superpixels: torch.Tensor, lab
     votes = torch.bmm(torch.sign(flat), memberships.transpose(1, 2))  # B x C x K
     foreground = votes.amax(1) > 1e-5  # B x K
     positive = flat.clamp(min=0)
-    # Per-class max over pixels, as the reference notes specify; the official code divides by the
-    # max over classes at each pixel (`score_flat.max(axis=1)`) instead.
-    normalised = positive / positive.amax(2, keepdim=True).clamp(min=1e-5)
+    normalised = positive / flat.amax(1, keepdim=True).clamp(min=1e-5)  # over classes, at each pixel
     winner = torch.bmm(normalised, weights.transpose(1, 2)).argmax(1)  # B x K
     is_winner = F.one_hot(winner, classes).transpose(1, 2).bool()  # B x C x K
     takes_positive = is_winner & foreground[:, None, :] & labels.bool()[:, :, None]

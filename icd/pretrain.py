@@ -7,9 +7,10 @@ trains the backbone on a separate pretext classification task (`icd.data.synthet
 `measure_premise` checks, on the segmentation data, whether the premise holds for those weights
 compared with random init.
 
-Input normalisation is `(x - input_mean) / input_scale` through `icd.transforms.to_network_input`,
-by default exactly the official `x - 127` with no scaling (BatchNorm and Kaiming init cope with the
-0..255 range), so pretrained weights see downstream the same input they were trained on.
+The stand-in is trained on the input of `normalisation` (`icd.normalisation`; the workflow's default is
+the official `x - 127` with no scaling: BatchNorm and Kaiming init cope with the 0..255 range) and its
+file records it, so every later step feeds it the input it was trained on. The premise is measured on
+the input the measured weights expect.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from icd.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL
 from icd.data.io import read_mask, read_rgb
 from icd.data.voc import VOCPaths, read_split
 from icd.errors import ConfigError, DataError
-from icd.transforms import to_network_input
+from icd.normalisation import Normalisation, from_scratch, weights_normalisation
 
 OUTPUT_STRIDE = 8
 AUGMENTED_SPLIT = "train_aug"  # the premise is measured on the weakly-labelled training split
@@ -80,8 +81,7 @@ def pretrain_backbone(
     lr: float = 0.01,
     weight_decay: float = 5e-4,
     val_fraction: float = 0.1,
-    input_mean: float = 127.0,
-    input_scale: float = 1.0,
+    normalisation: str,
     log: Callable[[str], None] | None = print,
     progress: bool = True,
 ) -> dict:
@@ -91,15 +91,14 @@ def pretrain_backbone(
     then cosine decay per iteration; random horizontal and vertical flips. Images come from
     `icd.data.synthetic.pretext_images(seed, num_images, image_size)`; the last `val_fraction`
     are held out for a validation accuracy. Deterministic on CPU for a fixed seed and thread
-    count. The file at `out_path` (written atomically) holds the backbone's DeepLab-format state
-    dict (features.*, fc6.*, fc7.*; the head is dropped) for `load_vgg16_weights`. Returns metrics.
+    count. Its input is `normalisation` (`auto`: the official x - 127, `icd.normalisation`). The file at
+    `out_path` (written atomically) holds the backbone's DeepLab-format state dict (features.*, fc6.*,
+    fc7.*; the head is dropped) for `load_vgg16_weights`, recording `normalisation`. Returns metrics.
     """
     from icd.data.synthetic import PRETEXT_CLASSES, pretext_images
 
     log = log or (lambda _line: None)
-
-    def normalise(batch: torch.Tensor) -> torch.Tensor:
-        return to_network_input(batch, input_mean, input_scale)
+    normalise = from_scratch(normalisation, "vgg16")
 
     start_time = time.perf_counter()
     images_np, labels_np = pretext_images(seed, num_images, image_size)
@@ -181,7 +180,7 @@ def pretrain_backbone(
     finally:
         torch.use_deterministic_algorithms(previous_deterministic)
 
-    save_backbone(backbone, out_path)
+    save_backbone(backbone, out_path, normalise.name)
     seconds = time.perf_counter() - start_time
     return {
         "val_accuracy": history[-1]["val_accuracy"] if history else float("nan"),
@@ -191,10 +190,9 @@ def pretrain_backbone(
         "seconds": seconds,
         "history": history,
         "val_confusion": confusion.tolist() if history else [],  # rows: true class, columns: predicted
-        # The backbone expects exactly this input downstream (default: the official x - 127).
-        "normalisation": f"(x - {input_mean:g}) / {input_scale:g} on RGB in 0..255",
-        "input_mean": input_mean,
-        "input_scale": input_scale,
+        # The backbone expects exactly this input downstream; its file records the name.
+        "normalisation": normalise.name,
+        "normalisation_description": normalise.description,
         "settings": {
             "seed": seed, "width": width, "batch_norm": batch_norm, "num_images": num_images,
             "num_val": num_val, "image_size": image_size, "batch_size": batch_size, "lr": lr,
@@ -253,7 +251,7 @@ def _build_model(weights, width: float, batch_norm: bool, seed: int) -> VGG16Dee
 
 
 def _collect(model: VGG16DeepLab, dataset_root: Path, ids: list[str], feature: str, part_dir: Path | None,
-             input_mean: float, input_scale: float):
+             normalise: Normalisation):
     """Per single-class image: (class index, features (n, C), fg labels (n,), part labels or None)."""
     paths = VOCPaths.create(dataset_root)
     items = []
@@ -267,7 +265,7 @@ def _collect(model: VGG16DeepLab, dataset_root: Path, ids: list[str], feature: s
             continue  # the bottom-up loss uses single-class images only
         rgb = read_rgb(paths.image(image_id))
         with torch.no_grad():
-            x = to_network_input(rgb[None], input_mean, input_scale)
+            x = normalise(rgb[None])
             fmap = model(x)[feature][0].numpy()
         labels = _downsample_mask(mask, fmap.shape[1:]).ravel()
         keep = labels != IGNORE_LABEL
@@ -280,8 +278,8 @@ def _collect(model: VGG16DeepLab, dataset_root: Path, ids: list[str], feature: s
     return items
 
 
-def _premise_for_model(model, dataset_root, ids, feature, part_dir, input_mean, input_scale) -> dict:
-    items = _collect(model, dataset_root, ids, feature, part_dir, input_mean, input_scale)
+def _premise_for_model(model, dataset_root, ids, feature, part_dir, normalise: Normalisation) -> dict:
+    items = _collect(model, dataset_root, ids, feature, part_dir, normalise)
     if not items:
         raise DataError(f"{dataset_root}: no single-class images with ground truth among the {len(ids)} ids")
     # Feature BatchNorm as in ICD (gamma 1, beta 0): statistics over all images, like batch stats.
@@ -336,14 +334,14 @@ def measure_premise(
     seed: int = 0,
     compare_random: bool = False,
     part_dir: str | os.PathLike | None = None,
-    input_mean: float = 127.0,
-    input_scale: float = 1.0,
+    normalisation: str,
 ) -> dict:
     """Does the top bottom-up direction of each class separate its foreground from background?
 
     For every class, over its single-class images (ids from ImageSets/SegmentationAug/train_aug.txt
     unless given; masks from SegmentationClassAug), takes `feature` maps of the backbone in eval
-    mode (input `(x - input_mean) / input_scale`, by default x - 127), normalises each channel
+    mode (on the input `normalisation` the weights expect, checked against their file by
+    `icd.normalisation.weights_normalisation`; random init takes it as given, auto meaning x - 127), normalises each channel
     with statistics over all those images (ICD's feature BatchNorm), finds the top eigenvector of
     the class's second-moment matrix (the optimum of the bottom-up loss) and scores every pixel by
     its projection. Reports per class the ROC AUC of that score against the ground-truth
@@ -357,12 +355,13 @@ def measure_premise(
     dataset_root = Path(dataset_root)
     part = Path(part_dir) if part_dir is not None else None
     id_list = list(ids) if ids is not None else read_split(VOCPaths.create(dataset_root), AUGMENTED_SPLIT)
-    norm = (input_mean, input_scale)
+    normalise = (from_scratch(normalisation, "vgg16") if weights is None
+                 else weights_normalisation(weights, normalisation, key="pretrain.normalisation"))
     result = _premise_for_model(_build_model(weights, width, batch_norm, seed), dataset_root, id_list, feature, part,
-                                *norm)
+                                normalise)
     result["weights"] = None if weights is None else (str(weights) if not isinstance(weights, dict) else "<state dict>")
     if weights is not None and compare_random:
         result["random_init"] = _premise_for_model(
-            _build_model(None, width, batch_norm, seed), dataset_root, id_list, feature, part, *norm
+            _build_model(None, width, batch_norm, seed), dataset_root, id_list, feature, part, normalise
         )
     return result

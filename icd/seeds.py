@@ -1,4 +1,4 @@
-"""Pseudo-masks (seeds) from score maps, as the official `_generate_seed`, plus the CAM baseline.
+"""Pseudo-masks (seeds) from score maps, as the official `_generate_seed`, plus the CAM baselines.
 
 All maps here are at image resolution, one channel per present class (k x H x W), with `classes`
 the present VOC indices (1..20) in the same order.
@@ -18,6 +18,11 @@ import numpy as np
 from icd.data.classes import IGNORE_LABEL
 
 EPSILON = 1e-5  # the official code's floor for "positive" and for divisions
+# Suffix of the seed variants and Table 1 rows made from the ablation network (trained with icd.top_down
+# false); the unsuffixed icd_bottom_up / icd_refined come from the full network, as the official
+# inference writes S and S' of the one network it trained.
+NO_TOP_DOWN = "_no_td"
+CAM_VARIANTS = ("cam", "cam_crf", "cam_sp")  # the CAM baseline, through the seed CRF, averaged in superpixels
 
 
 def _joint_min_max(values: np.ndarray) -> np.ndarray:
@@ -26,74 +31,124 @@ def _joint_min_max(values: np.ndarray) -> np.ndarray:
     return values / max(float(values.max()), EPSILON)
 
 
-def icd_seed(scores: np.ndarray, classes: list[int], cam: np.ndarray, *, threshold: float = 0.0) -> np.ndarray:
-    """The seed (H x W uint8: 0 background, class index, 255 undecided) of one image's ICD scores."""
+def _icd_decision(scores: np.ndarray, classes: list[int], cam: np.ndarray, threshold: float):
+    """The official per-pixel decision, before background and 255 are written.
+
+    Returns (labels, foreground, background, ties), each H x W: the class a foreground pixel would
+    take, where some class is positive, where every present class is negative (ICD's own background),
+    and the multi-class foreground pixels whose CAM x ICD product is flat (official: 255).
+    """
     cut = max(threshold, EPSILON)
     positive = np.maximum(scores, 0) / np.maximum(scores.max(axis=(1, 2), keepdims=True), EPSILON)
     negative = np.minimum(scores, 0) / np.minimum(scores.min(axis=(1, 2), keepdims=True), -EPSILON)
     proposal = positive > cut
     candidate = proposal.argmax(axis=0)
     foreground = proposal.any(axis=0)
-    background = (negative > cut).all(axis=0)
-    undefined = ~(background ^ foreground)
+    ties = np.zeros_like(foreground)
     if len(classes) > 1:
         combined = _joint_min_max(np.maximum(cam, 0)) * positive
-        conflict = proposal.sum(axis=0) > 1
-        candidate = np.where(conflict, combined.argmax(axis=0), candidate)
-        undefined |= (combined.max(axis=0) - combined.min(axis=0) <= EPSILON) & foreground
-    seed = np.asarray(classes, dtype=np.uint8)[candidate]
+        candidate = np.where(proposal.sum(axis=0) > 1, combined.argmax(axis=0), candidate)
+        ties = (combined.max(axis=0) - combined.min(axis=0) <= EPSILON) & foreground
+    labels = np.asarray(classes, dtype=np.uint8)[candidate]
+    return labels, foreground, (negative > cut).all(axis=0), ties
+
+
+def _write_seed(labels, foreground, background, ties) -> np.ndarray:
+    """The official assembly: background 0, then 255 where `~(bg ^ fg)` (both or neither) or on ties."""
+    seed = labels.copy()
     seed[background] = 0
-    seed[undefined] = IGNORE_LABEL
+    seed[~(background ^ foreground) | ties] = IGNORE_LABEL
     return seed
+
+
+def icd_seed(scores: np.ndarray, classes: list[int], cam: np.ndarray, *, threshold: float = 0.0) -> np.ndarray:
+    """The seed (H x W uint8: 0 background, class index, 255 undecided) of one image's ICD scores."""
+    labels, foreground, background, ties = _icd_decision(scores, classes, cam, threshold)
+    return _write_seed(labels, foreground, background, ties)
 
 
 def saliency_seed(scores: np.ndarray, classes: list[int], cam: np.ndarray, saliency: np.ndarray, *,
                   threshold: float = 0.0, saliency_background: float = 0.01) -> np.ndarray:
     """ICD foreground with the background taken from a saliency map (the paper's I+S seeds).
 
-    Background = saliency below `saliency_background`; when the salient area covers under 1 % of the
-    image (a failed saliency map), only pixels ICD also calls background, as the official code.
+    As the official saliency path of `_generate_seed`: background = saliency below
+    `saliency_background`, and when the salient area covers under 1 % of the image (a failed map)
+    only the pixels ICD also calls background. The rest is ICD's rule with that background, so a
+    pixel ICD calls foreground and saliency calls background is both, hence 255 (`~(bg ^ fg)`),
+    and a pixel neither calls foreground nor background is 255 too. (Official T is 0; at T > 0 the
+    failed-map fallback uses ICD's background at T, as `icd_seed` does.) No CRF, as the official path.
     """
-    seed = icd_seed(scores, classes, cam, threshold=threshold)
-    icd_background = seed == 0
+    labels, foreground, icd_background, ties = _icd_decision(scores, classes, cam, threshold)
     background = saliency < saliency_background
     if (~background).mean() < 0.01:
         background &= icd_background
-    seed[seed == 0] = IGNORE_LABEL  # ICD's own background is replaced by the saliency one
-    seed[background] = 0
-    return seed
+    return _write_seed(labels, foreground, background, ties)
 
 
-def cam_seed(cam: np.ndarray, classes: list[int], *, background_threshold: float) -> np.ndarray:
-    """The CAM baseline: per-class max-normalised positive CAM against a constant background score."""
+def superpixel_means(maps: np.ndarray, superpixels: np.ndarray) -> np.ndarray:
+    """Each of the k x H x W maps replaced, at every pixel, by its mean over the pixel's superpixel (H x W ids)."""
+    ids = superpixels.ravel().astype(np.intp)
+    sizes = np.bincount(ids)
+    sums = np.stack([np.bincount(ids, weights=values, minlength=sizes.size) for values in maps.reshape(len(maps), -1)])
+    return (sums / np.maximum(sizes, 1))[:, ids].reshape(maps.shape)
+
+
+def cam_seed(cam: np.ndarray, classes: list[int], *, background_threshold: float,
+             superpixels: np.ndarray | None = None) -> np.ndarray:
+    """The CAM baseline: per-class max-normalised positive CAM against a constant background score.
+
+    With `superpixels` (the merged superpixels ICD's refinement uses, H x W ids), each class's
+    normalised CAM is first averaged inside every superpixel: the `cam_sp` baseline, which gives the
+    CAM the same region prior ICD's seeds get.
+    """
     normalised = np.maximum(cam, 0) / np.maximum(cam.max(axis=(1, 2), keepdims=True), EPSILON)
+    if superpixels is not None:
+        normalised = superpixel_means(normalised, superpixels)
     stacked = np.concatenate([np.full((1, *cam.shape[1:]), background_threshold), normalised])
     return np.asarray([0, *classes], dtype=np.uint8)[stacked.argmax(axis=0)]
 
 
-def seed_variants(saliency: bool) -> list[str]:
-    """Seed folders the pipeline writes: the CAM baseline, the Table 3 ablation steps, saliency fusion."""
-    return ["cam", "icd_bottom_up", "icd_refined", "icd", "icd_crf"] + (["icd_sal"] if saliency else [])
+def seed_variants(saliency: bool, ablation_network: bool, top_down: bool = True) -> list[str]:
+    """Seed folders the pipeline writes: the CAM baselines, Table 3's steps of the full network, the same
+    steps of the ablation network (`<step>_no_td`) when it is trained, saliency fusion when maps exist.
+    A network trained without top-down adaptation (`icd.top_down` false) has no adapted scores, hence
+    no `icd`, `icd_crf` or `icd_sal` seeds."""
+    return ([*CAM_VARIANTS, "icd_bottom_up", "icd_refined"] + (["icd", "icd_crf"] if top_down else [])
+            + ([f"icd_bottom_up{NO_TOP_DOWN}", f"icd_refined{NO_TOP_DOWN}"] if ablation_network else [])
+            + (["icd_sal"] if saliency and top_down else []))
 
 
-def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], *, threshold: float,
-                cam_background: float, crf: dict, saliency: np.ndarray | None = None,
+def variant_thresholds(variants: list[str], threshold: float, cam_backgrounds: dict[str, float]) -> dict[str, float]:
+    """The `threshold` column of each seed folder's row: the background threshold a CAM variant used
+    (`cam_crf` is `cam`'s seed through the CRF), T for the ICD variants."""
+    backgrounds = {**cam_backgrounds, "cam_crf": cam_backgrounds["cam"]}
+    return {variant: backgrounds.get(variant, threshold) for variant in variants}
+
+
+def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], superpixels: np.ndarray, *,
+                threshold: float, cam_backgrounds: dict[str, float], crf: dict, saliency: np.ndarray | None = None,
                 saliency_background: float = 0.01, ablation_scores: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every seed variant of one image from its upsampled score maps (icd.scores.SCORE_MAPS order).
 
-    `ablation_scores`, the maps of a network trained without top-down adaptation, give Table 3's
-    bottom-up and refined seeds (with that network's own CAM breaking overlaps), as the paper's
-    ablation credits the adaptation step with fine-tuning the backbone; by default they come from `scores`.
+    `cam_backgrounds`: the background threshold of `cam` and of `cam_sp` (each its own sweep's best).
+    `cam_crf` is the `cam` seed through the same CRF (`crf`, icd.crf.refine_seed) as `icd_crf`.
+    Table 3's `icd_bottom_up` and `icd_refined` come from `scores`, the full network, as the official
+    inference writes S and S' beside S''. `ablation_scores`, the maps of a network trained without
+    top-down adaptation, add the same two steps from it (`*_no_td`, with that network's CAM
+    breaking overlaps): the other reading of Table 3, in which adaptation also fine-tunes the backbone.
     """
     from icd.crf import refine_seed
 
-    cam, _, _, adapted = scores
-    ablation_cam, bottom_up, refined, _ = scores if ablation_scores is None else ablation_scores
-    seeds = {
-        "cam": cam_seed(cam, classes, background_threshold=cam_background),
-        "icd_bottom_up": icd_seed(bottom_up, classes, ablation_cam, threshold=threshold),
-        "icd_refined": icd_seed(refined, classes, ablation_cam, threshold=threshold),
-    }
+    cam, bottom_up, refined, adapted = scores
+    seeds = {"cam": cam_seed(cam, classes, background_threshold=cam_backgrounds["cam"])}
+    seeds["cam_crf"] = refine_seed(image, seeds["cam"], **crf)
+    seeds["cam_sp"] = cam_seed(cam, classes, background_threshold=cam_backgrounds["cam_sp"], superpixels=superpixels)
+    seeds["icd_bottom_up"] = icd_seed(bottom_up, classes, cam, threshold=threshold)
+    seeds["icd_refined"] = icd_seed(refined, classes, cam, threshold=threshold)
+    if ablation_scores is not None:
+        no_td_cam, no_td_bottom_up, no_td_refined, _ = ablation_scores
+        seeds["icd_bottom_up" + NO_TOP_DOWN] = icd_seed(no_td_bottom_up, classes, no_td_cam, threshold=threshold)
+        seeds["icd_refined" + NO_TOP_DOWN] = icd_seed(no_td_refined, classes, no_td_cam, threshold=threshold)
     if np.isfinite(adapted).all():  # a model trained without the top-down branch has no adapted scores
         seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
         seeds["icd_crf"] = refine_seed(image, seeds["icd"], **crf)
@@ -103,11 +158,13 @@ def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], *, th
     return seeds
 
 
-def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards: list[str], canvas: int,
-                        threshold: float, cam_background: float, saliency_background: float, crf: dict,
-                        ablation_shards: list[str] | None = None, progress: bool = True) -> None:
+def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards: list[str],
+                        superpixel_shards: list[str], canvas: int, threshold: float, cam_backgrounds: dict[str, float],
+                        saliency_background: float, crf: dict, ablation_shards: list[str] | None = None,
+                        progress: bool = True) -> None:
     """Seeds of `ids` as VOC palettised PNGs under out_dir/<variant>/<id>.png, the folder written atomically.
 
+    `superpixel_shards`: the merged superpixels (image resolution) `cam_sp` averages in.
     `ablation_shards`: score shards of the network trained without top-down adaptation (see image_seeds).
     """
     from tqdm import tqdm
@@ -120,7 +177,7 @@ def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards:
     from icd.shards import ShardStore
 
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"], dataset["saliency_root"])
-    store = ShardStore(score_shards)
+    store, regions = ShardStore(score_shards), ShardStore(superpixel_shards)
     ablation = ShardStore(ablation_shards) if ablation_shards else None
     with atomic_dir(out_dir) as tmp:
         for image_id in tqdm(ids, desc="seeds", disable=not progress, mininterval=2.0):
@@ -131,8 +188,8 @@ def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards:
                                 f"but its image is {image.shape[1]}x{image.shape[0]}. Resize the saliency maps.")
             scores = upsample(store[image_id], canvas, *image.shape[:2])
             ablation_scores = upsample(ablation[image_id], canvas, *image.shape[:2]) if ablation else None
-            seeds = image_seeds(image, scores, dataset["labels"][image_id], threshold=threshold,
-                                cam_background=cam_background, crf=crf, saliency=saliency,
+            seeds = image_seeds(image, scores, dataset["labels"][image_id], regions[image_id], threshold=threshold,
+                                cam_backgrounds=cam_backgrounds, crf=crf, saliency=saliency,
                                 saliency_background=saliency_background, ablation_scores=ablation_scores)
             for variant, seed in seeds.items():
                 write_mask(tmp / variant / f"{image_id}.png", seed)

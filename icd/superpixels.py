@@ -6,12 +6,22 @@ cropped to the image), then the most similar pair is merged until at most `max_r
 `sim(i, j) = cos(f_i, f_j) + 1 - (size_i + size_j) / (h * w)` and no adjacency constraint; a merged
 region's feature is the size-weighted mean. Only the merged region's similarities change after a
 merge, so each step updates one row of the similarity matrix (vectorised) instead of recomputing it.
+
+A deliberate deviation: the official script feeds its weights raw 0..255 RGB, without even the
+`x - 127` its training uses; here the backbone gets the input its weights expect
+(`icd.normalisation`), as in every other step, so the merge features are those the weights compute
+on proper input (torchvision's VGG16, fed raw 0..255, would see values up to 255 instead of about +-2).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from skimage.segmentation import felzenszwalb
+
+if TYPE_CHECKING:
+    from icd.normalisation import Normalisation
 
 
 def felzenszwalb_regions(image: np.ndarray, *, sigma: float, scale: float, min_size: int) -> np.ndarray:
@@ -100,23 +110,24 @@ def merge_regions(regions: np.ndarray, features: np.ndarray, sizes: np.ndarray, 
     return relabel[merged]
 
 
-def backbone_dense_features(model, image: np.ndarray, canvas: int, input_mean: float, input_scale: float) -> np.ndarray:
-    """conv5_3 features (D x h x w) of the image padded to canvas x canvas, as the official script."""
+def backbone_dense_features(model, image: np.ndarray, canvas: int, normalise: Normalisation) -> np.ndarray:
+    """conv5_3 features (D x h x w) of the image padded to canvas x canvas, as the official script, on the input
+    the weights expect (`normalise`; the padding is its zero)."""
     import torch
 
-    from icd.transforms import pad_to, to_network_input
+    from icd.transforms import pad_to
 
-    padded = pad_to(image, canvas, canvas, np.uint8(round(input_mean)))
+    padded = pad_to(image, canvas, canvas, np.asarray(normalise.pad_rgb, np.uint8))
     device = next(model.parameters()).device
     with torch.no_grad():
-        return model(to_network_input(padded[None], input_mean, input_scale).to(device))["conv5"][0].float().cpu().numpy()
+        return model(normalise(padded[None]).to(device))["conv5"][0].float().cpu().numpy()
 
 
 def image_superpixels(image: np.ndarray, model, *, sigma: float, scale: float, min_size: int, max_regions: int,
-                      canvas: int, input_mean: float, input_scale: float) -> np.ndarray:
+                      canvas: int, normalise: Normalisation) -> np.ndarray:
     """The merged superpixel map (H x W, uint8 or uint16 ids 0..K-1) of one RGB image."""
     regions = felzenszwalb_regions(image, sigma=sigma, scale=scale, min_size=min_size)
-    dense = backbone_dense_features(model, image, canvas, input_mean, input_scale)
+    dense = backbone_dense_features(model, image, canvas, normalise)
     features, sizes = region_features(regions, dense, canvas)
     merged = merge_regions(regions, features, sizes, max_regions)
     return merged.astype(np.uint8 if max_regions <= 256 else np.uint16)
@@ -130,8 +141,7 @@ def compute_superpixel_shard(
     weights: str,
     width: float,
     batch_norm: bool,
-    input_mean: float,
-    input_scale: float,
+    normalisation: str,
     sigma: float,
     scale: float,
     min_size: int,
@@ -141,7 +151,8 @@ def compute_superpixel_shard(
 ) -> dict:
     """Merged superpixels of `ids`, saved as one npz shard {id: map}; returns region-count statistics.
 
-    Features come from the same pretrained backbone the ICD stage starts from (`weights`).
+    Features come from the same pretrained backbone the ICD stage starts from (`weights`), on the input
+    `normalisation` it expects (checked against the file: `icd.normalisation.weights_normalisation`).
     """
     from tqdm import tqdm
 
@@ -149,8 +160,10 @@ def compute_superpixel_shard(
     from icd.data.io import read_rgb
     from icd.data.voc import VOCPaths
     from icd.errors import DataError
+    from icd.normalisation import weights_normalisation
     from icd.shards import save_shard
 
+    normalise = weights_normalisation(weights, normalisation, key="pretrain.normalisation")
     model = VGG16DeepLab(width=width, batch_norm=batch_norm)
     load_vgg16_weights(model, weights)
     model.to(default_device()).eval()
@@ -163,7 +176,7 @@ def compute_superpixel_shard(
                             f"superpixels.feature_input_size {feature_input_size}. Raise that setting.")
         maps[image_id] = image_superpixels(
             image, model, sigma=sigma, scale=scale, min_size=min_size, max_regions=max_regions,
-            canvas=feature_input_size, input_mean=input_mean, input_scale=input_scale,
+            canvas=feature_input_size, normalise=normalise,
         )
         counts.append(int(maps[image_id].max()) + 1)
     save_shard(out_path, maps)

@@ -30,8 +30,9 @@ from icd.digests import file_digest, files_digest, training_inputs
 from icd.errors import ConfigError, ICDError
 from icd.losses import icd_losses, warmup_weight
 from icd.model import ICDNet
+from icd.normalisation import weights_normalisation
 from icd.shards import ShardStore
-from icd.transforms import augment, to_network_input
+from icd.transforms import augment
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,12 @@ def multi_hot(classes: list[int]) -> np.ndarray:
 class ICDTrainingSet(Dataset):
     """Augmented (image, superpixels, labels) samples; augmentation seeded by (seed, epoch, index)."""
 
-    def __init__(self, ids, labels, voc_root, superpixels: ShardStore, *, seed, scales, flip, crop_size, pad_value):
+    def __init__(self, ids, labels, voc_root, superpixels: ShardStore, *, seed, scales, flip, crop_size, pad_rgb):
         self.ids, self.labels = list(ids), labels
         self.paths = VOCPaths.create(voc_root)
         self.superpixels = superpixels
         self.seed, self.epoch = seed, 0
-        self.options = dict(scales=scales, flip=flip, crop_size=crop_size, pad_value=pad_value)
+        self.options = dict(scales=scales, flip=flip, crop_size=crop_size, pad_rgb=pad_rgb)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -108,18 +109,18 @@ def train_icd(
     model: dict,
     icd: dict,
     seed: int,
+    normalisation: str,
     progress: bool = True,
 ) -> dict:
     """Train ICD; write `checkpoint.pt` each epoch, then `model.pt` and `history.json`. Returns the history.
 
     `dataset` is the validated dataset report (ids, labels, roots); `model` and `icd` are the config
-    sections of the same names.
+    sections of the same names; `normalisation` is the input the `weights` expect (checked against
+    their file), which crops are padded with the zero of and which the checkpoints and model record.
     """
     out_dir = Path(out_dir)
     rank, world = distributed()
     device = process_device(rank)
-    options = {"model": model, "icd": icd, "seed": seed, "weights": str(weights)}
-    run_id = fingerprint(options)
     train_split = dataset["roles"]["train"]
     ids = dataset["splits"][train_split]
     labels = {image_id: dataset["labels"][image_id] for image_id in ids}
@@ -129,6 +130,9 @@ def train_icd(
     if iterations_per_epoch == 0:
         raise ConfigError(f"icd.batch_size {batch_size} is larger than the {len(ids)} training images: no full "
                           "batch. Lower icd.batch_size.")
+    normalise = weights_normalisation(weights, normalisation, key="pretrain.normalisation")
+    options = {"model": model, "icd": icd, "seed": seed, "weights": str(weights), "normalisation": normalise.name}
+    run_id = fingerprint(options)
 
     torch.manual_seed(seed)
     net = build_network(model, icd)
@@ -143,7 +147,7 @@ def train_icd(
 
     data = ICDTrainingSet(
         ids, labels, dataset["voc_root"], ShardStore(superpixel_shards), seed=seed, scales=icd["scales"],
-        flip=icd["flip"], crop_size=icd["crop_size"], pad_value=icd["pad_value"],
+        flip=icd["flip"], crop_size=icd["crop_size"], pad_rgb=normalise.pad_rgb,
     )
     warmup_iterations = max(1, round(icd["warmup_epochs"] * iterations_per_epoch))
 
@@ -167,7 +171,7 @@ def train_icd(
         correct = total = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{icd['epochs']}", disable=not progress or rank != 0, mininterval=2.0)
         for step, (images, superpixels, targets) in enumerate(bar):
-            images = to_network_input(images, model["input_mean"], model["input_scale"]).to(device, non_blocking=True)
+            images = normalise(images).to(device, non_blocking=True)
             superpixels, targets = superpixels.to(device), targets.to(device)
             iteration = (epoch - icd["top_down_start_epoch"]) * iterations_per_epoch + step
             top_down_weight = warmup_weight(iteration, warmup_iterations) if iteration >= 0 else 0.0
@@ -210,7 +214,7 @@ def train_icd(
         history.append(record)
         if rank == 0:
             log.info("epoch %s", json.dumps(record))
-            save_checkpoint(checkpoint_path, net, optimizer, epoch, history, run_id, inputs)
+            save_checkpoint(checkpoint_path, net, optimizer, epoch, history, run_id, inputs, normalise.name)
     if rank == 0:
-        save_trained(out_dir, net, history, run_id, inputs, options=json.dumps(options))
+        save_trained(out_dir, net, history, run_id, inputs, normalise.name, options=json.dumps(options))
     return {"history": history, "fingerprint": run_id}

@@ -1,8 +1,8 @@
 """Training augmentation as the official ICD loader: random scale, flip, pad, random crop.
 
-Images are resized bilinearly and superpixel maps by nearest neighbour; padding uses `pad_value`
-for the image (127 = zero after the official `x - 127`) and a fresh region id for the superpixels,
-so the padding is its own superpixel.
+Images are resized bilinearly and superpixel maps by nearest neighbour; padding uses `pad_rgb` for
+the image (the colour the weights' normalisation maps to zero input, `icd.normalisation`: 127 for the
+official `x - 127`) and a fresh region id for the superpixels, so the padding is its own superpixel.
 """
 
 from __future__ import annotations
@@ -26,12 +26,17 @@ def bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def pad_to(array: np.ndarray, height: int, width: int, value) -> np.ndarray:
-    """Pad at the bottom and right up to (height, width); the image stays at the top-left as in VOC tools."""
+    """Pad at the bottom and right up to (height, width); the image stays at the top-left as in VOC tools.
+
+    `value` is a scalar, or one value per channel (an RGB colour) for an H x W x C image.
+    """
     pad_h, pad_w = max(height - array.shape[0], 0), max(width - array.shape[1], 0)
     if not pad_h and not pad_w:
         return array
-    spec = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(array, spec, constant_values=value)
+    padded = np.empty((array.shape[0] + pad_h, array.shape[1] + pad_w, *array.shape[2:]), array.dtype)
+    padded[:] = value
+    padded[:array.shape[0], :array.shape[1]] = array
+    return padded
 
 
 def augment(
@@ -42,7 +47,7 @@ def augment(
     scales: list[float],
     flip: bool,
     crop_size: int,
-    pad_value: float,
+    pad_rgb: tuple[int, int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """One training sample: (crop x crop x 3 uint8 image, crop x crop int64 superpixel ids)."""
     scale = float(rng.choice(scales))
@@ -51,22 +56,9 @@ def augment(
     superpixels = nearest_resize(superpixels.astype(np.int64), height, width)
     if flip and rng.random() < 0.5:
         image, superpixels = image[:, ::-1], superpixels[:, ::-1]
-    image = pad_to(image, crop_size, crop_size, np.uint8(round(pad_value)))
+    image = pad_to(image, crop_size, crop_size, np.asarray(pad_rgb, np.uint8))
     superpixels = pad_to(superpixels, crop_size, crop_size, superpixels.max() + 1)
     top = int(rng.integers(0, image.shape[0] - crop_size + 1))
     left = int(rng.integers(0, image.shape[1] - crop_size + 1))
     window = (slice(top, top + crop_size), slice(left, left + crop_size))
     return np.array(image[window]), np.array(superpixels[window])  # writable copies
-
-
-def to_network_input(images, mean: float, scale: float):
-    """uint8 N x H x W x 3 (numpy or tensor) -> float N x 3 x H x W as `(x - mean) / scale`.
-
-    The official ICD code feeds `x - 127` (mean 127, scale 1); every step that runs the backbone
-    goes through here so pretraining, superpixel features, training and inference agree.
-    """
-    import torch
-
-    if not isinstance(images, torch.Tensor):
-        images = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy: torch refuses read-only views
-    return (images.permute(0, 3, 1, 2).float() - mean) / scale

@@ -144,7 +144,7 @@ def test_deeplab_format_round_trip(tmp_path):
     source = VGG16DeepLab(width=0.125, batch_norm=True)
     source.features[1].running_mean.uniform_()
     path = tmp_path / "backbone.pt"
-    save_backbone(source, path)
+    save_backbone(source, path, "minus127")
     target = VGG16DeepLab(width=0.125, batch_norm=True)
     load_vgg16_weights(target, path)
     for key, value in source.state_dict().items():
@@ -153,7 +153,7 @@ def test_deeplab_format_round_trip(tmp_path):
 
 def test_wrong_width_file_names_file_key_and_fix(tmp_path):
     path = tmp_path / "narrow.pt"
-    save_backbone(VGG16DeepLab(width=0.125), path)
+    save_backbone(VGG16DeepLab(width=0.125), path, "minus127")
     with pytest.raises(ConfigError) as info:
         load_vgg16_weights(VGG16DeepLab(width=0.25), path)
     message = str(info.value)
@@ -164,7 +164,7 @@ def test_wrong_width_file_names_file_key_and_fix(tmp_path):
 
 def test_batch_norm_mismatch_is_refused(tmp_path):
     path = tmp_path / "plain.pt"
-    save_backbone(VGG16DeepLab(width=0.125), path)
+    save_backbone(VGG16DeepLab(width=0.125), path, "minus127")
     with pytest.raises(ConfigError, match="missing from the file"):
         load_vgg16_weights(VGG16DeepLab(width=0.125, batch_norm=True), path)
 

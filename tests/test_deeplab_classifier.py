@@ -12,20 +12,21 @@ import torch
 
 import deeplab.classifier as classifier
 from deeplab.classifier import ResNet101Classifier, train_classifier
-from deeplab.model import DeepLabResNet101, input_normalisation, load_imagenet_weights
+from deeplab.model import DeepLabResNet101, load_imagenet_weights
 from deeplab.resnet import Bottleneck, ResNet101
 from icd.data.io import read_rgb, write_jpeg
 from icd.data.voc import VOCPaths
 from icd.errors import ConfigError
 from icd.losses import cam_loss
+from icd.normalisation import named, recorded_normalisation
 from icd.train import multi_hot
-from icd.transforms import bilinear_resize, to_network_input
+from icd.transforms import bilinear_resize
 from tests.test_deeplab_model import resnet101_torchvision_shapes
 
 WIDTH = 0.0625
 SETTINGS = dict(width=WIDTH, seed=0, iterations=8, batch_size=4, lr=0.05, momentum=0.9, weight_decay=5e-4,
                 poly_power=0.9, crop_size=48, scale_range=(0.75, 1.25), flip=True, log_interval=2,
-                checkpoint_interval=4, workers=0, progress=False)
+                checkpoint_interval=4, workers=0, normalisation="torchvision", progress=False)
 
 
 def _train(path, dataset, **overrides) -> dict:
@@ -40,6 +41,7 @@ def test_the_saved_file_is_a_torchvision_resnet101_and_loads_into_deeplab(tiny_d
     _train(tmp_path / "resnet101.pth", tiny_dataset, iterations=2)
     state = _state(tmp_path / "resnet101.pth")
     assert set(state) == set(resnet101_torchvision_shapes())  # every key torchvision has, fc included, no other
+    assert recorded_normalisation(state) == "torchvision"  # in _metadata, where strict loading does not see it
     assert state["fc.weight"].shape == (20, ResNet101(width=WIDTH).out_channels)
 
     model = DeepLabResNet101(width=WIDTH)
@@ -71,14 +73,13 @@ def test_training_lowers_the_loss(tiny_dataset, tmp_path, one_torch_thread):
     ids = tiny_dataset["splits"]["train_aug"][:8]
     paths = VOCPaths.create(tiny_dataset["voc_root"])
     images = np.stack([bilinear_resize(read_rgb(paths.image(i)), 48, 48) for i in ids])
-    mean, scale = (torch.tensor(v).view(1, 3, 1, 1) for v in input_normalisation("resnet101", {}))
     targets = torch.from_numpy(np.stack([multi_hot(tiny_dataset["labels"][i]) for i in ids]))
     trained, initial = ResNet101Classifier(WIDTH), ResNet101Classifier(WIDTH)
     state = _state(tmp_path / "resnet101.pth")
     trained.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
     trained.head.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
     with torch.no_grad():
-        x = to_network_input(images, mean, scale)
+        x = named("torchvision")(images)
         assert cam_loss(trained.eval()(x), targets) < 0.5 * cam_loss(initial.eval()(x), targets)
 
 

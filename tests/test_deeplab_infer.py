@@ -21,7 +21,7 @@ from icd.data.io import read_mask, read_rgb, write_mask
 from icd.data.voc import VOCPaths
 from icd.errors import DataError
 
-MODEL_SECTION = {"batch_norm": True, "input_mean": 127.0, "input_scale": 1.0}
+MODEL_SECTION = {"batch_norm": True}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,8 @@ def saved_model(tmp_path_factory):
     net = build_model(**{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
     torch.nn.init.normal_(net.head.weight, std=1.0)  # spread the logits so predictions differ between classes
     path = tmp_path_factory.mktemp("deeplab") / "model.pt"
-    torch.save({"model": net.state_dict(), "network": json.dumps(network), "fingerprint": "x"}, path)
+    torch.save({"model": net.state_dict(), "network": json.dumps(network), "fingerprint": "x",
+                "normalisation": "minus127"}, path)
     return path
 
 
@@ -47,13 +48,14 @@ def _single_scale(net, image, mean, scale):
 
 
 def test_multiscale_with_scale_one_equals_single_scale_and_averages_otherwise(saved_model, one_torch_thread):
-    net, network = load_trained(saved_model, torch.device("cpu"))
+    net, normalise = load_trained(saved_model, torch.device("cpu"))
+    assert normalise.name == "minus127"  # the model's record
     image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
-    mean, scale = network["input_mean"], network["input_scale"]
+    mean, scale = [127.0] * 3, [1.0] * 3
     single = _single_scale(net, image, mean, scale)
     assert single.shape == (NUM_CLASSES, 50, 70)
     # Equal up to float32 convolution rounding (memory layouts differ): same labels everywhere.
-    at_one = class_probabilities(net, image, mean=mean, scale=scale, scales=[1.0])
+    at_one = class_probabilities(net, image, normalise=normalise, scales=[1.0])
     np.testing.assert_allclose(at_one, single, rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(at_one.argmax(axis=0), single.argmax(axis=0))
 
@@ -62,8 +64,8 @@ def test_multiscale_with_scale_one_equals_single_scale_and_averages_otherwise(sa
     with torch.no_grad():
         half_probs = F.interpolate(net(x), size=(50, 70), mode="bilinear", align_corners=False).softmax(dim=1)[0].numpy()
     flipped = _single_scale(net, np.ascontiguousarray(image[:, ::-1]), mean, scale)[:, :, ::-1]
-    both = class_probabilities(net, image, mean=mean, scale=scale, scales=[0.5, 1.0], flip=True)
-    half_flipped = class_probabilities(net, np.ascontiguousarray(image[:, ::-1]), mean=mean, scale=scale,
+    both = class_probabilities(net, image, normalise=normalise, scales=[0.5, 1.0], flip=True)
+    half_flipped = class_probabilities(net, np.ascontiguousarray(image[:, ::-1]), normalise=normalise,
                                        scales=[0.5])[:, :, ::-1]
     np.testing.assert_allclose(both, (single + flipped + half_probs + half_flipped) / 4, rtol=1e-4, atol=1e-7)
     assert not np.allclose(both, single, atol=1e-3)

@@ -115,7 +115,7 @@ def test_torchvision_resnet101_weights_load_with_no_missing_or_unexpected_keys(t
 def test_vgg16_loads_the_icd_backbone_format(tmp_path):
     torch.manual_seed(0)
     source = VGG16DeepLab(width=0.125, batch_norm=True)
-    save_backbone(source, tmp_path / "backbone.pth")
+    save_backbone(source, tmp_path / "backbone.pth", "minus127")
     model = build_model(backbone="vgg16", head="largefov", width=0.125, batch_norm=True)
     load_imagenet_weights(model, tmp_path / "backbone.pth")
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in source.state_dict().items())

@@ -59,10 +59,19 @@ def test_the_plan_trains_every_backbone_on_seeds_and_baselines_and_checks_the_co
                                  "test")
     assert targets == ["r/vgg16/icd_crf/model.pt", "r/vgg16/icd_crf/evaluation.json", "r/vgg16/icd_crf/test.tar",
                        "r/vgg16/gt/model.pt", "r/vgg16/gt/evaluation.json", "r/vgg16/gt/test.tar"]
-    options = plan.training_options(deeplab, "resnet101", {"batch_norm": True}, seed=3)
+    options = plan.training_options(deeplab, "resnet101", {"batch_norm": True}, seed=3, normalisation="torchvision")
     assert options["deeplab"]["lr"] == {"resnet101": deeplab["lr"]["resnet101"]} and options["model"] == {}
+    assert options["normalisation"] == "torchvision"
     assert not plan.TEST_TIME_KEYS & set(options["deeplab"])
     with pytest.raises(ConfigError, match=r"\['icd_sal'\].*needs data.saliency_root"):
         plan.check_config(deeplab, ["cam", "icd", "icd_crf"], synthetic=True)
+    # Every seed folder the seeds stage writes can be trained on, the honest baselines included; the
+    # ablation network's *_no_td seeds only when it is trained.
+    from icd.seeds import seed_variants
+
+    wanted = {**deeplab, "seeds": ["cam_crf", "cam_sp", "icd_refined_no_td"]}
+    plan.check_config(wanted, seed_variants(saliency=False, ablation_network=True), synthetic=True)
+    with pytest.raises(ConfigError, match=r"\['icd_refined_no_td'\].*seeds.ablation_network"):
+        plan.check_config(wanted, seed_variants(saliency=False, ablation_network=False), synthetic=True)
     with pytest.raises(ConfigError, match="deeplab.weights.resnet101 is not set"):
         plan.check_config(deeplab, ["cam", "icd_crf", "icd_sal"], synthetic=False)

@@ -21,14 +21,14 @@ from icd.errors import ConfigError, DataError
 from icd.train import TrainingDiverged, poly_lr
 from tests.workflow_helpers import assert_resumed_after, kill_at_first_checkpoint, run_under_torchrun
 
-MODEL_SECTION = {"batch_norm": True, "input_mean": 127.0, "input_scale": 1.0}
+MODEL_SECTION = {"batch_norm": True}
 
 
 def deeplab_options(**overrides) -> dict:
     section = {**load_config()["deeplab"], "width": 0.0625, "freeze_bn": False, "batch_size": 4, "crop_size": 48,
                "workers": 0, "log_interval": 2, "checkpoint_interval": 4, "lr": {"vgg16": 0.01, "resnet101": 0.01}}
     section.update(overrides)
-    return {"deeplab": section, "model": MODEL_SECTION, "seed": 0}
+    return {"deeplab": section, "model": MODEL_SECTION, "normalisation": "minus127", "seed": 0}
 
 
 def test_augment_pads_labels_with_ignore_and_keeps_image_and_labels_aligned():

@@ -26,7 +26,8 @@ def test_voc_scale_dry_run_is_sharded_and_fast(tmp_path, capsys):
     shards = {"superpixels": settings["superpixels"]["shards"], "infer_scores": settings["seeds"]["shards"],
               "infer_scores_without_top_down": settings["seeds"]["shards"], "make_seeds": settings["seeds"]["shards"]}
     assert {rule: jobs[rule] for rule in SHARDED} == shards
-    for rule in ("validate_data", "train_icd", "train_icd_without_top_down", "score_map_ap", "seed_sweep", "collect_seeds", "seed_table", "all"):
+    for rule in ("validate_data", "accept_data", "train_icd", "train_icd_without_top_down", "score_map_ap", "seed_sweep",
+                 "collect_seeds", "seed_table", "all"):
         assert jobs[rule] == 1, rule
     # real VOC: user data and weights, no synthetic stand-ins
     assert not {"synthesize_data", "pretrain_backbone", "measure_premise", "pretrain_resnet101"} & set(jobs)

@@ -11,10 +11,11 @@ from icd.backbones import VGG16DeepLab, load_vgg16_weights
 from icd.data.classes import class_index
 from icd.data.io import write_jpeg, write_mask
 from icd.errors import ConfigError
+from icd.normalisation import weights_normalisation
 from icd.pretrain import measure_premise, pretrain_backbone, roc_auc, top_direction
 
 TINY = dict(width=0.0625, batch_norm=True, num_images=80, image_size=32, batch_size=16, lr=0.05,
-            weight_decay=5e-4, log=None, progress=False)
+            weight_decay=5e-4, normalisation="minus127", log=None, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,9 @@ def test_saved_backbone_loads_strictly(pretrained):
     assert torch.equal(model.state_dict()["fc7.weight"], state["fc7.weight"])
     assert metrics["epochs"] == 2 and len(metrics["history"]) == 2
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
-    assert (metrics["input_mean"], metrics["input_scale"]) == (127.0, 1.0)
+    # Trained on the official x - 127, and the file says so: every later step feeds it that input.
+    assert metrics["normalisation"] == "minus127"
+    assert weights_normalisation(path, key="pretrain.normalisation").name == "minus127"
 
 
 def test_training_lowers_the_loss(tmp_path):
@@ -135,7 +138,8 @@ def _write_toy_dataset(root, n=8, size=48):
 def test_measure_premise_on_toy_dataset(tmp_path):
     _write_toy_dataset(tmp_path)
     model = VGG16DeepLab(width=0.125, batch_norm=False)
-    result = measure_premise(model.state_dict(), tmp_path, width=0.125, batch_norm=False, compare_random=True)
+    result = measure_premise(model.state_dict(), tmp_path, width=0.125, batch_norm=False, compare_random=True,
+                             normalisation="minus127")
     assert set(result["per_class"]) == {"car", "cat"}
     assert result["per_class"]["cat"]["images"] == 3  # image 7 has two classes
     for run in (result, result["random_init"]):
@@ -145,5 +149,5 @@ def test_measure_premise_on_toy_dataset(tmp_path):
         assert 0.5 <= run["mean_auc_fg"] <= 1.0
     # Random init features still separate a checkerboard from smooth stripes.
     assert result["random_init"]["mean_auc_fg_lda"] > 0.8
-    alone = measure_premise(None, tmp_path, width=0.125, batch_norm=False)
+    alone = measure_premise(None, tmp_path, width=0.125, batch_norm=False, normalisation="minus127")
     assert "random_init" not in alone and alone["weights"] is None

@@ -33,7 +33,7 @@ from icd.data.io import image_size
 from icd.shards import ShardStore
 from tests.conftest import write_annotation
 from tests.test_voc import _resize_png, _truncate
-from tests.workflow_helpers import TINY, snakemake
+from tests.workflow_helpers import TINY, assert_resumed_after, snakemake
 
 # Through the seeds, the stages these tests are about (the DeepLab stage has its own tests).
 SYNTHETIC_TARGETS = [f"results/tiny/{path}" for path in ("tables/seeds.csv", "tables/score_map_ap.csv",
@@ -274,6 +274,44 @@ def test_bad_input_is_rejected_before_any_work_and_existing_results_stay_untouch
     assert [path for path in new if not path.startswith(allowed)] == []
 
 
+# ---------------------------------------------------------------------------------------------
+# Bad input found inside an existing run: the check reruns there, and nothing already computed is lost.
+
+
+@pytest.mark.slow
+def test_bad_input_found_in_an_existing_run_costs_nothing_already_computed(voc_workdir, tmp_path):
+    """The finished run's own JPEG truncated and its data check forced: rejected, every result kept byte
+    for byte, and once the JPEG is back nothing downstream of the check is scheduled."""
+    workdir = tmp_path / "run"
+    shutil.copytree(voc_workdir, workdir)  # results and Snakemake's records, mtimes kept
+    # The run's recorded settings name the fixture's data and weights: break its JPEG there, then restore it.
+    config = voc_config(voc_workdir)
+    # the run's targets, and the data stage's (of `snakemake data` and of the default target `all`)
+    targets = [model_target(config), deeplab_target(config), "results/voc/data/dataset.json"]
+    results = workdir / "results" / "voc"
+    kept = {path: digest for path, digest in sha256_tree(results).items() if not path.startswith("logs/")}
+    root = voc_workdir / "data" / "VOC2012"
+    image = root / "JPEGImages" / f"{first_id(root)}.jpg"
+    original, stat = image.read_bytes(), image.stat()
+    try:
+        _truncate(image)
+        result = snakemake(workdir, "--cores", "2", *targets, "--forcerun", "validate_data", config=config)
+    finally:
+        image.write_bytes(original)
+        os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    assert result.returncode != 0
+    message = output(result)
+    for text in BAD_INPUTS["truncated JPEG"][2]:
+        assert text in message, f"{text!r} not in:\n{message[-4000:]}"
+    assert "Error in rule validate_data" in message and "Traceback" not in message
+    after = {path: digest for path, digest in sha256_tree(results).items() if not path.startswith("logs/")}
+    assert after == kept, "the rejected check changed the run's results"
+    dry = snakemake(workdir, "-n", *targets, config=config)
+    assert dry.returncode == 0, output(dry)[-4000:]
+    assert "Nothing to be done" in dry.stdout, dry.stdout[-4000:]
+
+
 @pytest.mark.slow
 def test_a_checkpoint_of_another_configuration_is_retrained_not_resumed(voc_workdir):
     """A stale checkpoint (left when a config change reruns training) must never seed the new run."""
@@ -385,11 +423,16 @@ def test_killed_in_a_sharded_step_and_in_icd_training_snakemake_resumes_to_ident
     checkpoint = results / "icd" / "checkpoint.pt"
     kill_snakemake_when(tmp_path, config, target, checkpoint.exists)
     assert not (results / "icd" / "model.pt").exists()
-    assert torch.load(checkpoint, weights_only=True)["epoch"] < ICD_EPOCHS - 1
+    killed_after = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert killed_after < ICD_EPOCHS - 1
     result = rerun_after_unlock(tmp_path, config, target)
     assert result.returncode == 0, output(result)[-4000:]
-    assert "resuming from results/voc/icd/checkpoint.pt" in (results / "logs" / "train_icd.log").read_text()
-    assert_same_weights(results / "icd" / "model.pt", voc_workdir / "results" / "voc" / "icd" / "model.pt")
+    log = (results / "logs" / "train_icd.log").read_text()
+    assert "resuming from results/voc/icd/checkpoint.pt" in log
+    reference = voc_workdir / "results" / "voc" / "icd"
+    assert_resumed_after(log, "epoch", killed_after, json.loads((results / "icd" / "history.json").read_text()),
+                         json.loads((reference / "history.json").read_text()))
+    assert_same_weights(results / "icd" / "model.pt", reference / "model.pt")
     assert not temporaries(results)
 
 
@@ -400,10 +443,15 @@ def test_killed_deeplab_training_resumes_to_identical_weights(voc_workdir, tmp_p
     folder = tmp_path / Path(target).parent
     kill_snakemake_when(tmp_path, config, target, (folder / "checkpoint.pt").exists)
     assert not (folder / "model.pt").exists()
-    assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] < DEEPLAB_ITERATIONS - 1
+    killed_after = torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"]
+    assert killed_after < DEEPLAB_ITERATIONS - 1
     result = rerun_after_unlock(tmp_path, config, target)
     assert result.returncode == 0, output(result)[-4000:]
-    assert "resuming from" in (tmp_path / "results" / "voc" / "logs" / "deeplab" / "train_vgg16_gt.log").read_text()
+    log = (tmp_path / "results" / "voc" / "logs" / "deeplab" / "train_vgg16_gt.log").read_text()
+    assert "resuming from" in log
+    reference = voc_workdir / Path(target).parent
+    assert_resumed_after(log, "iteration", killed_after, json.loads((folder / "history.json").read_text()),
+                         json.loads((reference / "history.json").read_text()))
     assert_same_weights(folder / "model.pt", voc_workdir / target)
     assert not temporaries(tmp_path / "results")
 
@@ -442,7 +490,7 @@ def test_every_torch_load_in_the_sources_is_weights_only():
     calls = {f"{path.relative_to(PROJECT_ROOT)}:{line}": safe for path in files
              for line, safe in torch_loads(path.read_text(), python=path.suffix == ".py")}
     # the scan sees every loader: weights, the trainers' checkpoint resume, scores, DeepLab inference
-    assert {"icd/backbones.py", "icd/checkpoints.py", "icd/scores.py", "deeplab/infer.py"} <= {
+    assert {"icd/normalisation.py", "icd/checkpoints.py", "icd/scores.py", "deeplab/infer.py"} <= {
         where.split(":")[0] for where in calls}
     assert [where for where, safe in calls.items() if not safe] == []
 

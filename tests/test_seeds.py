@@ -1,11 +1,12 @@
-"""Seed generation against a pixel-by-pixel re-implementation of the official `_generate_seed`."""
+"""Seed generation against a pixel-by-pixel re-implementation and a numpy transcription of the official
+`_generate_seed` (js-fan/ICD run_icd.py), and the CAM baselines against brute force."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from icd.seeds import cam_seed, icd_seed, saliency_seed
+from icd.seeds import cam_seed, icd_seed, image_seeds, saliency_seed, seed_variants, variant_thresholds
 
 
 def reference_seed(scores, classes, cam, threshold):
@@ -64,12 +65,78 @@ def test_hand_built_two_class_seed():
     assert icd_seed(scores, classes, cam, threshold=0.6).tolist() == [[8, 255, 12, 0]]
 
 
+def official_generate_seed(scores, label, cams, sal=None):
+    """numpy transcription of the official `_generate_seed` after its resize/crop: `scores` (ICD) and `cams`
+    k x H x W at image resolution, `label` the 0-based class indices, `sal` saliency / 255 or None.
+    Returns the seed before the CRF (what the official code saves as `sal/<id>.png` on the saliency path)."""
+    scores_fg = np.maximum(scores, 0) / np.maximum(scores.max(axis=(1, 2), keepdims=True), 1e-5)
+    proposal_fg = scores_fg > 1e-5
+    candidate_fg = proposal_fg.argmax(axis=0)
+    if len(label) > 1:
+        positive_cams = np.maximum(cams, 0)
+        positive_cams = positive_cams - positive_cams.min()
+        comp_scores = positive_cams / max(positive_cams.max(), 1e-5) * scores_fg  # norm_score(...) * scores_fg
+        conflict_fg = proposal_fg.sum(axis=0) > 1
+        candidate_fg = candidate_fg * (1 - conflict_fg) + comp_scores.argmax(axis=0) * conflict_fg
+    fg = proposal_fg.max(axis=0)
+    scores_bg = np.minimum(scores, 0) / np.minimum(scores.min(axis=(1, 2), keepdims=True), -1e-5)
+    if sal is not None:
+        bg = sal < 0.01
+        if (1.0 - float(bg.sum()) / bg.size) < 0.01:
+            bg &= (scores_bg > 1e-5).min(axis=0)
+    else:
+        bg = (scores_bg > 1e-5).min(axis=0)
+    undefined = ~(bg ^ fg)
+    if len(label) > 1:
+        undefined |= ((comp_scores.max(axis=0) - comp_scores.min(axis=0)) <= 1e-5) & fg
+    h, w = fg.shape
+    seed = (np.array(label) + 1)[candidate_fg.ravel()].reshape(h, w).astype(np.uint8)
+    seed[bg] = 0
+    seed[undefined] = 255
+    return seed
+
+
+def random_image_case(seed_value, height=24, width=31):
+    """Scores, CAM and 1-3 present classes; scores shifted per class so that foreground, background and
+    multi-class overlaps all occur."""
+    rng = np.random.default_rng(seed_value)
+    k = 1 + seed_value % 3
+    classes = sorted(rng.choice(np.arange(1, 21), k, replace=False).tolist())
+    scores = rng.normal(size=(k, height, width)) + rng.uniform(-0.5, 0.5, size=(k, 1, 1))
+    cam = rng.normal(size=(k, height, width))
+    return rng, classes, scores, cam
+
+
+@pytest.mark.parametrize("seed_value", range(6))
+def test_saliency_seed_matches_the_official_saliency_path(seed_value):
+    """Saliency supplies the background; ICD foreground on saliency background is undefined (255)."""
+    rng, classes, scores, cam = random_image_case(seed_value)
+    saliency = np.where(rng.random(scores.shape[1:]) < 0.5, 0.0, rng.random(scores.shape[1:]))
+    expected = official_generate_seed(scores, np.asarray(classes) - 1, cam, saliency)
+    got = saliency_seed(scores, classes, cam, saliency)
+    assert np.array_equal(got, expected)
+    conflict = (saliency < 0.01) & (icd_seed(scores, classes, cam) > 0) & (icd_seed(scores, classes, cam) < 255)
+    assert conflict.any() and (got[conflict] == 255).all()
+    # The ICD seed itself is the official path without saliency.
+    assert np.array_equal(icd_seed(scores, classes, cam), official_generate_seed(scores, np.asarray(classes) - 1, cam))
+
+
+@pytest.mark.parametrize("seed_value", range(3))
+def test_a_failed_saliency_map_keeps_only_the_background_icd_agrees_on(seed_value):
+    rng, classes, scores, cam = random_image_case(seed_value)
+    saliency = np.zeros(scores.shape[1:])
+    saliency[0, :3] = 0.8  # salient area under 1 % of the image
+    expected = official_generate_seed(scores, np.asarray(classes) - 1, cam, saliency)
+    assert np.array_equal(saliency_seed(scores, classes, cam, saliency), expected)
+
+
 def test_saliency_replaces_the_background():
     scores = np.array([[[1.0, -1.0, -1.0, 1.0]]])
     cam = np.ones_like(scores)
     saliency = np.array([[0.9, 0.0, 0.5, 0.0]])
-    # fg from ICD; bg only where saliency < 0.01; ICD background with saliency becomes 255.
-    assert saliency_seed(scores, [3], cam, saliency).tolist() == [[3, 0, 255, 0]]
+    # fg from ICD, bg only where saliency < 0.01: pixel 2 (ICD background, salient) is neither -> 255;
+    # pixel 3 (ICD foreground, saliency background) is both -> 255, as the official `~(bg ^ fg)`.
+    assert saliency_seed(scores, [3], cam, saliency).tolist() == [[3, 0, 255, 255]]
     # A failed saliency map (salient area < 1 %) only keeps the background ICD agrees on.
     empty = np.zeros((1, 4))
     assert saliency_seed(scores, [3], cam, empty).tolist() == [[3, 0, 0, 3]]
@@ -82,26 +149,95 @@ def test_cam_seed_against_a_background_threshold():
     assert cam_seed(cam, [5, 9], background_threshold=1.0).tolist() == [[0, 0, 0]]
 
 
-def test_ablation_rows_come_from_the_network_without_top_down():
-    """Table 3: bottom-up and refined seeds from the ablation network's maps and CAM; the rest from the full one."""
+def brute_force_cam_sp_seed(cam, classes, superpixels, background):
+    """cam_sp by loops: per superpixel, each class's mean of max(CAM, 0) / its max over the image; the
+    highest wins unless the background score is higher or equal (background first, as argmax)."""
+    normalised = [np.maximum(c, 0) / max(c.max(), 1e-5) for c in cam]
+    seed = np.zeros(superpixels.shape, np.uint8)
+    for region in np.unique(superpixels):
+        inside = superpixels == region
+        means = [float(n[inside].mean()) for n in normalised]
+        best = int(np.argmax(means))
+        seed[inside] = classes[best] if means[best] > background else 0
+    return seed
+
+
+@pytest.mark.parametrize("seed_value", range(4))
+def test_cam_sp_averages_the_normalised_cam_inside_superpixels(seed_value):
+    rng = np.random.default_rng(seed_value)
+    k = 1 + seed_value % 3
+    classes = sorted(rng.choice(np.arange(1, 21), k, replace=False).tolist())
+    cam = rng.normal(size=(k, 20, 27)) * rng.uniform(0.5, 5, size=(k, 1, 1))
+    superpixels = (rng.integers(0, 4, size=(5, 7)).repeat(4, 0).repeat(4, 1)[:20, :27]
+                   + 4 * (np.arange(27) >= 13)).astype(np.uint8)  # ids 0..7, a few missing
+    for background in (0.1, 0.3):
+        got = cam_seed(cam, classes, background_threshold=background, superpixels=superpixels)
+        assert np.array_equal(got, brute_force_cam_sp_seed(cam, classes, superpixels, background))
+    # Every pixel its own superpixel: the plain CAM baseline.
+    singletons = np.arange(20 * 27).reshape(20, 27)
+    assert np.array_equal(cam_seed(cam, classes, background_threshold=0.2, superpixels=singletons),
+                          cam_seed(cam, classes, background_threshold=0.2))
+
+
+def image_case():
     from icd.config import load_config
-    from icd.seeds import image_seeds
 
     rng = np.random.default_rng(0)
     classes = [4, 15]
     full, ablation = rng.normal(size=(2, 4, 2, 12, 16))
     image = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
-    options = {"threshold": 0.0, "cam_background": 0.3, "crf": load_config()["crf"]}
-    seeds = image_seeds(image, full, classes, ablation_scores=ablation, **options)
-    assert np.array_equal(seeds["icd_bottom_up"], icd_seed(ablation[1], classes, ablation[0]))
-    assert np.array_equal(seeds["icd_refined"], icd_seed(ablation[2], classes, ablation[0]))
+    superpixels = (np.arange(16)[None, :] // 4 + 4 * (np.arange(12)[:, None] // 6)).astype(np.uint8)
+    options = {"threshold": 0.0, "cam_backgrounds": {"cam": 0.3, "cam_sp": 0.2}, "crf": load_config()["crf"]}
+    return classes, full, ablation, image, superpixels, options
+
+
+def test_every_seed_variant_is_made_from_its_own_source():
+    """Table 3's unsuffixed steps from the full network (its own CAM breaking overlaps), the `_no_td` steps
+    from the ablation network, the CAM baselines: `cam_crf` is `cam` through the official seed CRF."""
+    from icd.crf import crf_official
+
+    classes, full, ablation, image, superpixels, options = image_case()
+    seeds = image_seeds(image, full, classes, superpixels, ablation_scores=ablation, **options)
+    assert np.array_equal(seeds["icd_bottom_up"], icd_seed(full[1], classes, full[0]))
+    assert np.array_equal(seeds["icd_refined"], icd_seed(full[2], classes, full[0]))
     assert np.array_equal(seeds["icd"], icd_seed(full[3], classes, full[0]))
+    assert np.array_equal(seeds["icd_bottom_up_no_td"], icd_seed(ablation[1], classes, ablation[0]))
+    assert np.array_equal(seeds["icd_refined_no_td"], icd_seed(ablation[2], classes, ablation[0]))
+    assert not np.array_equal(seeds["icd_bottom_up"], seeds["icd_bottom_up_no_td"])
     assert np.array_equal(seeds["cam"], cam_seed(full[0], classes, background_threshold=0.3))
-    # Without an ablation network every row comes from the full one; the two choices differ here.
-    alone = image_seeds(image, full, classes, **options)
-    assert np.array_equal(alone["icd_bottom_up"], icd_seed(full[1], classes, full[0]))
-    assert not np.array_equal(alone["icd_bottom_up"], seeds["icd_bottom_up"])
-    assert all(np.array_equal(alone[name], seeds[name]) for name in ("cam", "icd", "icd_crf"))
+    assert np.array_equal(seeds["cam_crf"], crf_official(image, seeds["cam"], **options["crf"]))
+    assert np.array_equal(seeds["cam_sp"], brute_force_cam_sp_seed(full[0], classes, superpixels, 0.2))
+    assert np.array_equal(seeds["icd_crf"], crf_official(image, seeds["icd"], **options["crf"]))
+    # Without an ablation network its rows are absent and nothing else changes.
+    alone = image_seeds(image, full, classes, superpixels, **options)
+    assert set(seeds) - set(alone) == {"icd_bottom_up_no_td", "icd_refined_no_td"}
+    assert all(np.array_equal(alone[name], seeds[name]) for name in alone)
+
+
+@pytest.mark.parametrize("saliency", [False, True])
+@pytest.mark.parametrize("ablation_network", [False, True])
+def test_seed_variants_name_exactly_the_folders_image_seeds_writes(saliency, ablation_network):
+    classes, full, ablation, image, superpixels, options = image_case()
+    seeds = image_seeds(image, full, classes, superpixels, ablation_scores=ablation if ablation_network else None,
+                        saliency=np.full(image.shape[:2], 0.5) if saliency else None, **options)
+    variants = seed_variants(saliency=saliency, ablation_network=ablation_network)
+    assert sorted(seeds) == sorted(variants) and len(set(variants)) == len(variants)
+    assert variants[:3] == ["cam", "cam_crf", "cam_sp"]
+
+
+def test_without_top_down_adaptation_no_adapted_seed_variant_is_listed_or_written():
+    classes, full, _, image, superpixels, options = image_case()
+    without_adapted = np.concatenate([full[:3], np.full_like(full[3:], np.nan)])  # what such a network infers
+    seeds = image_seeds(image, without_adapted, classes, superpixels, saliency=np.full(image.shape[:2], 0.5),
+                        **options)
+    assert sorted(seeds) == sorted(seed_variants(saliency=True, ablation_network=False, top_down=False))
+    assert not {"icd", "icd_crf", "icd_sal"} & set(seeds)
+
+
+def test_each_seed_row_names_the_threshold_it_used():
+    variants = seed_variants(saliency=True, ablation_network=True)
+    thresholds = variant_thresholds(variants, 0.1, {"cam": 0.25, "cam_sp": 0.35})
+    assert thresholds == {**dict.fromkeys(variants, 0.1), "cam": 0.25, "cam_crf": 0.25, "cam_sp": 0.35}
 
 
 def half_pixel_bilinear_weights(source: int, target: int) -> np.ndarray:

@@ -101,7 +101,8 @@ def test_a_weights_file_replaced_at_the_same_path_retrains_icd_from_scratch(fini
     workdir = copy_run(finished_run, tmp_path / "run")
     user_weights = workdir / "imagenet.pth"
     shutil.copy(workdir / RUN / "pretrain" / "backbone.pth", user_weights)
-    config = {**TINY, "pretrain": {**TINY["pretrain"], "weights": str(user_weights)}}
+    # The replacement below is a plain DeepLab-layout file that records no normalisation: the config states it.
+    config = {**TINY, "pretrain": {**TINY["pretrain"], "weights": str(user_weights), "normalisation": "minus127"}}
     target = f"{RUN}/icd/model.pt"
     run(workdir, config, target)
     before = weights(workdir / target)

@@ -31,7 +31,7 @@ def prepared(tiny_dataset, tmp_path_factory):
     folder = tmp_path_factory.mktemp("icd")
     torch.manual_seed(0)
     weights = folder / "backbone.pth"
-    save_backbone(VGG16DeepLab(width=WIDTH, batch_norm=True), weights)
+    save_backbone(VGG16DeepLab(width=WIDTH, batch_norm=True), weights, "minus127")
     ids = tiny_dataset["splits"]["train_aug"]
     options = {k: v for k, v in load_config()["superpixels"].items() if k != "shards"}
     options.update(feature_input_size=65, max_regions=8)
@@ -39,7 +39,7 @@ def prepared(tiny_dataset, tmp_path_factory):
     for index in range(2):
         path = folder / f"shard_{index}.npz"
         compute_superpixel_shard(path, shard_ids(ids, index, 2), voc_root=tiny_dataset["voc_root"], weights=weights,
-                                 width=WIDTH, batch_norm=True, input_mean=127.0, input_scale=1.0, progress=False,
+                                 width=WIDTH, batch_norm=True, normalisation="minus127", progress=False,
                                  **options)
         shards.append(str(path))
     return weights, shards
@@ -48,7 +48,7 @@ def prepared(tiny_dataset, tmp_path_factory):
 def icd_options(**overrides) -> dict:
     config = load_config(overrides={"icd": {"epochs": 3, "batch_size": 8, "crop_size": 48, "lr": 0.01,
                                             "dropout": 0.0, "warmup_epochs": 1, **overrides}})
-    return {"model": {**config["model"], "width": WIDTH}, "icd": config["icd"], "seed": 0}
+    return {"model": {**config["model"], "width": WIDTH}, "icd": config["icd"], "seed": 0, "normalisation": "minus127"}
 
 
 def test_superpixel_shards_cover_the_split_with_bounded_regions(tiny_dataset, prepared):
@@ -204,8 +204,8 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False, **options)
     ids = tiny_dataset["splits"]["train_aug"]
     infer_scores_shard(tmp_path / "scores.npz", ids, dataset=tiny_dataset, model_path=tmp_path / "model.pt",
-                       superpixel_shards=shards, model=options["model"], icd=options["icd"], inference_size=65,
-                       progress=False)
+                       superpixel_shards=shards, model=options["model"], icd=options["icd"], normalisation="minus127",
+                       inference_size=65, progress=False)
     store = ShardStore([tmp_path / "scores.npz"])
     for image_id in ids:
         scores = store[image_id]
@@ -216,7 +216,6 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     assert set(table) == set(SCORE_MAPS)
     assert all(0.0 <= row["mAP"] <= 1.0 for row in table.values())
 
-    # Table 1 with an ablation network: its rows are exactly that network's own AP, the others unchanged.
     from icd.shards import save_shard
 
     rng = np.random.default_rng(0)
@@ -225,34 +224,44 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
                                                  progress=False)
     mixed = score_map_average_precision(tiny_dataset, [str(tmp_path / "scores.npz")], canvas=65, progress=False,
                                         ablation_shards=[str(tmp_path / "ablation.npz")])
-    assert {name: mixed[name] for name in ("bottom_up", "refined")} == {
+    # Table 1 with an ablation network: its rows are added as `*_no_td`, exactly that network's own AP; the
+    # unsuffixed rows stay the full network's.
+    assert {name: mixed[f"{name}_no_td"] for name in ("bottom_up", "refined")} == {
         name: ablation_alone[name] for name in ("bottom_up", "refined")}
-    assert {name: mixed[name] for name in ("cam", "adapted")} == {name: table[name] for name in ("cam", "adapted")}
-    assert mixed["bottom_up"] != table["bottom_up"]
+    assert {name: mixed[name] for name in SCORE_MAPS} == table
+    assert list(mixed) == [*SCORE_MAPS, "bottom_up_no_td", "refined_no_td"]
+    assert mixed["bottom_up_no_td"] != table["bottom_up"]
     with pytest.raises(ConfigError, match="trained with other model/icd settings"):
-        load_trained(tmp_path / "model.pt", model=options["model"], icd={**options["icd"], "lr": 0.5})
+        load_trained(tmp_path / "model.pt", model=options["model"], icd={**options["icd"], "lr": 0.5},
+                     normalisation="minus127")
+    with pytest.raises(ConfigError, match="or input normalisation than the current configuration"):
+        load_trained(tmp_path / "model.pt", model=options["model"], icd=options["icd"], normalisation="torchvision")
 
     # seeds.inference_scale 2: the padded canvas enlarged to 2 * 64 + 1 before the network, maps still
     # covering the 65 px canvas -- the same as scale 1 on a canvas the caller enlarged itself.
     from icd.scores import image_scores
     from icd.transforms import bilinear_resize, nearest_resize, pad_to
 
-    net = load_trained(tmp_path / "model.pt", model=options["model"], icd=options["icd"])
+    net, normalise = load_trained(tmp_path / "model.pt", model=options["model"], icd=options["icd"],
+                                  normalisation="minus127")
+    assert normalise.name == "minus127"  # model.pt's record
     image = read_rgb(f"{tiny_dataset['voc_root']}/JPEGImages/{ids[0]}.jpg")
     regions, classes = ShardStore(shards)[ids[0]], tiny_dataset["labels"][ids[0]]
-    normalise = {"input_mean": options["model"]["input_mean"], "input_scale": options["model"]["input_scale"]}
-    scaled = image_scores(net, image, regions, classes, canvas=65, inference_scale=2.0, **normalise)
+    scaled = image_scores(net, image, regions, classes, canvas=65, inference_scale=2.0, normalise=normalise)
     assert scaled.shape == (len(SCORE_MAPS), len(classes), 17, 17)
     by_hand = image_scores(net, bilinear_resize(pad_to(image, 65, 65, np.uint8(127)), 129, 129),
                            nearest_resize(pad_to(regions.astype(np.int64), 65, 65, int(regions.max()) + 1), 129, 129),
-                           classes, canvas=129, **normalise)
+                           classes, canvas=129, normalise=normalise)
     np.testing.assert_array_equal(scaled, by_hand)
 
     # The trained backbone as a weights file (deeplab.init_from_icd): it loads strictly, equal to the network's.
     from icd.backbones import load_vgg16_weights
+    from icd.normalisation import weights_normalisation
     from icd.scores import export_backbone
 
-    export_backbone(tmp_path / "model.pt", tmp_path / "backbone.pth", model=options["model"], icd=options["icd"])
+    export_backbone(tmp_path / "model.pt", tmp_path / "backbone.pth", model=options["model"], icd=options["icd"],
+                    normalisation="minus127")
+    assert weights_normalisation(tmp_path / "backbone.pth", key="deeplab.normalisation.vgg16").name == "minus127"
     exported = VGG16DeepLab(width=options["model"]["width"], batch_norm=True)
     load_vgg16_weights(exported, tmp_path / "backbone.pth")
     for name, tensor in net.backbone.state_dict().items():
@@ -289,19 +298,24 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     ids = tiny_dataset["splits"]["train_aug"]
     scores = [str(tmp_path / "scores.npz")]
     infer_scores_shard(scores[0], ids, dataset=tiny_dataset, model_path=tmp_path / "model.pt",
-                       superpixel_shards=shards, model=options["model"], icd=options["icd"], inference_size=65,
-                       progress=False)
-    rows, best = threshold_sweep(tiny_dataset, scores, canvas=65, thresholds=[0.0, 0.3], cam_backgrounds=[0.2, 0.4],
-                                 progress=False)
-    assert best in (0.2, 0.4) and {(r["variant"], r["threshold"]) for r in rows} == {
-        ("cam", 0.0), ("cam", 0.3), ("icd", 0.0), ("icd", 0.3), ("cam_background", 0.2), ("cam_background", 0.4)}
+                       superpixel_shards=shards, model=options["model"], icd=options["icd"], normalisation="minus127",
+                       inference_size=65, progress=False)
+    rows, best = threshold_sweep(tiny_dataset, scores, shards, canvas=65, thresholds=[0.0, 0.3],
+                                 cam_backgrounds=[0.2, 0.4], progress=False)
+    assert {(r["table"], r["variant"], r["threshold"]) for r in rows} == {
+        (2, "cam", 0.0), (2, "cam", 0.3), (2, "icd", 0.0), (2, "icd", 0.3), ("cam sweep", "cam", 0.2),
+        ("cam sweep", "cam", 0.4), ("cam sweep", "cam_sp", 0.2), ("cam sweep", "cam_sp", 0.4)}
+    for variant in ("cam", "cam_sp"):  # each baseline's own best threshold against the ground truth
+        sweep = {r["threshold"]: r["miou"] for r in rows if r["table"] == "cam sweep" and r["variant"] == variant}
+        assert best[variant] == max(sweep, key=sweep.get)
     crf = load_config()["crf"]
     parts = []
     for index in range(2):
         parts.append(str(tmp_path / f"seeds_{index}"))
-        generate_seed_shard(parts[-1], shard_ids(ids, index, 2), dataset=tiny_dataset, score_shards=scores, canvas=65,
-                            threshold=0.0, cam_background=best, saliency_background=0.01, crf=crf, progress=False)
-    variants = seed_variants(saliency=True)
+        generate_seed_shard(parts[-1], shard_ids(ids, index, 2), dataset=tiny_dataset, score_shards=scores,
+                            superpixel_shards=shards, canvas=65, threshold=0.0, cam_backgrounds=best,
+                            saliency_background=0.01, crf=crf, ablation_shards=scores, progress=False)
+    variants = seed_variants(saliency=True, ablation_network=True)
     collect_seed_shards(parts, tmp_path / "seeds", variants)
     for variant in variants:
         pngs = sorted((tmp_path / "seeds" / variant).glob("*.png"))
@@ -346,12 +360,13 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
         Image.open(saliency).resize((7, 5)).save(saliency)
         with pytest.raises(DataError, match=rf"{ids[0]}.png: saliency map is 7x5 but its image is"):
             generate_seed_shard(parts[0], shard_ids(ids, 0, 2), dataset=tiny_dataset, score_shards=scores,
-                                canvas=65, threshold=0.0, cam_background=best, saliency_background=0.01, crf=crf,
-                                progress=False)
+                                superpixel_shards=shards, canvas=65, threshold=0.0, cam_backgrounds=best,
+                                saliency_background=0.01, crf=crf, progress=False)
     finally:
         saliency.write_bytes(original)
     missing = tmp_path / "scores_missing.npz"
     with pytest.raises(DataError, match=rf"{missing}: unreadable shard .*rerun the step that writes it"):
-        generate_seed_shard(parts[0], shard_ids(ids, 0, 2), dataset=tiny_dataset, score_shards=[missing], canvas=65,
-                            threshold=0.0, cam_background=best, saliency_background=0.01, crf=crf, progress=False)
+        generate_seed_shard(parts[0], shard_ids(ids, 0, 2), dataset=tiny_dataset, score_shards=[missing],
+                            superpixel_shards=shards, canvas=65, threshold=0.0, cam_backgrounds=best,
+                            saliency_background=0.01, crf=crf, progress=False)
     assert (tmp_path / "seeds_0" / "icd").is_dir() and len(snapshot(tmp_path / "seeds")) == len(before) - 1

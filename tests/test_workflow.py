@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,11 +36,13 @@ def test_default_target_builds_every_stage(finished_run):
     assert "model" in torch.load(results / "icd" / "model.pt", weights_only=True)
     table = (results / "tables" / "score_map_ap.csv").read_text().splitlines()
     assert table[0].startswith("scores,mAP") and [row.split(",")[0] for row in table[1:]] == [
-        "cam", "bottom_up", "refined", "adapted"]
+        "cam", "bottom_up", "refined", "adapted", "bottom_up_no_td", "refined_no_td"]
     seeds = (results / "tables" / "seeds.csv").read_text().splitlines()
     assert seeds[0] == "table,variant,threshold,miou,miou_strict,recall,precision"
     assert [row.split(",")[1] for row in seeds if row.startswith("3,")] == [
-        "cam", "icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal"]
+        "cam", "cam_crf", "cam_sp", "icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_bottom_up_no_td",
+        "icd_refined_no_td", "icd_sal"]
+    assert set(json.loads((results / "seeds" / "cam_background.json").read_text())) == {"cam", "cam_sp"}
     assert len(list((results / "seeds" / "icd_crf").glob("*.png"))) == 16
     assert (results / "figures" / "seeds_fig4.png").stat().st_size > 10_000
     for rule in ("synthesize_data", "validate_data", "pretrain_backbone", "measure_premise", "pretrain_resnet101",
@@ -61,17 +67,74 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
                 "validate_data"} & set(jobs)
 
 
-@pytest.mark.slow
-def test_a_seed_threshold_reruns_seeds_and_nothing_upstream(finished_run):
-    dry = snakemake(finished_run, "-n", config={**TINY, "seeds": {"threshold": 0.2}}).stdout
-    jobs = {line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()}
-    assert {"make_seeds", "collect_seeds", "seed_table"} <= jobs
-    assert not {"train_icd", "train_icd_without_top_down", "superpixels", "infer_scores",
-                "infer_scores_without_top_down", "seed_sweep", "pretrain_backbone", "pretrain_resnet101"} & jobs
+# A seed setting reruns exactly these jobs of the finished TINY run ({rule: jobs}, the dry run's "Job stats"): the
+# seed shards, what is made of the seeds (tables, figures; DeepLab trained on the ICD+CRF seeds with both backbones,
+# evaluated, tabled, drawn) and the default target. Nothing upstream of the seeds: superpixels, ICD, score maps,
+# Table 1 (score_map_ap), the CAM sweep; nor DeepLab's runs on ground truth.
+SEED_RERUNS = {"make_seeds": 2, "collect_seeds": 1, "seed_table": 1, "seed_figure": 1, "seed_iou_chart": 1,
+               "train_deeplab": 2, "predict_deeplab": 2, "evaluate_deeplab": 2, "segmentation_table": 1,
+               "deeplab_figure": 1, "all": 1}
+# name: (the setting, the seed folders whose PNGs it changes; the others must stay byte-identical)
+SEED_SETTINGS = {
+    "seeds.threshold": ({"seeds": {"threshold": 0.2}}, {"icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal",
+                                                        "icd_bottom_up_no_td", "icd_refined_no_td"}),
+    "crf.min_probability": ({"crf": {"min_probability": 0.9}}, {"icd_crf", "cam_crf"}),
+}
+
+
+def job_stats(dry: str) -> dict[str, int]:
+    """{rule: jobs} of a dry run's "Job stats" table."""
+    rows = dry.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]  # under the header and its rule
+    counts = {rule: int(count) for rule, count in map(str.split, rows)}
+    assert counts.pop("total") == sum(counts.values())
+    return counts
+
+
+def job_reasons(dry: str) -> list[tuple[str, str]]:
+    """(rule, reason) of each job a dry run plans."""
+    return re.findall(r"^(?:local)?rule (\w+):\n(?:    (?!reason:).*\n)*    reason: (.*)$", dry, re.MULTILINE)
 
 
 @pytest.mark.slow
-def test_without_the_ablation_network_table3_rows_come_from_the_full_one(finished_run):
+@pytest.mark.parametrize("name", list(SEED_SETTINGS))
+def test_a_seed_setting_reruns_exactly_the_seeds_and_what_is_made_of_them(finished_run, name):
+    dry = snakemake(finished_run, "-n", config={**TINY, **SEED_SETTINGS[name][0]}).stdout
+    assert job_stats(dry) == SEED_RERUNS
+    # the seed shards rerun for their params, every other job only because its input is remade
+    reasons = job_reasons(dry)
+    assert len(reasons) == sum(SEED_RERUNS.values())
+    assert sorted(rule for rule, reason in reasons if not reason.startswith("Input files updated by another job:")) == [
+        "make_seeds", "make_seeds"]
+    assert all(reason.startswith("Params have changed") for rule, reason in reasons if rule == "make_seeds")
+
+
+def seed_digests(seeds: Path) -> dict[str, dict[str, str]]:
+    """{variant: {png: sha256}} of the collected seed folders."""
+    return {folder.name: {png.name: hashlib.sha256(png.read_bytes()).hexdigest() for png in folder.glob("*.png")}
+            for folder in seeds.iterdir() if folder.is_dir() and folder.name != "shards"}
+
+
+@pytest.mark.slow
+def test_a_new_seed_threshold_and_crf_setting_reach_the_seeds(finished_run, tmp_path):
+    """The seed step run for real in a copy of the finished run, one setting after the other."""
+    workdir = tmp_path / "run"
+    shutil.copytree(finished_run, workdir)  # mtimes kept: only what the setting reruns runs
+    seeds = workdir / "results" / "tiny" / "seeds"
+    config = TINY
+    for name, (setting, changing) in SEED_SETTINGS.items():  # the CRF setting comes on top of the threshold
+        before = seed_digests(seeds)
+        config = {**config, **setting}
+        result = snakemake(workdir, "--cores", "2", "results/tiny/seeds/icd", config=config)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        after = seed_digests(seeds)
+        assert {variant: pngs.keys() for variant, pngs in after.items()} == {
+            variant: pngs.keys() for variant, pngs in before.items()}  # the same folders of the same images
+        changed = {variant for variant in after if after[variant] != before[variant]}
+        assert changed == changing, name
+
+
+@pytest.mark.slow
+def test_without_the_ablation_network_its_no_td_rows_are_absent(finished_run):
     dry = snakemake(finished_run, "-n", config={**TINY, "seeds": {"ablation_network": False}}).stdout
     jobs = {line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()}
     assert {"make_seeds", "score_map_ap"} <= jobs

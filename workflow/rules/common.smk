@@ -8,6 +8,7 @@ import sys
 from snakemake.settings.types import DeploymentMethod
 
 from icd.config import check_data_roots
+from icd.normalisation import backbone_normalisations
 from icd.seeds import seed_variants
 
 RESULTS = f"results/{config['run']}"
@@ -17,6 +18,9 @@ SYNTHETIC = config["data"]["source"] == "synthetic"
 RESNET101_STAND_IN = (SYNTHETIC and "resnet101" in config["deeplab"]["backbones"]
                       and not config["deeplab"]["weights"]["resnet101"])
 check_data_roots(config)  # a missing dataset folder fails here, naming the key, not later as a missing input
+# The input normalisation of each backbone, decided by its weights (icd.normalisation): {"icd": ..., "deeplab":
+# {backbone: ...}}. A weights file of unknown normalisation fails here, naming the key to set.
+NORMALISATION = backbone_normalisations(config)
 
 # Each step's shell command calls `icd <verb> ...`: a shell function running `python -m icd`,
 # with the rule's conda environment's python under --use-conda, else the one running Snakemake.
@@ -84,10 +88,10 @@ def all_targets():
 
 
 def backbone_options():
-    """The backbone's architecture and input normalisation, shared by every step that runs it."""
+    """The ICD backbone's architecture and input normalisation, shared by every step that runs it."""
     model = config["model"]
     return {"width": model["width"], "batch_norm": model["backbone"] == "vgg16_bn",
-            "input_mean": model["input_mean"], "input_scale": model["input_scale"]}
+            "normalisation": NORMALISATION["icd"]}
 
 
 def pretrain_options():
@@ -108,19 +112,21 @@ def score_shards():
     return expand(f"{RESULTS}/scores/shard_{{shard}}.npz", shard=range(config["seeds"]["shards"]))
 
 
-# Table 3's bottom-up and refined rows come from a second network trained without top-down adaptation.
+# A second network trained without top-down adaptation adds Table 3's bottom-up and refined rows `*_no_td`.
 ABLATION_NETWORK = config["seeds"]["ablation_network"] and config["icd"]["top_down"]
 ICD_WITHOUT_TOP_DOWN = {**config["icd"], "top_down": False}
 
 
 def icd_training_options(icd):
     """`train-icd --options` for an ICD network with these `icd` settings (the full one or the ablation one)."""
-    return as_json({"model": config["model"], "icd": icd, "seed": config["seed"]})
+    return as_json({"model": config["model"], "icd": icd, "seed": config["seed"],
+                    "normalisation": NORMALISATION["icd"]})
 
 
 def score_inference_options(icd):
     """`scores --options` for the network trained with these `icd` settings."""
-    return as_json({"model": config["model"], "icd": icd, "inference_size": config["seeds"]["inference_size"],
+    return as_json({"model": config["model"], "icd": icd, "normalisation": NORMALISATION["icd"],
+                    "inference_size": config["seeds"]["inference_size"],
                     "inference_scale": config["seeds"]["inference_scale"]})
 
 
@@ -132,8 +138,9 @@ def ablation_score_shards():
 
 
 def ablation_scores_option(wildcards, input):
-    """`--ablation-scores <shards>` for the steps that take Table 3's rows from them, else nothing."""
+    """`--ablation-scores <shards>` for the steps that add the `*_no_td` rows from them, else nothing."""
     return "--ablation-scores " + " ".join(map(shlex.quote, input.ablation)) if input.ablation else ""
 
 
-SEED_VARIANTS = seed_variants(saliency=dataset_roots()[2] is not None)
+SEED_VARIANTS = seed_variants(saliency=dataset_roots()[2] is not None, ablation_network=ABLATION_NETWORK,
+                              top_down=config["icd"]["top_down"])

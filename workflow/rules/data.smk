@@ -1,5 +1,7 @@
 # Data: generate the synthetic VOC (embedded default) and validate whatever dataset is used, up front.
 
+import hashlib
+
 
 rule synthesize_data:
     output:
@@ -18,20 +20,27 @@ rule synthesize_data:
         "icd synthesize --out {output.root:q} --stats {output.stats:q} --options {params.options:q} > {log:q} 2>&1"
 
 
+# The dataset check's settings (validate_data's params); its report is named after them. Snakemake records a
+# failed job as if it had passed: under one name for all settings, a setting rejected and then put back would
+# look changed, and rerun the check and everything after it.
+DATASET_CHECK = {
+    "roots": [root or "" for root in dataset_roots()],
+    "splits": [config["data"][key] for key in ("train_split", "eval_split", "test_split")],
+    "weights": (f"--weights {shlex.quote(config['pretrain']['weights'])} --backbone "
+                + shlex.quote(as_json({key: backbone_options()[key] for key in ("width", "batch_norm")}))
+                if config["pretrain"]["weights"] else ""),
+}
+CHECKED_DATASET = f"{RESULTS}/data/checked/{hashlib.sha256(as_json(DATASET_CHECK).encode()).hexdigest()[:16]}.json"
+
+
 rule validate_data:
     input:
         data=dataset_inputs(),
-        weights=ancient(config["pretrain"]["weights"]) if config["pretrain"]["weights"] else [],
+        weights=config["pretrain"]["weights"] if config["pretrain"]["weights"] else [],
     output:
-        f"{RESULTS}/data/dataset.json",
+        temp(CHECKED_DATASET),
     params:
-        roots=[root or "" for root in dataset_roots()],
-        splits=[config["data"][key] for key in ("train_split", "eval_split", "test_split")],
-        weights=lambda wildcards, input: (
-            f"--weights {shlex.quote(input.weights)} --backbone "
-            + shlex.quote(as_json({key: backbone_options()[key] for key in ("width", "batch_norm")}))
-            if input.weights else ""
-        ),
+        **DATASET_CHECK,
     log:
         f"{LOGS}/validate_data.log",
     benchmark:
@@ -44,3 +53,21 @@ rule validate_data:
         " --saliency-root {params.roots[2]:q} --train-split {params.splits[0]:q}"
         " --eval-split {params.splits[1]:q} --test-split {params.splits[2]:q}"
         " --workers {threads} {params.weights} --out {output:q} > {log:q} 2>&1"
+
+
+# The checked report becomes data/dataset.json, what every later step reads, in a step of its own: Snakemake
+# deletes a job's outputs when it reruns and when it fails, so a dataset the check rejects inside an existing
+# run costs only the checked report (a temporary, from the check to its acceptance), never the accepted one.
+rule accept_data:
+    input:
+        rules.validate_data.output[0],
+    output:
+        f"{RESULTS}/data/dataset.json",
+    localrule: True
+    log:
+        f"{LOGS}/accept_data.log",
+    threads: 1
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "icd accept-data --candidate {input:q} --out {output:q} > {log:q} 2>&1"

@@ -36,7 +36,8 @@ rule train_deeplab:
         history=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/history.json",
     params:
         options=lambda wildcards: as_json(
-            deeplab_plan.training_options(DEEPLAB, wildcards.backbone, backbone_options(), config["seed"])
+            deeplab_plan.training_options(DEEPLAB, wildcards.backbone, backbone_options(), config["seed"],
+                                          NORMALISATION["deeplab"][wildcards.backbone])
         ),
         labels=lambda wildcards, input: f"--labels-root {shlex.quote(input.labels)}" if input.labels else "",
         weights=lambda wildcards, input: f"--weights {shlex.quote(input.weights)}" if input.weights else "",

@@ -84,7 +84,7 @@ rule export_icd_backbone:
     output:
         f"{RESULTS}/icd/backbone.pth",
     params:
-        options=as_json({"model": config["model"], "icd": config["icd"]}),
+        options=as_json({"model": config["model"], "icd": config["icd"], "normalisation": NORMALISATION["icd"]}),
     log:
         f"{LOGS}/export_icd_backbone.log",
     threads: 1

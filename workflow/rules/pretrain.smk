@@ -52,7 +52,10 @@ rule pretrain_resnet101:
         weights=f"{RESULTS}/pretrain/resnet101.pth",
         metrics=f"{RESULTS}/pretrain/resnet101_metrics.json",
     params:
-        options=as_json({**config["resnet_pretrain"], "width": config["deeplab"]["width"], "seed": config["seed"]}),
+        # a function: the normalisation exists only when DeepLab trains ResNet101, the only case this rule runs
+        options=lambda wildcards: as_json({**config["resnet_pretrain"], "width": config["deeplab"]["width"],
+                                           "seed": config["seed"],
+                                           "normalisation": NORMALISATION["deeplab"]["resnet101"]}),
     log:
         f"{LOGS}/pretrain_resnet101.log",
     benchmark:

@@ -1,10 +1,11 @@
-# Seeds: the threshold sweep (Table 2, CAM baseline), seed PNGs per shard, per-variant folders, quality tables.
+# Seeds: the threshold sweep (Table 2, CAM baselines), seed PNGs per shard, per-variant folders, quality tables.
 
 
 rule seed_sweep:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         scores=score_shards(),
+        superpixels=superpixel_shards(),
         data=dataset_inputs(),
     output:
         table=f"{RESULTS}/tables/seed_thresholds.csv",
@@ -21,7 +22,8 @@ rule seed_sweep:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "icd seed-sweep --dataset {input.dataset:q} --scores {input.scores:q} --options {params.options:q}"
+        "icd seed-sweep --dataset {input.dataset:q} --scores {input.scores:q} --superpixels {input.superpixels:q}"
+        " --options {params.options:q}"
         " --out-table {output.table:q} --out-choice {output.choice:q} > {log:q} 2>&1"
 
 
@@ -29,6 +31,7 @@ rule make_seeds:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         scores=score_shards(),
+        superpixels=superpixel_shards(),
         ablation=ablation_score_shards(),
         cam_background=f"{RESULTS}/seeds/cam_background.json",
         data=dataset_inputs(),
@@ -47,8 +50,9 @@ rule make_seeds:
     conda:
         "../../envs/crf.yaml"
     shell:
-        "icd seeds --dataset {input.dataset:q} --scores {input.scores:q} --cam-background {input.cam_background:q}"
-        " --shard {wildcards.shard} --shards {params.shards} {params.ablation} --options {params.options:q}"
+        "icd seeds --dataset {input.dataset:q} --scores {input.scores:q} --superpixels {input.superpixels:q}"
+        " --cam-background {input.cam_background:q} --shard {wildcards.shard} --shards {params.shards}"
+        " {params.ablation} --options {params.options:q}"
         " --out {output:q}"
         " > {log:q} 2>&1"
 
@@ -102,7 +106,7 @@ rule seed_figure:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         scores=score_shards(),
-        seeds=[f"{RESULTS}/seeds/{variant}" for variant in ("icd", "icd_crf")],
+        seeds=[f"{RESULTS}/seeds/{variant}" for variant in ("cam", "cam_crf", "icd", "icd_crf")],
         data=dataset_inputs(),
     output:
         report(f"{RESULTS}/figures/seeds_fig4.png", caption="../report/seeds_fig4.rst", category="Seeds"),

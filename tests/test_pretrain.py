@@ -46,13 +46,17 @@ def test_training_lowers_the_loss(tmp_path):
     assert losses[-1] < losses[0]
 
 
-def test_same_seed_same_weights(tmp_path, pretrained):
-    path, _ = pretrained
-    again = tmp_path / "again.pt"
-    pretrain_backbone(again, seed=3, epochs=2, **TINY)
-    first = torch.load(path, weights_only=True)
-    second = torch.load(again, weights_only=True)
+def _seed_3_and_another_run(pretrained, path, seed: int) -> tuple[dict, dict]:
+    """The shared seed-3 weights and those of a second run with `seed`, everything else equal; same keys."""
+    pretrain_backbone(path, seed=seed, epochs=2, **TINY)
+    first = torch.load(pretrained[0], weights_only=True)
+    second = torch.load(path, weights_only=True)
     assert first.keys() == second.keys()
+    return first, second
+
+
+def test_same_seed_same_weights(tmp_path, pretrained):
+    first, second = _seed_3_and_another_run(pretrained, tmp_path / "again.pt", seed=3)
     for key in first:
         assert torch.equal(first[key], second[key]), key
 
@@ -60,12 +64,7 @@ def test_same_seed_same_weights(tmp_path, pretrained):
 def test_another_seed_other_weights(tmp_path, pretrained):
     """With every other setting equal, another seed changes every floating-point tensor: a seed that
     never reaches the run (a constant in its place) would reproduce seed 3's weights exactly."""
-    path, _ = pretrained
-    other = tmp_path / "other.pt"
-    pretrain_backbone(other, seed=4, epochs=2, **TINY)
-    first = torch.load(path, weights_only=True)
-    second = torch.load(other, weights_only=True)
-    assert first.keys() == second.keys()
+    first, second = _seed_3_and_another_run(pretrained, tmp_path / "other.pt", seed=4)
     floating = [key for key in first if first[key].is_floating_point()]
     assert floating and [key for key in floating if torch.equal(first[key], second[key])] == []
 

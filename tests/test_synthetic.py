@@ -28,6 +28,7 @@ SMALL = dict(
     objects_per_image=[1, 3],
     single_class_fraction=0.6,
     part_fraction=0.12,
+    body_tint=0.2,
     object_length=[0.47, 0.72],
     object_width=[0.19, 0.30],
     boundary_width=3,
@@ -172,7 +173,7 @@ def test_premise_parts_are_small_coloured_and_class_specific(dataset):
     assert abs(stats["part_fraction"] - SMALL["part_fraction"]) <= 0.05
     assert abs(stats["part_fraction_unoccluded"] - SMALL["part_fraction"]) <= 0.02
     # measured on the files: saturated pixels are the parts, the rest of an object is grey body
-    part_colours, saturated_share = {}, []
+    part_colours, body_colours, saturated_share = {}, {}, []
     for image_id in _ids(root, "ImageSets/SegmentationAug/train_aug.txt"):
         rgb = read_rgb(root / "JPEGImages" / f"{image_id}.jpg").astype(np.float32)
         mask = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
@@ -184,6 +185,7 @@ def test_premise_parts_are_small_coloured_and_class_specific(dataset):
                 part_colours.setdefault(name, []).append(rgb[region & saturated].mean(0))
                 body = rgb[region & ~saturated]
                 assert abs(body.mean() - 128) < 25 and body.std() > 20  # textured mid grey
+                body_colours.setdefault(name, []).append(body.mean(0))
     assert abs(np.mean(saturated_share) - SMALL["part_fraction"]) < 0.06
     means = {name: np.mean(colours, axis=0) for name, colours in part_colours.items()}
     assert len(means) >= 4
@@ -191,6 +193,22 @@ def test_premise_parts_are_small_coloured_and_class_specific(dataset):
         for b in means:
             if a < b:
                 assert np.linalg.norm(means[a] - means[b]) > 80, (a, b)
+    # the body is tinted towards its part's hue: class-specific everywhere, far less than the part
+    for name, colours in body_colours.items():
+        tint = np.mean(colours, axis=0) - np.mean(colours)
+        part = means[name] - means[name].mean()
+        assert tint @ part / (np.linalg.norm(tint) * np.linalg.norm(part)) > 0.9, name
+        assert 0.1 * np.linalg.norm(part) < np.linalg.norm(tint) < 0.3 * np.linalg.norm(part), name
+
+
+def test_untinted_bodies_are_grey(tmp_path):
+    generate_dataset(tmp_path / "VOC2012", **dict(SMALL, num_train=6, num_val=2, num_test=1, body_tint=0.0))
+    root = tmp_path / "VOC2012"
+    for image_id in _ids(root, "ImageSets/SegmentationAug/train_aug.txt"):
+        rgb = read_rgb(root / "JPEGImages" / f"{image_id}.jpg").astype(np.float32)
+        mask = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
+        body = (mask != 0) & (mask != IGNORE_LABEL) & (rgb.max(2) - rgb.min(2) < 100)
+        assert np.abs(rgb[body].mean(0) - rgb[body].mean()).max() < 4  # equal channels up to JPEG and noise
 
 
 def test_stats_and_class_mix(tmp_path):

@@ -1,8 +1,12 @@
 """A synthetic PASCAL VOC 2012 + SBD dataset on which the weak-supervision problem is real.
 
-Every object has the same textured body; only a small coloured disc at one end of its long axis
-tells the classes apart. A classifier's CAM therefore fires on that part, not on the whole
-(elongated) object: the failure mode ICD addresses (see reference/synthetic-feasibility.md).
+Every object has a textured grey body, faintly tinted with its class's hue (`body_tint`), and a small
+saturated disc of that hue at one end of its long axis. The disc is what tells the classes apart
+best, so a classifier's CAM peaks on that part rather than over the whole (elongated) object: the
+failure mode ICD addresses (see reference/synthetic-feasibility.md). The tint keeps the rest of the
+object class-specific too, as real objects are; the official SPRefine relies on that when it compares
+classes' scores at a pixel (with identical bodies, which class wins a body in a multi-class image is
+arbitrary).
 Files follow the VOC layout exactly, so the real VOC reader is what reads them.
 
 Also here: `pretext_images`, a generic shape x texture classification task that stands in for
@@ -291,19 +295,20 @@ def _class_plan(rng, classes: list[str], objects_per_image, single_class_fractio
 
 
 def _part_colours(classes: list[str]) -> dict[str, np.ndarray]:
-    """Saturated colours with evenly spaced hues: the only thing that tells the classes apart."""
+    """Saturated colours with evenly spaced hues: the parts' colours and the bodies' tints."""
     return {name: _hsv(i / len(classes), 0.9, 0.95) for i, name in enumerate(classes)}
 
 
-def _paint_object(rng, image: np.ndarray, obj: _Object, colour: np.ndarray) -> None:
-    """Shared body (grey 2-px checkerboard) and the class-coloured part, drawn over `image`."""
+def _paint_object(rng, image: np.ndarray, obj: _Object, colour: np.ndarray, body_tint: float) -> None:
+    """Textured body (2-px checkerboard around mid grey, shifted `body_tint` of the way towards the part's
+    hue) and the class-coloured part, drawn over `image`."""
     window = obj.window()
     yy, xx = np.mgrid[window]
     checker = ((yy // 2 + xx // 2 + rng.integers(2)) % 2).astype(np.float32) * 2 - 1
     grey = _BODY_GREY + rng.uniform(-10, 10) + _BODY_CONTRAST * checker
     jitter = rng.uniform(-12, 12, 3).astype(np.float32)
     patch = image[window]
-    patch[obj.mask] = grey[obj.mask, None]
+    patch[obj.mask] = grey[obj.mask, None] + body_tint * (colour - colour.mean())
     patch[obj.part] = colour + jitter
 
 
@@ -394,7 +399,7 @@ def _render(rng, o: dict) -> _Sample:
     colours = _part_colours(o["classes"])
     for obj in objects:
         obj.difficult = bool(rng.random() < o["difficult_fraction"])
-        _paint_object(rng, image, obj, colours[obj.name])
+        _paint_object(rng, image, obj, colours[obj.name], o["body_tint"])
     if all(obj.difficult for obj in objects):
         objects[0].difficult = False  # every image keeps a labelled object
     return _Sample(_add_noise(rng, image[None])[0], instances, objects, contexts)
@@ -509,6 +514,7 @@ def generate_dataset(
     objects_per_image: tuple[int, int] | list[int],
     single_class_fraction: float,
     part_fraction: float,
+    body_tint: float,
     object_length: list[float],
     object_width: list[float],
     boundary_width: int,

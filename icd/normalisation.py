@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from icd.errors import ConfigError
+from icd.weights_header import read_header
 
 # torchvision's ImageNet statistics (transforms.Normalize of its VGG16/ResNet101 recipes), on [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,6 +64,8 @@ class Normalisation:
 
     def __call__(self, images) -> torch.Tensor:
         """uint8 N x H x W x 3 RGB (numpy or tensor) -> float32 N x 3 x H x W network input."""
+        import torch
+
         if not isinstance(images, torch.Tensor):
             images = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy: torch refuses read-only views
         x = images.permute(0, 3, 1, 2).float()
@@ -129,6 +131,8 @@ def load_weights_file(path: str | os.PathLike, name: str | None = None, *, mmap:
     half-gigabyte file); files in the pre-1.6 format (torchvision's vgg16-397923af.pth) cannot be mapped
     and are read. A missing, unloadable or non-tensor file is a ConfigError saying what to save instead.
     """
+    import torch
+
     name = name or str(path)
     try:
         try:
@@ -189,7 +193,9 @@ def weights_normalisation(weights: str | os.PathLike | Mapping, setting: str = "
     if setting not in SETTINGS:
         raise ConfigError(f"invalid configuration at '{key}': {setting!r} is not one of {', '.join(SETTINGS)}.")
     source = "the given state dict" if isinstance(weights, Mapping) else str(weights)
-    state = weights if isinstance(weights, Mapping) else load_weights_file(weights, mmap=True)
+    # A file's keys and record are read without torch where its format allows (icd.weights_header): planning
+    # calls this for every user weights file, and the torch import alone costs seconds on a busy machine.
+    state = weights if isinstance(weights, Mapping) else read_header(weights) or load_weights_file(weights, mmap=True)
     recorded = recorded_normalisation(state, source)
     if recorded is not None:
         if setting not in ("auto", recorded):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import copy
 import json
 import shlex
-from collections import OrderedDict
+import subprocess
+import sys
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from benchmarks.dryrun import torchvision_keys
 from deeplab.model import DeepLabResNet101, load_imagenet_weights
 from icd.backbones import VGG16DeepLab, load_vgg16_weights, save_backbone
 from icd.checkpoints import save_checkpoint, save_trained
-from icd.config import SCHEMA_PATH, load_config
+from icd.config import PROJECT_ROOT, SCHEMA_PATH, load_config
 from icd.errors import ConfigError
 from icd.normalisation import (
     NORMALISATIONS,
@@ -41,6 +43,7 @@ from icd.normalisation import (
     with_record,
 )
 from icd.superpixels import backbone_dense_features
+from icd.weights_header import read_header
 from tests.conftest import make_voc_tree
 from tests.test_deeplab_model import resnet101_torchvision_shapes
 from tests.workflow_helpers import TINY, snakemake
@@ -395,6 +398,64 @@ def test_real_data_takes_each_files_normalisation_and_a_missing_file_names_its_k
     voc["pretrain"] = {"weights": str(tmp_path / "nowhere.pth")}
     with pytest.raises(ConfigError, match=r"'pretrain.weights': the weights file .*nowhere.pth does not exist"):
         backbone_normalisations(_config(**voc))
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip format", "pre-1.6 format"])
+@pytest.mark.parametrize("record", [None, "caffe"])
+def test_the_header_reader_gives_torch_loads_keys_and_record_without_reading_a_tensor(tmp_path, zip_format, record):
+    state = OrderedDict((key, torch.randn(2, 3)) for key in torchvision_keys("vgg16"))
+    state["layer.num_batches_tracked"] = torch.tensor(7)  # int64, 0-dimensional
+    state["half"] = torch.zeros(4, dtype=torch.float16)
+    path = tmp_path / "weights.pth"
+    torch.save(with_record(state, record) if record else state, path, _use_new_zipfile_serialization=zip_format)
+    loaded = torch.load(path, weights_only=True)
+    header = read_header(path)
+    assert list(header) == list(loaded)
+    assert getattr(header, "_metadata", None) == getattr(loaded, "_metadata", None)
+    assert recorded_normalisation(header) == record
+    # a module's own state dict carries per-module _metadata (versions): read the same way
+    torch.save(nn.BatchNorm2d(3).state_dict(), path, _use_new_zipfile_serialization=zip_format)
+    assert read_header(path)._metadata == torch.load(path, weights_only=True)._metadata
+
+
+@pytest.mark.parametrize("content", ["not a dict of tensors", "a pickled object", "a module", "garbage", "missing"])
+def test_the_header_reader_declines_anything_but_a_plain_state_dict(tmp_path, content):
+    path = tmp_path / "weights.pth"
+    if content == "not a dict of tensors":
+        torch.save({"weight": torch.zeros(1), "epoch": 3}, path)
+    elif content == "a pickled object":
+        torch.save({"weight": torch.zeros(1), "counts": Counter(a=1)}, path)
+    elif content == "a module":
+        torch.save(nn.Linear(2, 2), path)
+    elif content == "garbage":
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    assert read_header(path) is None
+    # and the caller's fallback, torch.load(weights_only=True), says what is wrong (or loads the plain dict)
+    if content in ("a pickled object", "a module", "garbage", "missing"):
+        with pytest.raises(ConfigError, match="weights"):
+            weights_normalisation(path, key=KEY)
+
+
+def test_planning_reads_the_weights_files_without_importing_torch(tmp_path):
+    """backbone_normalisations runs when the Snakefile is parsed: the torch import alone costs seconds there."""
+    vgg = tmp_path / "vgg16.pth"
+    torch.save({key: torch.zeros(1) for key in torchvision_keys("vgg16")}, vgg, _use_new_zipfile_serialization=False)
+    resnet = _save(tmp_path / "resnet101.pth", torchvision_keys("resnet101"))
+    caffe = _save(tmp_path / "vgg16_20M.pth", DEEPLAB_LAYOUT, record="caffe")
+    overrides = {"data": {"source": "voc", "voc_root": str(tmp_path)}, "pretrain": {"weights": str(vgg)},
+                 "deeplab": {"weights": {"vgg16": str(caffe), "resnet101": str(resnet)}}}
+    script = (
+        "import json, sys\n"
+        "from icd.config import load_config\n"
+        "from icd.normalisation import backbone_normalisations\n"
+        f"plan = backbone_normalisations(load_config(overrides={overrides!r}))\n"
+        "print(json.dumps({'plan': plan, 'torch': 'torch' in sys.modules}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"plan": {"icd": "torchvision", "deeplab": {"vgg16": "caffe",
+                                                                                   "resnet101": "torchvision"}},
+                                         "torch": False}
 
 
 def test_the_schema_offers_exactly_the_settings():

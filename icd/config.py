@@ -7,6 +7,7 @@ any work starts, with the offending key named.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,24 +33,52 @@ def deep_merge(base: Mapping, update: Mapping) -> dict:
     return merged
 
 
-def _validate_with_defaults(config: dict) -> None:
-    """Validate in place and fill the schema's defaults (snakemake.utils.validate).
+@functools.cache
+def _schema() -> dict:
+    """The config schema, parsed once per process (with libyaml where PyYAML has it: the pure-Python parser
+    costs a noticeable share of Snakemake's planning time)."""
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
-    Plain jsonschema runs first because Snakemake's error flattens the failing key into a long dump;
-    ours names the key and the fix in one line.
+
+@functools.cache
+def _validators():
+    """(a Draft 2020-12 validator of the schema, one that also fills the schema's defaults in place).
+
+    The filling one is `snakemake.utils.validate(..., set_default=True)`'s mechanism (jsonschema's FAQ
+    recipe), except that every default is a copy: the parsed schema is shared by every config of the process.
     """
     import jsonschema
-    from snakemake.utils import validate
+    from jsonschema import validators
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, schema):
+        if validator.is_type(instance, "object"):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return base(_schema()), validators.extend(base, {"properties": fill_defaults})(_schema())
+
+
+def _validate_with_defaults(config: dict) -> None:
+    """Validate in place and fill the schema's defaults.
+
+    The best-matching error is reported first, naming the key and the fix in one line.
+    """
+    import jsonschema
+
+    checking, filling = _validators()
+    error = jsonschema.exceptions.best_match(checking.iter_errors(config))
     if error is not None:
         key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
         raise ConfigError(
             f"invalid configuration at '{key}': {error.message}. "
             f"Allowed keys, types and defaults are described in {SCHEMA_PATH.relative_to(PROJECT_ROOT)}."
         )
-    validate(config, str(SCHEMA_PATH), set_default=True)
+    filling.validate(config)
 
 
 def prepare_config(config: dict) -> dict:

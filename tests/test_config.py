@@ -94,3 +94,12 @@ def test_snakemake_rejects_a_bad_config_before_running_anything(tmp_path):
     assert "invalid configuration at 'seeds': Additional properties are not allowed ('treshold'" in result.stdout + result.stderr
     written = {path.relative_to(workdir).as_posix() for path in workdir.rglob("*")}
     assert {path for path in written if not path.startswith(".snakemake/log/")} <= {".snakemake", ".snakemake/log"}
+
+
+def test_defaults_are_copies_so_one_config_cannot_change_another():
+    """The schema is parsed once per process; a default a config holds must never be the schema's own object."""
+    first = load_config()
+    first["synthetic"]["classes"].append("dog")
+    first["deeplab"]["backbones"].clear()
+    second = load_config()
+    assert "dog" not in second["synthetic"]["classes"] and second["deeplab"]["backbones"] == ["vgg16", "resnet101"]

@@ -1,7 +1,7 @@
 # The ICD pipeline (Fan et al., CVPR 2020) as a Snakemake DAG. Rules are thin: they call `python -m icd`.
 # Run: snakemake --cores N   (config.yaml is the synthetic default; add --configfile for real VOC)
 
-from icd.config import prepare_config
+from wsss.core.config import prepare_config
 
 
 configfile: "config.yaml"

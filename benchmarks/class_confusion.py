@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from icd.data.io import read_mask
-from icd.data.voc import VOCPaths
 from icd.scores import SCORE_MAPS, upsample
-from icd.shards import ShardStore
+from wsss.core.shards import ShardStore
+from wsss.data.io import read_mask
+from wsss.data.voc import VOCPaths
 
 
 def confusion(results: Path, score_map: str, canvas: int) -> dict[str, float]:

@@ -23,12 +23,12 @@ os.environ["OMP_NUM_THREADS"] = "1"  # per-core figures; before numpy is importe
 
 import numpy as np
 
-from icd.config import load_config
-from icd.crf import crf_official, refine_seed
-from icd.data.classes import IGNORE_LABEL
-from icd.data.io import read_mask, read_rgb
-from icd.data.synthetic import generate_dataset
-from icd.densecrf import spatial_filter
+from wsss.core.config import load_config
+from wsss.crf.densecrf import spatial_filter
+from wsss.crf.refine import crf_official, refine_seed
+from wsss.data.classes import IGNORE_LABEL
+from wsss.data.io import read_mask, read_rgb
+from wsss.data.synthetic import generate_dataset
 
 HEIGHT, WIDTH = 375, 500
 SPEED_GOAL, AGREEMENT_GOAL = 5.0, 0.995
@@ -82,7 +82,7 @@ def samples(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def crf_params() -> dict:
-    """The config's CRF section: exactly icd.crf's keyword arguments."""
+    """The config's CRF section: exactly wsss.crf.refine's keyword arguments."""
     return load_config()["crf"]
 
 

@@ -1,4 +1,4 @@
-"""What the trainers' input digests cost on a VOC-scale training split (`icd.digests`).
+"""What the trainers' input digests cost on a VOC-scale training split (`wsss.core.digests`).
 
 A trainer hashes everything it reads before it decides whether to resume: the training split's
 images, its label maps (seeds or ground truth), superpixel shards and weights. This fabricates
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from icd.digests import file_digest, files_digest
+from wsss.core.digests import file_digest, files_digest
 
 TRAIN_AUG = 10_582
 JPEG_BYTES = 110_000  # VOC2012's 17,125 JPEGs take about 1.9 GB

@@ -15,7 +15,7 @@ inference canvas), with random weights on random images. Most valuable first, in
    fp32 and bf16 autocast, then TF32, then channels_last, then torch.compile; the median of many
    synchronised steps after warm-up, images/s, TFLOP/s (FlopCounterMode) against the matmul peak, peak
    device memory;
-4. score inference (`icd.scores.image_scores` at the 513 canvas) and the seed CRF (`icd.crf.refine_seed`
+4. score inference (`icd.scores.image_scores` at the 513 canvas) and the seed CRF (`wsss.crf.refine.refine_seed`
    on a 500 x 375 image with sparse seeds), per image and over the machine's cores;
 5. a two-process DistributedDataParallel step of ICD when there are >= 2 GPUs;
 6. the paper's schedules priced with the fastest measured setting whose precision passed its check.
@@ -60,13 +60,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from deeplab.model import build_model, parameter_groups
 from deeplab.resnet import Bottleneck
 from deeplab.train import segmentation_loss
-from icd.config import SCHEMA_PATH, deep_merge, load_config
-from icd.crf import refine_seed
-from icd.data.classes import IGNORE_LABEL, NUM_CLASSES, NUM_FOREGROUND
 from icd.losses import icd_losses, normalise_target
-from icd.normalisation import named
 from icd.scores import image_scores
 from icd.train import build_network
+from wsss.core.config import SCHEMA_PATH, deep_merge, load_config
+from wsss.crf.refine import refine_seed
+from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES, NUM_FOREGROUND
+from wsss.nets.normalisation import named
 
 VOC_TRAIN_AUG_IMAGES = 10_582
 VOC_IMAGE_SIZE = (375, 500)  # height, width

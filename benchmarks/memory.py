@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icd.config import PROJECT_ROOT
+from wsss.core.config import PROJECT_ROOT
 
 VOC_TRAIN_AUG_IMAGES = 10_582
 VOC_FEATURE_SIDE = (513 - 1) // 8 + 1  # the 513 canvas at output stride 8

@@ -20,12 +20,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # per-core figures
 import numpy as np
 import torch
 
-from icd.backbones import VGG16DeepLab
-from icd.config import load_config
-from icd.data.io import read_rgb
-from icd.data.synthetic import generate_dataset
-from icd.normalisation import named
 from icd.superpixels import backbone_dense_features, felzenszwalb_regions, merge_regions, region_features
+from wsss.core.config import load_config
+from wsss.data.io import read_rgb
+from wsss.data.synthetic import generate_dataset
+from wsss.nets.backbones import VGG16DeepLab
+from wsss.nets.normalisation import named
 
 CANVAS = 513
 

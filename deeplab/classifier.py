@@ -4,7 +4,7 @@ DeepLab's ResNet101 starts from ImageNet weights, which already recognise VOC's 
 init it stays at chance in a CPU budget, even on ground-truth masks. No ImageNet weights exist for the
 synthetic classes, so `train_classifier` teaches the same backbone (`deeplab.resnet`, same width) to
 recognise them from what weak supervision allows: the training split's image-level labels, never masks.
-Global average pooling + a linear layer, the CAM branch's multi-label loss (`icd.losses.cam_loss`), SGD
+Global average pooling + a linear layer, the CAM branch's multi-label loss (`wsss.training.cam_loss`), SGD
 with momentum, weight decay on weights only, poly decay per iteration, DeepLab's random scale, flip and
 crop (`deeplab.data.augment`) on an endless sample stream seeded by (seed, position) as DeepLab's, so a
 run resumed from its checkpoint ends with the same weights on CPU.
@@ -12,7 +12,7 @@ run resumed from its checkpoint ends with the same weights on CPU.
 The file it writes is a torchvision `resnet101` state dict (`fc.*` is this 20-way classifier instead of
 ImageNet's 1000-way one), so DeepLab loads it through `load_imagenet_weights`, the path real weights take.
 It is trained on the input `normalisation` (the workflow's default: torchvision's, that of the weights
-it stands in for) and records it in the state dict's `_metadata` (`icd.normalisation`), where
+it stands in for) and records it in the state dict's `_metadata` (`wsss.nets.normalisation`), where
 torchvision's strict loading does not see it.
 """
 
@@ -32,15 +32,14 @@ from tqdm import tqdm
 from deeplab.data import SeedTrainingSet, augment
 from deeplab.model import parameter_groups
 from deeplab.resnet import ResNet101
-from icd.checkpoints import check_intervals, fingerprint, process_device, resume, save_checkpoint
-from icd.data.classes import NUM_FOREGROUND
-from icd.data.io import read_rgb
-from icd.digests import training_inputs
-from icd.errors import ConfigError
-from icd.files import atomic_path
-from icd.losses import cam_loss
-from icd.normalisation import from_scratch, with_record
-from icd.train import TrainingDiverged, multi_hot, poly_lr, rank_accuracy
+from wsss.core.checkpoints import check_intervals, fingerprint, process_device, resume, save_checkpoint
+from wsss.core.digests import training_inputs
+from wsss.core.errors import ConfigError
+from wsss.core.files import atomic_path
+from wsss.data.classes import NUM_FOREGROUND
+from wsss.data.io import read_rgb
+from wsss.nets.normalisation import from_scratch, with_record
+from wsss.training import TrainingDiverged, cam_loss, multi_hot, poly_lr, rank_accuracy
 
 log = logging.getLogger(__name__)
 

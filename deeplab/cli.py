@@ -1,7 +1,7 @@
 """`python -m deeplab <verb>`: the segmentation stage's steps, as the Snakemake rules call them.
 
 Like `python -m icd`: knobs arrive as one JSON object (`--options`), user errors print one line
-and exit 2, GPU steps claim their GPUs (`--gpus`, see icd.devices) before CUDA starts.
+and exit 2, GPU steps claim their GPUs (`--gpus`, see wsss.core.devices) before CUDA starts.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import argparse
 import json
 import logging
 
-from icd.cli import add_gpus, read_json, run_verb, write_json
-from icd.errors import ICDError
+from wsss.core.cli import add_gpus, read_json, run_verb, write_json
+from wsss.core.errors import ICDError
 
 log = logging.getLogger("deeplab")
 

@@ -2,7 +2,7 @@
 
 Augmentation as DeepLab v2: a random scale drawn uniformly from `scale_range`, a horizontal flip,
 padding to the crop size (the image with the colour the weights' normalisation maps to zero input,
-`icd.normalisation`; labels with 255)
+`wsss.nets.normalisation`; labels with 255)
 and a random crop. The sample drawn at position k of the training stream depends only on
 (seed, k), so a resumed run sees exactly the samples an uninterrupted one would.
 """
@@ -14,11 +14,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from icd.data.classes import IGNORE_LABEL
-from icd.data.io import image_size, read_mask, read_rgb
-from icd.data.voc import MAX_LISTED_PROBLEMS, VOCPaths
-from icd.errors import DataError
-from icd.transforms import bilinear_resize, nearest_resize, pad_to
+from wsss.core.errors import DataError
+from wsss.data.classes import IGNORE_LABEL
+from wsss.data.io import image_size, read_mask, read_rgb
+from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to
+from wsss.data.voc import MAX_LISTED_PROBLEMS, VOCPaths
 
 
 def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray | None, *, crop_size: int,

@@ -1,4 +1,4 @@
-"""Segmentation quality of DeepLab predictions with the shared confusion matrix (`icd.metrics`)."""
+"""Segmentation quality of DeepLab predictions with the shared confusion matrix (`wsss.metrics`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 from tqdm import tqdm
 
 from deeplab.infer import POSTPROCESSING
-from icd.data.classes import NUM_CLASSES, VOC_CLASSES
-from icd.data.io import read_mask
-from icd.data.voc import VOCPaths
-from icd.errors import DataError
-from icd.metrics import class_iou, confusion_matrix, mean_iou
+from wsss.core.errors import DataError
+from wsss.data.classes import NUM_CLASSES, VOC_CLASSES
+from wsss.data.io import read_mask
+from wsss.data.voc import VOCPaths
+from wsss.metrics import class_iou, confusion_matrix, mean_iou
 
 
 def evaluate_predictions(dataset: dict, predictions_dir, *, progress: bool = True) -> dict:

@@ -21,15 +21,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from deeplab.model import build_model
-from icd.backbones import default_device
-from icd.crf import pydensecrf_marginals
-from icd.data.classes import NUM_CLASSES
-from icd.data.io import read_rgb, write_mask
-from icd.data.voc import VOCPaths
-from icd.errors import ConfigError
-from icd.files import atomic_dir, atomic_path
-from icd.normalisation import Normalisation, trained_normalisation
-from icd.transforms import bilinear_resize
+from wsss.core.errors import ConfigError
+from wsss.core.files import atomic_dir, atomic_path
+from wsss.crf.refine import pydensecrf_marginals
+from wsss.data.classes import NUM_CLASSES
+from wsss.data.io import read_rgb, write_mask
+from wsss.data.transforms import bilinear_resize
+from wsss.data.voc import VOCPaths
+from wsss.nets.backbones import default_device
+from wsss.nets.normalisation import Normalisation, trained_normalisation
 
 SERVER_FOLDER = Path("results/VOC2012/Segmentation/comp6_test_cls")
 POSTPROCESSING = ("raw", "crf")

@@ -7,10 +7,10 @@ import math
 import numpy as np
 
 from deeplab.workflow import GROUND_TRUTH
-from icd.data.classes import PALETTE
-from icd.data.io import read_mask, read_rgb
-from icd.data.voc import VOCPaths
-from icd.files import atomic_path, write_csv, write_text
+from wsss.core.files import atomic_path, write_csv, write_text
+from wsss.data.classes import PALETTE
+from wsss.data.io import read_mask, read_rgb
+from wsss.data.voc import VOCPaths
 
 TABLE_COLUMNS = ("backbone", "seeds", "supervision", "split", "multiscale", "crf", "miou")
 # The paper's DeepLab-LargeFOV mIoU (%), (val, test): Table 7 (VGG16) and Table 8 (ResNet101).

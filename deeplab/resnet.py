@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from icd.backbones import scaled
-from icd.errors import ConfigError
+from wsss.core.errors import ConfigError
+from wsss.nets.backbones import scaled
 
 RESNET101_BLOCKS = (3, 4, 23, 3)
 BOTTLENECK_EXPANSION = 4

@@ -6,7 +6,7 @@ DeepLab's recipe: SGD with momentum, weight decay except on biases, the head at 
 processes under torchrun (DDP). The loss is the cross-entropy of the logits upsampled to the crop,
 averaged over the labelled pixels.
 
-Resume works as in `icd.train` (through icd.checkpoints, as are the DDP and device helpers): every
+Resume works as in `icd.train` (through wsss.core.checkpoints, as are the DDP and device helpers): every
 random draw is a function of (seed, iteration) - the samples through `SeedTrainingSet`, dropout by
 reseeding each iteration - so a run killed and restarted from its last checkpoint ends with the same
 weights as an uninterrupted one on CPU.
@@ -27,13 +27,20 @@ from tqdm import tqdm
 
 from deeplab.data import SeedTrainingSet
 from deeplab.model import build_model, load_imagenet_weights, parameter_groups
-from icd.checkpoints import (check_intervals, distributed, fingerprint, process_device, resume, save_checkpoint,
-                             save_trained)
-from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
-from icd.digests import file_digest, files_digest, training_inputs
-from icd.errors import ConfigError
-from icd.normalisation import from_scratch, weights_normalisation
-from icd.train import TrainingDiverged, poly_lr
+from wsss.core.checkpoints import (
+    check_intervals,
+    distributed,
+    fingerprint,
+    process_device,
+    resume,
+    save_checkpoint,
+    save_trained,
+)
+from wsss.core.digests import file_digest, files_digest, training_inputs
+from wsss.core.errors import ConfigError
+from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
+from wsss.nets.normalisation import from_scratch, weights_normalisation
+from wsss.training import TrainingDiverged, poly_lr
 
 log = logging.getLogger(__name__)
 

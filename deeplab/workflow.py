@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from icd.errors import ConfigError
+from wsss.core.errors import ConfigError
 
 GROUND_TRUTH = "gt"
 # Keys the training step does not read: test-time settings, the list of runs, and the weights and their

@@ -9,33 +9,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
-from icd.devices import assign_local_gpus
-from icd.errors import ICDError
-from icd.files import write_csv, write_text
+from wsss.core.cli import add_gpus, read_json, run_verb, write_json
+from wsss.core.files import write_csv, write_text
 
 log = logging.getLogger("icd")
 
 
-def write_json(path: str | Path, payload: dict) -> None:
-    """Write a step's JSON record atomically, keys sorted so reruns give identical bytes."""
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
 def _synthesize(args: argparse.Namespace) -> None:
-    from icd.data.synthetic import generate_dataset
+    from wsss.data.synthetic import generate_dataset
 
     stats = generate_dataset(Path(args.out), **json.loads(args.options))
     write_json(args.stats, stats)
 
 
 def _validate_data(args: argparse.Namespace) -> None:
-    from icd.data.voc import SplitRoles, VOCPaths, validate_dataset
+    from wsss.data.voc import SplitRoles, VOCPaths, validate_dataset
 
     if args.weights:  # a user's weights file of the wrong shape fails here, before any work
-        from icd.backbones import VGG16DeepLab, load_vgg16_weights
+        from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights
 
         backbone = json.loads(args.backbone)
         load_vgg16_weights(VGG16DeepLab(width=backbone["width"], batch_norm=backbone["batch_norm"]), args.weights)
@@ -70,14 +63,9 @@ def _premise(args: argparse.Namespace) -> None:
     write_json(args.out, report)
 
 
-def read_json(path: str | Path) -> dict:
-    """A JSON artifact a step reads (dataset report, thresholds, evaluations)."""
-    return json.loads(Path(path).read_text())
-
-
 def _superpixels(args: argparse.Namespace) -> None:
-    from icd.shards import shard_ids
     from icd.superpixels import compute_superpixel_shard
+    from wsss.core.shards import shard_ids
 
     dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
@@ -95,7 +83,7 @@ def _train_icd(args: argparse.Namespace) -> None:
 
 def _scores(args: argparse.Namespace) -> None:
     from icd.scores import infer_scores_shard
-    from icd.shards import shard_ids
+    from wsss.core.shards import shard_ids
 
     dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
@@ -129,7 +117,7 @@ def _seed_sweep(args: argparse.Namespace) -> None:
 
 def _seeds(args: argparse.Namespace) -> None:
     from icd.seeds import generate_seed_shard
-    from icd.shards import shard_ids
+    from wsss.core.shards import shard_ids
 
     dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
@@ -164,7 +152,7 @@ def _seed_figure(args: argparse.Namespace) -> None:
 
 
 def _training_curves(args: argparse.Namespace) -> None:
-    from icd.plots import training_curves
+    from wsss.plots import training_curves
 
     training_curves(args.out, json.loads(Path(args.history).read_text()))
 
@@ -172,16 +160,10 @@ def _training_curves(args: argparse.Namespace) -> None:
 def _seed_iou_chart(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from icd.plots import per_class_iou_chart
+    from wsss.plots import per_class_iou_chart
 
     per_class = pd.read_csv(args.per_class).set_index("variant")
     per_class_iou_chart(args.out, {variant: row.to_dict() for variant, row in per_class.iterrows()})
-
-
-def add_gpus(verb: argparse.ArgumentParser) -> None:
-    """The GPU count a step claims on a local node (its rule's `resources: gpu`); see icd.devices."""
-    verb.add_argument("--gpus", type=int, help="claim this many free GPUs unless CUDA_VISIBLE_DEVICES is set "
-                      "(0: CPU only); without it, use whatever devices are visible")
 
 
 def add_ablation_scores(verb: argparse.ArgumentParser) -> None:
@@ -326,23 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True, help="backbone weights (.pth), loadable as deeplab.weights.vgg16")
     verb.set_defaults(run=_export_backbone)
     return parser
-
-
-def run_verb(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse, log to stderr, claim the verb's GPUs (`--gpus`), run it; a user error is one line and exit 2.
-
-    Shared by every `python -m <package>` CLI of the pipeline.
-    """
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if getattr(args, "gpus", None) is not None:
-            assign_local_gpus(args.gpus)
-        args.run(args)
-    except ICDError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

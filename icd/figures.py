@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from icd.data.classes import PALETTE, VOC_CLASSES
-from icd.data.io import read_mask, read_rgb
-from icd.data.voc import VOCPaths
-from icd.files import atomic_path
 from icd.scores import upsample
-from icd.shards import ShardStore
+from wsss.core.files import atomic_path
+from wsss.core.shards import ShardStore
+from wsss.data.classes import PALETTE, VOC_CLASSES
+from wsss.data.io import read_mask, read_rgb
+from wsss.data.voc import VOCPaths
 
 # Seed columns: the CAM baseline and ICD's adapted seeds, each without and with the same CRF.
 FIG4_SEEDS = {"CAM seed": "cam", "CAM CRF seed": "cam_crf", "ICD seed": "icd", "ICD CRF seed": "icd_crf"}

@@ -12,15 +12,10 @@ import math
 import torch
 from torch.nn import functional as F
 
-from icd.errors import ConfigError
+from wsss.core.errors import ConfigError
+from wsss.training import cam_loss
 
 BOTTOM_UP_VARIANTS = ("l2", "abs", "sig")
-
-
-def cam_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Multi-label sigmoid BCE summed over classes, averaged over images (`MultiSigmoidLoss`)."""
-    bce = F.binary_cross_entropy_with_logits(class_logits, labels.to(class_logits.dtype), reduction="none")
-    return bce.sum(1).mean()
 
 
 def bottom_up_loss(

@@ -20,8 +20,8 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from icd.backbones import VGG16DeepLab, load_vgg16_weights
-from icd.errors import ConfigError
+from wsss.core.errors import ConfigError
+from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights
 
 BOTTOM_UP_FEATURES: dict[str, tuple[str, ...]] = {
     "conv4": ("conv4",),

@@ -3,11 +3,11 @@
 ICD assumes a pretrained backbone whose features put an image's foreground and background pixels
 in separate clusters, so that the top direction the bottom-up loss finds separates them. No
 ImageNet weights can be downloaded for the synthetic default pipeline, so `pretrain_backbone`
-trains the backbone on a separate pretext classification task (`icd.data.synthetic`), and
+trains the backbone on a separate pretext classification task (`wsss.data.synthetic`), and
 `measure_premise` checks, on the segmentation data, whether the premise holds for those weights
 compared with random init.
 
-The stand-in is trained on the input of `normalisation` (`icd.normalisation`; the workflow's default is
+The stand-in is trained on the input of `normalisation` (`wsss.nets.normalisation`; the workflow's default is
 the official `x - 127` with no scaling: BatchNorm and Kaiming init cope with the 0..255 range) and its
 file records it, so every later step feeds it the input it was trained on. The premise is measured on
 the input the measured weights expect.
@@ -28,12 +28,12 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from icd.backbones import VGG16DeepLab, load_vgg16_weights, save_backbone
-from icd.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL
-from icd.data.io import read_mask, read_rgb
-from icd.data.voc import VOCPaths, read_split
-from icd.errors import ConfigError, DataError
-from icd.normalisation import Normalisation, from_scratch, weights_normalisation
+from wsss.core.errors import ConfigError, DataError
+from wsss.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL
+from wsss.data.io import read_mask, read_rgb
+from wsss.data.voc import VOCPaths, read_split
+from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights, save_backbone
+from wsss.nets.normalisation import Normalisation, from_scratch, weights_normalisation
 
 OUTPUT_STRIDE = 8
 AUGMENTED_SPLIT = "train_aug"  # the premise is measured on the weakly-labelled training split
@@ -89,13 +89,13 @@ def pretrain_backbone(
 
     SGD (momentum 0.9, weight decay on conv/linear weights only) with a one-epoch linear warm-up
     then cosine decay per iteration; random horizontal and vertical flips. Images come from
-    `icd.data.synthetic.pretext_images(seed, num_images, image_size)`; the last `val_fraction`
+    `wsss.data.synthetic.pretext_images(seed, num_images, image_size)`; the last `val_fraction`
     are held out for a validation accuracy. Deterministic on CPU for a fixed seed and thread
-    count. Its input is `normalisation` (`auto`: the official x - 127, `icd.normalisation`). The file at
+    count. Its input is `normalisation` (`auto`: the official x - 127, `wsss.nets.normalisation`). The file at
     `out_path` (written atomically) holds the backbone's DeepLab-format state dict (features.*, fc6.*,
     fc7.*; the head is dropped) for `load_vgg16_weights`, recording `normalisation`. Returns metrics.
     """
-    from icd.data.synthetic import PRETEXT_CLASSES, pretext_images
+    from wsss.data.synthetic import PRETEXT_CLASSES, pretext_images
 
     log = log or (lambda _line: None)
     normalise = from_scratch(normalisation, "vgg16")
@@ -341,7 +341,7 @@ def measure_premise(
     For every class, over its single-class images (ids from ImageSets/SegmentationAug/train_aug.txt
     unless given; masks from SegmentationClassAug), takes `feature` maps of the backbone in eval
     mode (on the input `normalisation` the weights expect, checked against their file by
-    `icd.normalisation.weights_normalisation`; random init takes it as given, auto meaning x - 127), normalises each channel
+    `wsss.nets.normalisation.weights_normalisation`; random init takes it as given, auto meaning x - 127), normalises each channel
     with statistics over all those images (ICD's feature BatchNorm), finds the top eigenvector of
     the class's second-moment matrix (the optimum of the bottom-up loss) and scores every pixel by
     its projection. Reports per class the ROC AUC of that score against the ground-truth

@@ -18,18 +18,19 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from icd.backbones import default_device
-from icd.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL, NUM_FOREGROUND
-from icd.data.io import read_mask, read_rgb
-from icd.data.voc import VOCPaths
-from icd.errors import ConfigError
-from icd.metrics import PixelAveragePrecision
 from icd.model import ICDNet, refine_with_superpixels
-from icd.normalisation import Normalisation, trained_normalisation
 from icd.seeds import NO_TOP_DOWN
-from icd.shards import ShardStore, save_shard
-from icd.train import build_network, multi_hot
-from icd.transforms import bilinear_resize, nearest_resize, pad_to
+from icd.train import build_network
+from wsss.core.errors import ConfigError
+from wsss.core.shards import ShardStore, save_shard
+from wsss.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL, NUM_FOREGROUND
+from wsss.data.io import read_mask, read_rgb
+from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to
+from wsss.data.voc import VOCPaths
+from wsss.metrics import PixelAveragePrecision
+from wsss.nets.backbones import default_device
+from wsss.nets.normalisation import Normalisation, trained_normalisation
+from wsss.training import multi_hot
 
 SCORE_MAPS = ("cam", "bottom_up", "refined", "adapted")
 # Table 3's steps before the adaptation: also taken, as extra `<map>_no_td` rows, from a network trained
@@ -60,7 +61,7 @@ def export_backbone(model_path, out_path, *, model: dict, icd: dict, normalisati
     stand-in, unlike ImageNet for VOC, has never seen the classes, and these weights learned them
     from the same image-level labels, so no extra supervision enters.
     """
-    from icd.backbones import save_backbone
+    from wsss.nets.backbones import save_backbone
 
     net, normalise = load_trained(model_path, model=model, icd=icd, normalisation=normalisation)
     save_backbone(net.backbone, out_path, normalise.name)

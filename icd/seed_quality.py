@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from icd.data.classes import VOC_CLASSES
-from icd.data.io import read_mask
-from icd.data.voc import VOCPaths
-from icd.errors import DataError
-from icd.metrics import class_iou, confusion_matrix, coverage, mean_iou, pixel_accuracy
 from icd.scores import scored_training_images
 from icd.seeds import cam_seed, icd_seed
-from icd.shards import ShardStore
+from wsss.core.errors import DataError
+from wsss.core.shards import ShardStore
+from wsss.data.classes import VOC_CLASSES
+from wsss.data.io import read_mask
+from wsss.data.voc import VOCPaths
+from wsss.metrics import class_iou, confusion_matrix, coverage, mean_iou, pixel_accuracy
 
 
 def quality_row(confusion: np.ndarray, **labels) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icd.data.classes import IGNORE_LABEL
+from wsss.data.classes import IGNORE_LABEL
 
 EPSILON = 1e-5  # the official code's floor for "positive" and for divisions
 # Suffix of the seed variants and Table 1 rows made from the ablation network (trained with icd.top_down
@@ -131,13 +131,13 @@ def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], super
     """Every seed variant of one image from its upsampled score maps (icd.scores.SCORE_MAPS order).
 
     `cam_backgrounds`: the background threshold of `cam` and of `cam_sp` (each its own sweep's best).
-    `cam_crf` is the `cam` seed through the same CRF (`crf`, icd.crf.refine_seed) as `icd_crf`.
+    `cam_crf` is the `cam` seed through the same CRF (`crf`, wsss.crf.refine.refine_seed) as `icd_crf`.
     Table 3's `icd_bottom_up` and `icd_refined` come from `scores`, the full network, as the official
     inference writes S and S' beside S''. `ablation_scores`, the maps of a network trained without
     top-down adaptation, add the same two steps from it (`*_no_td`, with that network's CAM
     breaking overlaps): the other reading of Table 3, in which adaptation also fine-tunes the backbone.
     """
-    from icd.crf import refine_seed
+    from wsss.crf.refine import refine_seed
 
     cam, bottom_up, refined, adapted = scores
     seeds = {"cam": cam_seed(cam, classes, background_threshold=cam_backgrounds["cam"])}
@@ -169,12 +169,12 @@ def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards:
     """
     from tqdm import tqdm
 
-    from icd.data.io import read_grey, read_rgb, write_mask
-    from icd.data.voc import VOCPaths
-    from icd.errors import DataError
-    from icd.files import atomic_dir
     from icd.scores import upsample
-    from icd.shards import ShardStore
+    from wsss.core.errors import DataError
+    from wsss.core.files import atomic_dir
+    from wsss.core.shards import ShardStore
+    from wsss.data.io import read_grey, read_rgb, write_mask
+    from wsss.data.voc import VOCPaths
 
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"], dataset["saliency_root"])
     store, regions = ShardStore(score_shards), ShardStore(superpixel_shards)
@@ -201,8 +201,8 @@ def collect_seed_shards(shard_dirs: list[str], out_root, variants: list[str]) ->
     import shutil
     from pathlib import Path
 
-    from icd.errors import DataError
-    from icd.files import atomic_dir
+    from wsss.core.errors import DataError
+    from wsss.core.files import atomic_dir
 
     for variant in variants:
         with atomic_dir(Path(out_root) / variant) as tmp:

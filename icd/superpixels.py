@@ -9,7 +9,7 @@ merge, so each step updates one row of the similarity matrix (vectorised) instea
 
 A deliberate deviation: the official script feeds its weights raw 0..255 RGB, without even the
 `x - 127` its training uses; here the backbone gets the input its weights expect
-(`icd.normalisation`), as in every other step, so the merge features are those the weights compute
+(`wsss.nets.normalisation`), as in every other step, so the merge features are those the weights compute
 on proper input (torchvision's VGG16, fed raw 0..255, would see values up to 255 instead of about +-2).
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 from skimage.segmentation import felzenszwalb
 
 if TYPE_CHECKING:
-    from icd.normalisation import Normalisation
+    from wsss.nets.normalisation import Normalisation
 
 
 def felzenszwalb_regions(image: np.ndarray, *, sigma: float, scale: float, min_size: int) -> np.ndarray:
@@ -115,7 +115,7 @@ def backbone_dense_features(model, image: np.ndarray, canvas: int, normalise: No
     the weights expect (`normalise`; the padding is its zero)."""
     import torch
 
-    from icd.transforms import pad_to
+    from wsss.data.transforms import pad_to
 
     padded = pad_to(image, canvas, canvas, np.asarray(normalise.pad_rgb, np.uint8))
     device = next(model.parameters()).device
@@ -152,16 +152,16 @@ def compute_superpixel_shard(
     """Merged superpixels of `ids`, saved as one npz shard {id: map}; returns region-count statistics.
 
     Features come from the same pretrained backbone the ICD stage starts from (`weights`), on the input
-    `normalisation` it expects (checked against the file: `icd.normalisation.weights_normalisation`).
+    `normalisation` it expects (checked against the file: `wsss.nets.normalisation.weights_normalisation`).
     """
     from tqdm import tqdm
 
-    from icd.backbones import VGG16DeepLab, default_device, load_vgg16_weights
-    from icd.data.io import read_rgb
-    from icd.data.voc import VOCPaths
-    from icd.errors import DataError
-    from icd.normalisation import weights_normalisation
-    from icd.shards import save_shard
+    from wsss.core.errors import DataError
+    from wsss.core.shards import save_shard
+    from wsss.data.io import read_rgb
+    from wsss.data.voc import VOCPaths
+    from wsss.nets.backbones import VGG16DeepLab, default_device, load_vgg16_weights
+    from wsss.nets.normalisation import weights_normalisation
 
     normalise = weights_normalisation(weights, normalisation, key="pretrain.normalisation")
     model = VGG16DeepLab(width=width, batch_norm=batch_norm)

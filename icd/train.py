@@ -22,30 +22,20 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from icd.checkpoints import distributed, fingerprint, process_device, resume, save_checkpoint, save_trained
-from icd.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
-from icd.data.io import read_rgb
-from icd.data.voc import VOCPaths
-from icd.digests import file_digest, files_digest, training_inputs
-from icd.errors import ConfigError, ICDError
 from icd.losses import icd_losses, warmup_weight
 from icd.model import ICDNet
-from icd.normalisation import weights_normalisation
-from icd.shards import ShardStore
-from icd.transforms import augment
+from wsss.core.checkpoints import distributed, fingerprint, process_device, resume, save_checkpoint, save_trained
+from wsss.core.digests import file_digest, files_digest, training_inputs
+from wsss.core.errors import ConfigError
+from wsss.core.shards import ShardStore
+from wsss.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
+from wsss.data.io import read_rgb
+from wsss.data.transforms import augment
+from wsss.data.voc import VOCPaths
+from wsss.nets.normalisation import weights_normalisation
+from wsss.training import TrainingDiverged, multi_hot, poly_lr, rank_accuracy
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(ICDError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def multi_hot(classes: list[int]) -> np.ndarray:
-    """VOC class indices 1..20 -> a 20-dim float vector (background is not a label)."""
-    vector = np.zeros(NUM_FOREGROUND, np.float32)
-    vector[np.asarray(classes, dtype=np.int64) - 1] = 1.0
-    return vector
 
 
 class ICDTrainingSet(Dataset):
@@ -76,19 +66,6 @@ def build_network(model: dict, icd: dict) -> ICDNet:
         top_down_structure=icd["top_down_structure"], refine=icd["refine"],
         sign_momentum=icd["sign_momentum"], bn_momentum=icd["bn_momentum"],
     )
-
-
-def poly_lr(base_lr: float, epoch: int, epochs: int, power: float) -> float:
-    """The official per-epoch poly schedule: lr * (1 - epoch / epochs) ** power."""
-    return base_lr * (1.0 - epoch / epochs) ** power
-
-
-def rank_accuracy(class_logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    """Official monitor: a present class counts as correct if it ranks within the top |labels| scores."""
-    order = class_logits.argsort(dim=1, descending=True)
-    counts = labels.sum(dim=1).long()
-    correct = sum(int(labels[i, order[i, : counts[i]]].sum()) for i in range(len(labels)))
-    return correct, int(counts.sum())
 
 
 def epoch_order(count: int, batch_size: int, seed: int, epoch: int) -> list[int]:

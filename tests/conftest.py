@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icd.data.io import write_grey, write_jpeg, write_mask
+from wsss.data.io import write_grey, write_jpeg, write_mask
 
 
 def write_annotation(path: Path, objects: list[tuple[str, int]], size=(40, 30)) -> None:
@@ -96,9 +96,9 @@ def finished_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> dict:
     """A small synthetic VOC (24 train_aug / 8 val / 4 test, <= 64 px), validated: the dataset report."""
-    from icd.config import load_config
-    from icd.data.synthetic import generate_dataset
-    from icd.data.voc import VOCPaths, validate_dataset
+    from wsss.core.config import load_config
+    from wsss.data.synthetic import generate_dataset
+    from wsss.data.voc import VOCPaths, validate_dataset
 
     options = load_config(overrides={"synthetic": {"num_train": 24, "num_val": 8, "num_test": 4,
                                                    "min_size": 48, "max_size": 64}})["synthetic"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from icd.backbones import FEATURE_KEYS, VGG16DeepLab, load_vgg16_weights, save_backbone
-from icd.errors import ConfigError
+from wsss.core.errors import ConfigError
+from wsss.nets.backbones import FEATURE_KEYS, VGG16DeepLab, load_vgg16_weights, save_backbone
 
 # torchvision vgg16 `features` convolutions: (module index, out channels, in channels).
 TV_VGG16_CONVS = [

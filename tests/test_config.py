@@ -8,9 +8,9 @@ import sys
 import pytest
 import yaml
 
-from icd.config import PROJECT_ROOT, load_config
-from icd.errors import ConfigError
 from tests.workflow_helpers import TINY
+from wsss.core.config import PROJECT_ROOT, load_config
+from wsss.core.errors import ConfigError
 
 VOC = {"run": "voc", "data": {"source": "voc", "voc_root": "/data/VOC2012"}, "pretrain": {"weights": "/w/vgg16.pth"}}
 

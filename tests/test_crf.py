@@ -1,4 +1,4 @@
-"""The fast seed CRF (`refine_seed`, icd.densecrf's engine) against the official 21-label pydensecrf
+"""The fast seed CRF (`refine_seed`, wsss.crf.densecrf's engine) against the official 21-label pydensecrf
 call (`crf_official`), the engine against pydensecrf and against a brute-force dense Gaussian."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import pydensecrf.densecrf as dcrf
 import pytest
 import torch
 
-from icd.config import load_config
-from icd.crf import crf_official, refine_seed
-from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
-from icd.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
+from wsss.core.config import load_config
+from wsss.crf.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
+from wsss.crf.refine import crf_official, refine_seed
+from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
 
 PARAMS = dict(confidence=0.5, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
               bilateral_compat=10, iterations=10, min_probability=0.1)

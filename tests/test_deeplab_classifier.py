@@ -14,14 +14,13 @@ import deeplab.classifier as classifier
 from deeplab.classifier import ResNet101Classifier, train_classifier
 from deeplab.model import DeepLabResNet101, load_imagenet_weights
 from deeplab.resnet import Bottleneck, ResNet101
-from icd.data.io import read_rgb, write_jpeg
-from icd.data.voc import VOCPaths
-from icd.errors import ConfigError
-from icd.losses import cam_loss
-from icd.normalisation import named, recorded_normalisation
-from icd.train import multi_hot
-from icd.transforms import bilinear_resize
 from tests.test_deeplab_model import resnet101_torchvision_shapes
+from wsss.core.errors import ConfigError
+from wsss.data.io import read_rgb, write_jpeg
+from wsss.data.transforms import bilinear_resize
+from wsss.data.voc import VOCPaths
+from wsss.nets.normalisation import named, recorded_normalisation
+from wsss.training import cam_loss, multi_hot
 
 WIDTH = 0.0625
 SETTINGS = dict(width=WIDTH, seed=0, iterations=8, batch_size=4, lr=0.05, momentum=0.9, weight_decay=5e-4,
@@ -107,7 +106,7 @@ def test_a_fixed_seed_gives_identical_weights_and_an_interrupted_run_resumes_to_
     assert not (tmp_path / "resumed.pth").exists()
     assert torch.load(tmp_path / "resumed.checkpoint.pt", weights_only=True)["epoch"] == 3  # after iteration 4
     monkeypatch.setattr(classifier, "save_checkpoint", real_save)
-    with caplog.at_level(logging.INFO, logger="icd.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="wsss.core.checkpoints"):
         resumed = _train(tmp_path / "resumed.pth", tiny_dataset)
     assert "after iteration 4" in caplog.text  # really resumed, not retrained to the same weights
     assert all(torch.equal(expected[key], value) for key, value in _state(tmp_path / "resumed.pth").items())
@@ -129,7 +128,7 @@ def test_a_checkpoint_trained_on_other_images_is_not_resumed_and_the_run_equals_
         path = VOCPaths.create(dataset["voc_root"]).image(image_id)
         write_jpeg(path, 255 - read_rgb(path))
     fresh = train("fresh.pth")
-    with caplog.at_level(logging.INFO, logger="icd.checkpoints"):
+    with caplog.at_level(logging.INFO, logger="wsss.core.checkpoints"):
         rerun = train("run.pth")
     assert "was trained on other inputs (changed: images); training from scratch" in caplog.text
     assert "resuming" not in caplog.text

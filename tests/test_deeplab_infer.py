@@ -15,11 +15,11 @@ from deeplab.evaluate import evaluate_predictions
 from deeplab.infer import SERVER_FOLDER, class_probabilities, crf_refine, load_trained, pack_for_server, predict_split
 from deeplab.model import build_model
 from deeplab.train import network_options
-from icd.config import load_config
-from icd.data.classes import IGNORE_LABEL, NUM_CLASSES, PALETTE
-from icd.data.io import read_mask, read_rgb, write_mask
-from icd.data.voc import VOCPaths
-from icd.errors import DataError
+from wsss.core.config import load_config
+from wsss.core.errors import DataError
+from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES, PALETTE
+from wsss.data.io import read_mask, read_rgb, write_mask
+from wsss.data.voc import VOCPaths
 
 MODEL_SECTION = {"batch_norm": True}
 

@@ -12,8 +12,8 @@ from deeplab.model import (
     load_imagenet_weights,
     parameter_groups,
 )
-from icd.backbones import VGG16DeepLab, save_backbone
-from icd.errors import ConfigError
+from wsss.core.errors import ConfigError
+from wsss.nets.backbones import VGG16DeepLab, save_backbone
 
 RESNET101_STAGES = [(3, 64, 1), (4, 128, 2), (23, 256, 1), (3, 512, 1)]  # blocks, planes, first stride
 

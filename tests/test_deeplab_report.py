@@ -9,10 +9,10 @@ from PIL import Image
 
 import deeplab.workflow as plan
 from deeplab.report import prediction_figure, write_segmentation_tables
-from icd.config import load_config
-from icd.data.io import read_mask, write_mask
-from icd.data.voc import VOCPaths
-from icd.errors import ConfigError
+from wsss.core.config import load_config
+from wsss.core.errors import ConfigError
+from wsss.data.io import read_mask, write_mask
+from wsss.data.voc import VOCPaths
 
 
 def record(backbone, seeds, miou_raw, miou_crf=None):

@@ -13,13 +13,13 @@ import torch
 
 from deeplab.data import SeedTrainingSet, augment
 from deeplab.train import _stream_positions, segmentation_loss, train_deeplab
-from icd.config import load_config
-from icd.data.classes import IGNORE_LABEL
-from icd.data.io import read_mask, write_mask
-from icd.data.voc import VOCPaths
-from icd.errors import ConfigError, DataError
-from icd.train import TrainingDiverged, poly_lr
 from tests.workflow_helpers import assert_resumed_after, kill_at_first_checkpoint, run_under_torchrun
+from wsss.core.config import load_config
+from wsss.core.errors import ConfigError, DataError
+from wsss.data.classes import IGNORE_LABEL
+from wsss.data.io import read_mask, write_mask
+from wsss.data.voc import VOCPaths
+from wsss.training import TrainingDiverged, poly_lr
 
 MODEL_SECTION = {"batch_norm": True}
 

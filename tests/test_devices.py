@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from icd import devices
-from icd.errors import ConfigError
+from wsss.core import devices
+from wsss.core.errors import ConfigError
 
 TWO_GPUS = """\
 GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa-0000)
@@ -49,7 +49,7 @@ def test_listing_parsed_and_mig_slices_replace_their_gpu(fake_smi):
 
 def test_no_driver_means_cpu_and_environment_untouched(fake_smi, tmp_path, caplog, monkeypatch):
     fake_smi("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n", exit_code=9)
-    with caplog.at_level(logging.INFO, logger="icd.devices"):
+    with caplog.at_level(logging.INFO, logger="wsss.core.devices"):
         devices.assign_local_gpus(1, lock_dir=tmp_path / "locks")
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
     assert "running on the CPU" in caplog.text
@@ -91,7 +91,7 @@ def test_claims_in_one_process_take_distinct_gpus(fake_smi, tmp_path):
 
 CLAIMER = textwrap.dedent("""
     import json, logging, os, sys, time
-    from icd.devices import assign_local_gpus
+    from wsss.core.devices import assign_local_gpus
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.monotonic()
     assign_local_gpus(int(sys.argv[2]), lock_dir=sys.argv[1], poll_seconds=0.05)
@@ -137,7 +137,7 @@ def test_a_two_gpu_job_waits_for_both_without_holding_half(fake_smi, tmp_path):
 def test_a_crashed_job_releases_its_gpu(fake_smi, tmp_path):
     fake_smi(TWO_GPUS)
     env = {**os.environ, "PYTHONPATH": str(Path(devices.__file__).parents[1])}
-    crash = ("import os; from icd.devices import assign_local_gpus; "
+    crash = ("import os; from wsss.core.devices import assign_local_gpus; "
              f"assign_local_gpus(2, lock_dir={str(tmp_path / 'locks')!r}); os._exit(1)")
     assert subprocess.run([sys.executable, "-c", crash], env=env).returncode == 1
     started = time.monotonic()

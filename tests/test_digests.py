@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from icd.data.io import read_rgb, write_jpeg
-from icd.data.voc import VOCPaths
-from icd.digests import changed_inputs, file_digest, files_digest, training_inputs
-from icd.errors import DataError
+from wsss.core.digests import changed_inputs, file_digest, files_digest, training_inputs
+from wsss.core.errors import DataError
+from wsss.data.io import read_rgb, write_jpeg
+from wsss.data.voc import VOCPaths
 
 
 def test_file_digest_is_the_sha256_of_the_bytes_and_a_missing_input_names_its_path(tmp_path):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from benchmarks.dryrun import GOAL_SECONDS, VOC_COUNTS, dry_run, fabricate_layout
-from icd.config import load_config
+from wsss.core.config import load_config
 
 SHARDED = ("superpixels", "infer_scores", "infer_scores_without_top_down", "make_seeds")
 

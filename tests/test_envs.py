@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from icd.config import PROJECT_ROOT
+from wsss.core.config import PROJECT_ROOT
 
 ENV_FILES = sorted((PROJECT_ROOT / "envs").glob("*.yaml"))
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]

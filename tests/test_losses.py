@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from icd.errors import ConfigError
 from icd.losses import (
     bottom_up_loss,
-    cam_loss,
     icd_losses,
     normalise_target,
     top_down_loss,
     warmup_weight,
 )
 from icd.model import bottom_up_scores
+from wsss.core.errors import ConfigError
+from wsss.training import cam_loss
 
 SCALE = 10.0
 

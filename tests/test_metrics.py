@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from icd.metrics import (PixelAveragePrecision, class_iou, confusion_matrix, coverage, mean_iou,
-                         pixel_accuracy)
+from wsss.metrics import PixelAveragePrecision, class_iou, confusion_matrix, coverage, mean_iou, pixel_accuracy
 
 
 def brute_force_iou(gt: np.ndarray, pred: np.ndarray, num_classes: int, strict: bool) -> np.ndarray:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from icd.backbones import VGG16DeepLab
-from icd.errors import ConfigError
 from icd.losses import icd_losses
 from icd.model import ICDNet, SignFlip, refine_with_superpixels
+from wsss.core.errors import ConfigError
+from wsss.nets.backbones import VGG16DeepLab
 
 WIDTH = 0.0625
 IMAGE_SHAPE = (3, 40, 56)  # non-square; stride 8 -> 5 x 7

@@ -1,4 +1,4 @@
-"""Input normalisation belongs to the weights file (icd.normalisation).
+"""Input normalisation belongs to the weights file (wsss.nets.normalisation).
 
 Against an independent reference: torchvision's documented preprocessing (ToTensor, then Normalize with
 ImageNet's mean and std), written out here, on a real photograph, into VGG16 feature layers and a ResNet
@@ -28,11 +28,15 @@ from torch import nn
 
 from benchmarks.dryrun import torchvision_keys
 from deeplab.model import DeepLabResNet101, load_imagenet_weights
-from icd.backbones import VGG16DeepLab, load_vgg16_weights, save_backbone
-from icd.checkpoints import save_checkpoint, save_trained
-from icd.config import PROJECT_ROOT, SCHEMA_PATH, load_config
-from icd.errors import ConfigError
-from icd.normalisation import (
+from icd.superpixels import backbone_dense_features
+from tests.conftest import make_voc_tree
+from tests.test_deeplab_model import resnet101_torchvision_shapes
+from tests.workflow_helpers import TINY, snakemake
+from wsss.core.checkpoints import save_checkpoint, save_trained
+from wsss.core.config import PROJECT_ROOT, SCHEMA_PATH, load_config
+from wsss.core.errors import ConfigError
+from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights, save_backbone
+from wsss.nets.normalisation import (
     NORMALISATIONS,
     SETTINGS,
     backbone_normalisations,
@@ -42,11 +46,7 @@ from icd.normalisation import (
     weights_normalisation,
     with_record,
 )
-from icd.superpixels import backbone_dense_features
-from icd.weights_header import read_header
-from tests.conftest import make_voc_tree
-from tests.test_deeplab_model import resnet101_torchvision_shapes
-from tests.workflow_helpers import TINY, snakemake
+from wsss.nets.weights_header import read_header
 
 # torchvision's documented ImageNet preprocessing (transforms.Normalize arguments).
 TORCHVISION_MEAN = [0.485, 0.456, 0.406]
@@ -446,8 +446,8 @@ def test_planning_reads_the_weights_files_without_importing_torch(tmp_path):
                  "deeplab": {"weights": {"vgg16": str(caffe), "resnet101": str(resnet)}}}
     script = (
         "import json, sys\n"
-        "from icd.config import load_config\n"
-        "from icd.normalisation import backbone_normalisations\n"
+        "from wsss.core.config import load_config\n"
+        "from wsss.nets.normalisation import backbone_normalisations\n"
         f"plan = backbone_normalisations(load_config(overrides={overrides!r}))\n"
         "print(json.dumps({'plan': plan, 'torch': 'torch' in sys.modules}))\n"
     )

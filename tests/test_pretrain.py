@@ -7,12 +7,12 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from icd.backbones import VGG16DeepLab, load_vgg16_weights
-from icd.data.classes import class_index
-from icd.data.io import write_jpeg, write_mask
-from icd.errors import ConfigError
-from icd.normalisation import weights_normalisation
 from icd.pretrain import measure_premise, pretrain_backbone, roc_auc, top_direction
+from wsss.core.errors import ConfigError
+from wsss.data.classes import class_index
+from wsss.data.io import write_jpeg, write_mask
+from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights
+from wsss.nets.normalisation import weights_normalisation
 
 TINY = dict(width=0.0625, batch_norm=True, num_images=80, image_size=32, batch_size=16, lr=0.05,
             weight_decay=5e-4, normalisation="minus127", log=None, progress=False)

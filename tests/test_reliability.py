@@ -28,12 +28,12 @@ import pytest
 import torch
 from PIL import Image
 
-from icd.config import PROJECT_ROOT
-from icd.data.io import image_size
-from icd.shards import ShardStore
 from tests.conftest import write_annotation
 from tests.test_voc import _resize_png, _truncate
 from tests.workflow_helpers import TINY, assert_resumed_after, snakemake
+from wsss.core.config import PROJECT_ROOT
+from wsss.core.shards import ShardStore
+from wsss.data.io import image_size
 
 # Through the seeds, the stages these tests are about (the DeepLab stage has its own tests).
 SYNTHETIC_TARGETS = [f"results/tiny/{path}" for path in ("tables/seeds.csv", "tables/score_map_ap.csv",
@@ -459,7 +459,7 @@ def test_killed_deeplab_training_resumes_to_identical_weights(voc_workdir, tmp_p
 # ---------------------------------------------------------------------------------------------
 # Safe loading and memory.
 
-SCANNED_SOURCES = ("icd", "deeplab", "benchmarks", "workflow", "Snakefile")
+SCANNED_SOURCES = ("wsss", "icd", "deeplab", "benchmarks", "workflow", "Snakefile")
 
 
 def _is_weights_only(call: ast.Call) -> bool:
@@ -490,7 +490,7 @@ def test_every_torch_load_in_the_sources_is_weights_only():
     calls = {f"{path.relative_to(PROJECT_ROOT)}:{line}": safe for path in files
              for line, safe in torch_loads(path.read_text(), python=path.suffix == ".py")}
     # the scan sees every loader: weights, the trainers' checkpoint resume, scores, DeepLab inference
-    assert {"icd/normalisation.py", "icd/checkpoints.py", "icd/scores.py", "deeplab/infer.py"} <= {
+    assert {"wsss/nets/normalisation.py", "wsss/core/checkpoints.py", "icd/scores.py", "deeplab/infer.py"} <= {
         where.split(":")[0] for where in calls}
     assert [where for where, safe in calls.items() if not safe] == []
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icd.plots import per_class_iou_chart, sign_flips, training_curves
 from tests.apt import AptUnavailable, apt_install
 from tests.workflow_helpers import snakemake
+from wsss.plots import per_class_iou_chart, sign_flips, training_curves
 
 CLASSES = ("aeroplane", "boat", "cat")
 
@@ -57,13 +57,13 @@ def test_training_curves_and_iou_chart_are_drawn(tmp_path):
 
 
 def test_cli_verbs_read_the_artifacts_the_rules_give_them(tmp_path, monkeypatch):
-    import icd.plots
+    import wsss.plots
     from icd.cli import main
 
     table = tmp_path / "seeds_per_class.csv"
     table.write_text("variant,background,aeroplane,train\ncam,0.8000,0.2500,0.3000\nicd,0.7000,0.4000,0.3500\n")
     drawn = {}
-    monkeypatch.setattr(icd.plots, "per_class_iou_chart", lambda out, per_class: drawn.update(per_class))
+    monkeypatch.setattr(wsss.plots, "per_class_iou_chart", lambda out, per_class: drawn.update(per_class))
     assert main(["seed-iou-chart", "--per-class", str(table), "--out", str(tmp_path / "iou.png")]) == 0
     with open(table, newline="") as handle:
         expected = {row.pop("variant"): {name: float(value) for name, value in row.items()} for row in csv.DictReader(handle)}

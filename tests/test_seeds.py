@@ -180,7 +180,7 @@ def test_cam_sp_averages_the_normalised_cam_inside_superpixels(seed_value):
 
 
 def image_case():
-    from icd.config import load_config
+    from wsss.core.config import load_config
 
     rng = np.random.default_rng(0)
     classes = [4, 15]
@@ -194,7 +194,7 @@ def image_case():
 def test_every_seed_variant_is_made_from_its_own_source():
     """Table 3's unsuffixed steps from the full network (its own CAM breaking overlaps), the `_no_td` steps
     from the ablation network, the CAM baselines: `cam_crf` is `cam` through the official seed CRF."""
-    from icd.crf import crf_official
+    from wsss.crf.refine import crf_official
 
     classes, full, ablation, image, superpixels, options = image_case()
     seeds = image_seeds(image, full, classes, superpixels, ablation_scores=ablation, **options)

@@ -22,10 +22,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from icd.config import PROJECT_ROOT
-from icd.shards import ShardStore
 from tests.slurm_cluster import OneNodeCluster, SlurmUnavailable, ensure_installed
 from tests.workflow_helpers import TINY, snakemake
+from wsss.core.config import PROJECT_ROOT
+from wsss.core.shards import ShardStore
 
 PROFILE = PROJECT_ROOT / "profiles" / "slurm"
 SNAKEMAKE_TIMEOUT = 300

@@ -96,7 +96,7 @@ def test_felzenszwalb_partitions_the_image_and_merge_bounds_it():
 
 def test_shards_store_non_square_maps_in_their_orientation(tmp_path):
     """The official script saved `np.array([m, 0, 0]).T.reshape(h, w, 3)`, which scrambles non-square maps."""
-    from icd.shards import ShardStore, save_shard
+    from wsss.core.shards import ShardStore, save_shard
 
     rng = np.random.default_rng(0)
     height, width = 37, 53

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icd.data import synthetic
-from icd.data.classes import IGNORE_LABEL, PALETTE, VOC_CLASSES, class_index
-from icd.data.io import read_grey, read_rgb
-from icd.data.synthetic import PRETEXT_CLASSES, generate_dataset, pretext_images
+from wsss.data import synthetic
+from wsss.data.classes import IGNORE_LABEL, PALETTE, VOC_CLASSES, class_index
+from wsss.data.io import read_grey, read_rgb
+from wsss.data.synthetic import PRETEXT_CLASSES, generate_dataset, pretext_images
 
 SMALL = dict(
     seed=3,

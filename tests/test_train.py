@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from icd.backbones import VGG16DeepLab, save_backbone
-from icd.config import load_config
-from icd.data.io import image_size, read_rgb
-from icd.errors import ConfigError
-from icd.shards import ShardStore, save_shard, shard_ids
 from icd.superpixels import compute_superpixel_shard
-from icd.train import TrainingDiverged, epoch_order, poly_lr, train_icd
+from icd.train import epoch_order, train_icd
 from tests.workflow_helpers import assert_resumed_after, kill_at_first_checkpoint, run_under_torchrun
+from wsss.core.config import load_config
+from wsss.core.errors import ConfigError
+from wsss.core.shards import ShardStore, save_shard, shard_ids
+from wsss.data.io import image_size, read_rgb
+from wsss.nets.backbones import VGG16DeepLab, save_backbone
+from wsss.training import TrainingDiverged, poly_lr
 
 WIDTH = 0.0625
 
@@ -196,8 +197,8 @@ def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint
 
 
 def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tiny_dataset, prepared, tmp_path):
-    from icd.errors import ConfigError
     from icd.scores import SCORE_MAPS, infer_scores_shard, load_trained, score_map_average_precision
+    from wsss.core.errors import ConfigError
 
     weights, shards = prepared
     options = icd_options(epochs=1)
@@ -216,7 +217,7 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     assert set(table) == set(SCORE_MAPS)
     assert all(0.0 <= row["mAP"] <= 1.0 for row in table.values())
 
-    from icd.shards import save_shard
+    from wsss.core.shards import save_shard
 
     rng = np.random.default_rng(0)
     save_shard(tmp_path / "ablation.npz", {i: rng.normal(size=store[i].shape).astype(np.float16) for i in ids})
@@ -240,7 +241,7 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     # seeds.inference_scale 2: the padded canvas enlarged to 2 * 64 + 1 before the network, maps still
     # covering the 65 px canvas -- the same as scale 1 on a canvas the caller enlarged itself.
     from icd.scores import image_scores
-    from icd.transforms import bilinear_resize, nearest_resize, pad_to
+    from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to
 
     net, normalise = load_trained(tmp_path / "model.pt", model=options["model"], icd=options["icd"],
                                   normalisation="minus127")
@@ -255,9 +256,9 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     np.testing.assert_array_equal(scaled, by_hand)
 
     # The trained backbone as a weights file (deeplab.init_from_icd): it loads strictly, equal to the network's.
-    from icd.backbones import load_vgg16_weights
-    from icd.normalisation import weights_normalisation
     from icd.scores import export_backbone
+    from wsss.nets.backbones import load_vgg16_weights
+    from wsss.nets.normalisation import weights_normalisation
 
     export_backbone(tmp_path / "model.pt", tmp_path / "backbone.pth", model=options["model"], icd=options["icd"],
                     normalisation="minus127")
@@ -284,13 +285,13 @@ def test_distributed_training_with_two_processes(tiny_dataset, prepared, tmp_pat
 def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset, prepared, tmp_path):
     from PIL import Image
 
-    from icd.config import load_config
-    from icd.data.io import read_mask
-    from icd.errors import DataError
     from icd.scores import infer_scores_shard
     from icd.seed_quality import evaluate_seed_folders, threshold_sweep
     from icd.seeds import collect_seed_shards, generate_seed_shard, seed_variants
     from tests.conftest import snapshot
+    from wsss.core.config import load_config
+    from wsss.core.errors import DataError
+    from wsss.data.io import read_mask
 
     weights, shards = prepared
     options = icd_options(epochs=1)
@@ -327,7 +328,7 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     assert all(0 <= row["miou_strict"] <= row["miou"] <= 1 and 0 <= row["recall"] <= 1 for row in table)
     # Recall and precision recounted from the written PNGs and the GT (read with PIL, not icd's readers):
     # a seed pixel left at 255 is unlabelled, neither a hit nor a wrong class, and GT 255 counts nowhere.
-    from icd.data.voc import VOCPaths
+    from wsss.data.voc import VOCPaths
 
     paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
     split = tiny_dataset["roles"]["train"]

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icd.data.classes import PALETTE, VOC_CLASSES, class_index
-from icd.data.io import read_mask, read_rgb, write_mask
-from icd.data.voc import SplitRoles, VOCPaths, parse_annotation, read_split, validate_dataset
-from icd.errors import DataError
 from tests.conftest import snapshot, write_annotation
+from wsss.core.errors import DataError
+from wsss.data.classes import PALETTE, VOC_CLASSES, class_index
+from wsss.data.io import read_mask, read_rgb, write_mask
+from wsss.data.voc import SplitRoles, VOCPaths, parse_annotation, read_split, validate_dataset
 
 
 def validate(root: Path, **kwargs) -> dict:
@@ -154,7 +154,7 @@ def test_mask_values_outside_voc_are_rejected(tmp_path):
 def test_atomic_writes_get_the_usual_permissions_and_replace_only_on_success(tmp_path):
     import os
 
-    from icd.files import atomic_dir, write_text
+    from wsss.core.files import atomic_dir, write_text
 
     umask = os.umask(0o022)
     try:
@@ -178,7 +178,7 @@ def test_a_rerun_removes_the_temporaries_of_a_killed_writer_and_only_those(tmp_p
     import subprocess
     import sys
 
-    from icd.files import atomic_dir, write_text
+    from wsss.core.files import atomic_dir, write_text
 
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead, live = int(finished.stdout), os.getpid()  # a process that has exited, and this one

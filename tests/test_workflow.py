@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from icd.config import PROJECT_ROOT
 from tests.workflow_helpers import TINY, snakemake
+from wsss.core.config import PROJECT_ROOT
 
 
 @pytest.mark.slow

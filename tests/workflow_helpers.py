@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from icd.config import PROJECT_ROOT
+from wsss.core.config import PROJECT_ROOT
 
 TINY = {
     "run": "tiny",

@@ -7,8 +7,8 @@ import sys
 
 from snakemake.settings.types import DeploymentMethod
 
-from icd.config import check_data_roots
-from icd.normalisation import backbone_normalisations
+from wsss.core.config import check_data_roots
+from wsss.nets.normalisation import backbone_normalisations
 from icd.seeds import seed_variants
 
 RESULTS = f"results/{config['run']}"
@@ -18,7 +18,7 @@ SYNTHETIC = config["data"]["source"] == "synthetic"
 RESNET101_STAND_IN = (SYNTHETIC and "resnet101" in config["deeplab"]["backbones"]
                       and not config["deeplab"]["weights"]["resnet101"])
 check_data_roots(config)  # a missing dataset folder fails here, naming the key, not later as a missing input
-# The input normalisation of each backbone, decided by its weights (icd.normalisation): {"icd": ..., "deeplab":
+# The input normalisation of each backbone, decided by its weights (wsss.nets.normalisation): {"icd": ..., "deeplab":
 # {backbone: ...}}. A weights file of unknown normalisation fails here, naming the key to set.
 NORMALISATION = backbone_normalisations(config)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from icd.errors import ConfigError
+from wsss.core.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"
 

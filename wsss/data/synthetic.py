@@ -25,9 +25,9 @@ from scipy import ndimage
 from skimage.color import hsv2rgb
 from tqdm import tqdm
 
-from icd.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL, class_index
-from icd.data.io import write_grey, write_jpeg, write_mask
-from icd.files import atomic_dir, write_text
+from wsss.core.files import atomic_dir, write_text
+from wsss.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL, class_index
+from wsss.data.io import write_grey, write_jpeg, write_mask
 
 SPLITS = ("train", "val", "test")
 _MIN_VISIBLE = 0.75  # share of its area an object keeps when later objects overlap it

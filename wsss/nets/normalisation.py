@@ -23,7 +23,7 @@ entry gets `input_normalisation`), not as a key: a string among the tensors is n
 `torch.save`/`torch.load` (weights_only too) and every loader ignores the extra entry, so a file this
 project writes in torchvision's layout (the ResNet101 stand-in) still loads wherever torchvision's
 weights load. Training files (ICD and DeepLab `checkpoint.pt`/`model.pt`), dicts of entries anyway,
-carry a top-level `normalisation` string (`icd.checkpoints`).
+carry a top-level `normalisation` string (`wsss.core.checkpoints`).
 """
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from icd.errors import ConfigError
-from icd.weights_header import read_header
+from wsss.core.errors import ConfigError
+from wsss.nets.weights_header import read_header
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: planning reads weights files without it
+    import torch
 
 # torchvision's ImageNet statistics (transforms.Normalize of its VGG16/ResNet101 recipes), on [0, 1].
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -193,7 +197,7 @@ def weights_normalisation(weights: str | os.PathLike | Mapping, setting: str = "
     if setting not in SETTINGS:
         raise ConfigError(f"invalid configuration at '{key}': {setting!r} is not one of {', '.join(SETTINGS)}.")
     source = "the given state dict" if isinstance(weights, Mapping) else str(weights)
-    # A file's keys and record are read without torch where its format allows (icd.weights_header): planning
+    # A file's keys and record are read without torch where its format allows (wsss.nets.weights_header): planning
     # calls this for every user weights file, and the torch import alone costs seconds on a busy machine.
     state = weights if isinstance(weights, Mapping) else read_header(weights) or load_weights_file(weights, mmap=True)
     recorded = recorded_normalisation(state, source)

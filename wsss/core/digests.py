@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from icd.data.voc import VOCPaths
-from icd.errors import DataError
+from wsss.core.errors import DataError
+from wsss.data.voc import VOCPaths
 
 # hashlib releases the GIL while it hashes, so a few threads overlap reading and hashing.
 READER_THREADS = 4

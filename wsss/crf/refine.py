@@ -2,7 +2,7 @@
 
 `crf_official` is the reference: 21 label channels, unary from the seed labels, Gaussian + bilateral
 Potts pairwise terms, mean-field, argmax with a `max prob < min_probability -> 255` rule.
-`refine_seed` gives the same labels while running the same CRF (icd.densecrf's engine, not
+`refine_seed` gives the same labels while running the same CRF (wsss.crf.densecrf's engine, not
 pydensecrf) over only the labels the seed holds plus one channel standing for all absent classes;
 see its docstring.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
-from icd.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
+from wsss.crf.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
+from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
 
 __all__ = ["crf_official", "pydensecrf_marginals", "refine_seed"]
 
@@ -98,14 +98,14 @@ def refine_seed(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilat
     One channel R carrying their summed mass, R = A * Q_a, reproduces them exactly if
       - its unary is U_a - log A (so exp(-U_R) = A exp(-U_a): same Z from the start), and
       - its pairwise compatibility is w / A (its message w K*(R/A) = w K*Q_a): label weight 1 / A
-        in icd.densecrf.mean_field (pydensecrf's diagonal compatibility (-w, ..., -w, -w/A)).
+        in wsss.crf.densecrf.mean_field (pydensecrf's diagonal compatibility (-w, ..., -w, -w/A)).
     Afterwards Q_a = R / A is compared with the present labels as numpy's argmax over 21 would:
     the lowest absent index wins if Q_a beats the best present label, or ties it from a lower index.
     Background is grouped with the absent classes when no pixel is seeded 0: its official marginal
     is then bit-identical to theirs, and keeping it in the group makes numpy's tie-break (0 wins)
     exact instead of depending on float rounding between two channels.
     Cost: pydensecrf's per-pixel work barely depends on the label count (3-5 channels through it
-    were only 2-3x faster than 21). icd.densecrf builds the same lattices with vectorised numpy
+    were only 2-3x faster than 21). wsss.crf.densecrf builds the same lattices with vectorised numpy
     and filters P channels per iteration (the group's follows from sum Q = 1): about 5.5x less CPU
     than `crf_official` on 375 x ~450 images (benchmarks/crf.py), its marginals equal to
     pydensecrf's to ~1e-5 (tests/test_crf.py).

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from icd.files import atomic_path
+from wsss.core.files import atomic_path
 
 
 def _pyplot():

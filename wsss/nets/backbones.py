@@ -16,9 +16,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from icd.errors import ConfigError
-from icd.files import atomic_path
-from icd.normalisation import load_weights_file, with_record
+from wsss.core.errors import ConfigError
+from wsss.core.files import atomic_path
+from wsss.nets.normalisation import load_weights_file, with_record
 
 # torchvision's VGG16 configuration ("D"): channel counts, "M" = max pool.
 VGG16_CFG: tuple[int | str, ...] = (
@@ -45,7 +45,7 @@ class VGG16DeepLab(nn.Module):
     `forward` returns a dict of feature maps (all after ReLU): `conv4` (conv4_3, stride 8),
     `conv5` (conv5_3, before pool5; the ICD feature), `pool5` (max then avg pool), `fc6`, `fc7`
     (after dropout, which is the identity in eval mode). The input must already be normalised by
-    the caller, as the weights expect (`icd.normalisation`; the official code feeds `x - 127`).
+    the caller, as the weights expect (`wsss.nets.normalisation`; the official code feeds `x - 127`).
 
     fc6 is a 3x3 conv with padding = dilation = `fc6_dilation` (1 for ICD's CAM branch, 12 for
     DeepLab-LargeFOV). The 3x3 average pool after pool5 counts padded zeros (divides by 9 at the
@@ -149,7 +149,7 @@ def read_state_dict(path_or_state_dict, source_name: str | None) -> tuple[dict, 
     """(dict of tensors, name for messages) from a weights file (weights_only) or a state dict.
 
     A missing, unloadable or non-tensor file is a ConfigError saying what to save instead
-    (`icd.normalisation.load_weights_file`).
+    (`wsss.nets.normalisation.load_weights_file`).
     """
     if isinstance(path_or_state_dict, Mapping):
         return dict(path_or_state_dict), source_name or "<in-memory state dict>"
@@ -257,7 +257,7 @@ def load_vgg16_weights(model: VGG16DeepLab, path_or_state_dict, *, source_name: 
 
 def save_backbone(model: VGG16DeepLab, path: str | os.PathLike, normalisation: str) -> None:
     """Save the backbone's DeepLab-format state dict atomically (loadable by load_vgg16_weights), recording
-    the input `normalisation` its weights were trained with (`icd.normalisation.with_record`)."""
+    the input `normalisation` its weights were trained with (`wsss.nets.normalisation.with_record`)."""
     state = model.state_dict()
     copied = OrderedDict((key, value.detach().cpu().clone()) for key, value in state.items())
     copied._metadata = state._metadata

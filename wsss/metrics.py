@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icd.data.classes import IGNORE_LABEL, NUM_CLASSES
+from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
 
 # Column NUM_CLASSES of the confusion matrix counts pixels the prediction left at 255 (ignored).
 UNLABELLED = NUM_CLASSES

@@ -1,7 +1,7 @@
 """Training augmentation as the official ICD loader: random scale, flip, pad, random crop.
 
 Images are resized bilinearly and superpixel maps by nearest neighbour; padding uses `pad_rgb` for
-the image (the colour the weights' normalisation maps to zero input, `icd.normalisation`: 127 for the
+the image (the colour the weights' normalisation maps to zero input, `wsss.nets.normalisation`: 127 for the
 official `x - 127`) and a fresh region id for the superpixels, so the padding is its own superpixel.
 """
 

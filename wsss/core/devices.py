@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from icd.errors import ConfigError
+from wsss.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from icd.data.classes import IGNORE_LABEL, NUM_CLASSES, PALETTE
-from icd.errors import DataError
-from icd.files import atomic_path
+from wsss.core.errors import DataError
+from wsss.core.files import atomic_path
+from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES, PALETTE
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

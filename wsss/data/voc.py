@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from icd.data.classes import FOREGROUND_CLASSES, class_index
-from icd.data.io import image_size, read_mask, read_rgb
-from icd.errors import DataError
+from wsss.core.errors import DataError
+from wsss.data.classes import FOREGROUND_CLASSES, class_index
+from wsss.data.io import image_size, read_mask, read_rgb
 
 AUG_SPLITS = frozenset({"train_aug"})
 MAX_LISTED_PROBLEMS = 20

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from icd.errors import DataError
-from icd.files import atomic_path
+from wsss.core.errors import DataError
+from wsss.core.files import atomic_path
 
 
 def shard_ids(ids: Sequence[str], index: int, count: int) -> list[str]:

@@ -2,7 +2,7 @@
 
 A checkpoint holds the model, the optimiser, the history so far, the last finished step (an epoch
 for ICD, an iteration for DeepLab, stored under "epoch"), the input normalisation it is trained on
-(`icd.normalisation`), the fingerprint of the run's options and the content digest of each of its inputs (`icd.digests`): a run resumes only from a checkpoint of the
+(`wsss.nets.normalisation`), the fingerprint of the run's options and the content digest of each of its inputs (`wsss.core.digests`): a run resumes only from a checkpoint of the
 same configuration over the same input bytes, so changed settings, new seeds, new superpixels or a
 replaced weights file retrain from scratch instead of silently continuing another run. Under
 torchrun every process trains and rank 0 writes.
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from icd.backbones import default_device
-from icd.digests import changed_inputs
-from icd.errors import ConfigError
-from icd.files import atomic_path, write_text
+from wsss.core.digests import changed_inputs
+from wsss.core.errors import ConfigError
+from wsss.core.files import atomic_path, write_text
+from wsss.nets.backbones import default_device
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, hist
     """Write the state after finished `step` atomically: a kill mid-write leaves the previous checkpoint.
 
     `inputs`: the content digest of each input, by name, so a rerun on other inputs never resumes it.
-    `normalisation`: the input normalisation the network is trained on (`icd.normalisation`), recorded.
+    `normalisation`: the input normalisation the network is trained on (`wsss.nets.normalisation`), recorded.
     """
     state = {
         "model": net.state_dict(),

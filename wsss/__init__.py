@@ -1,0 +1,13 @@
+"""The platform both pipeline stages build on: it imports neither `icd` nor `deeplab`.
+
+- `wsss.core`: config, errors, atomic files, devices and GPU claims, checkpoints, shards, input digests,
+  CLI plumbing;
+- `wsss.data`: VOC classes and palette, image and mask I/O, the VOC/SBD reader and validation, the
+  synthetic generator, transforms;
+- `wsss.nets`: the VGG16 backbone, weight loading and the input normalisation weights expect;
+- `wsss.crf`: the dense CRF engine and the seed / reference CRF calls;
+- `wsss.metrics`, `wsss.plots`, `wsss.training` (what every trainer shares).
+
+`icd` (the method) and `deeplab` (the segmentation stage) import it and never each other; the workflow
+connects them through files.
+"""

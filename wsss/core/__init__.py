@@ -1,0 +1,1 @@
+"""Shared infrastructure: config, errors, atomic files, devices, checkpoints, shards, digests, CLI plumbing."""

@@ -1,0 +1,1 @@
+"""Backbones, their weight files and the input normalisation the weights expect."""

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: run test install clean-venv
+.PHONY: run test lint install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The gate CI runs before the tests: lint and format findings fail it (settings in pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules/*.smk
+	$(BIN)/snakemake --lint
 
 clean-venv:
 	rm -rf $(VENV)

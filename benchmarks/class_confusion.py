@@ -45,12 +45,26 @@ def confusion(results: Path, score_map: str, canvas: int) -> dict[str, float]:
         for position, class_index in enumerate(classes):
             own = gt == class_index
             others = [k for k in range(len(classes)) if k != position]
-            counts += [own.sum(), (scores[others].max(0) > scores[position])[own].sum(),
-                       (normalised[others].max(0) > normalised[position])[own].sum(),
-                       (scores[others].max(0) > 0)[own].sum(), (scores[position] > 0)[own].sum()]
+            counts += [
+                own.sum(),
+                (scores[others].max(0) > scores[position])[own].sum(),
+                (normalised[others].max(0) > normalised[position])[own].sum(),
+                (scores[others].max(0) > 0)[own].sum(),
+                (scores[position] > 0)[own].sum(),
+            ]
     shares = counts[1:] / max(counts[0], 1)
-    return dict(zip(("other class higher (raw)", "other class higher (per-class normalised)",
-                     "other class positive", "own class positive"), shares))
+    return dict(
+        zip(
+            (
+                "other class higher (raw)",
+                "other class higher (per-class normalised)",
+                "other class positive",
+                "own class positive",
+            ),
+            shares,
+            strict=True,
+        )
+    )
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
     h, w = mask.shape
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            out &= padded[dy:dy + h, dx:dx + w]
+            out &= padded[dy : dy + h, dx : dx + w]
     return out
 
 
@@ -54,10 +54,10 @@ def make_seed(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
     h, w = gt.shape
     if rng.random() < 0.5:  # a random band of ignore across the image
         y = int(rng.integers(0, h - 40))
-        seed[y:y + int(rng.integers(20, 60))] = IGNORE_LABEL
+        seed[y : y + int(rng.integers(20, 60))] = IGNORE_LABEL
     else:
         x = int(rng.integers(0, w - 40))
-        seed[:, x:x + int(rng.integers(20, 60))] = IGNORE_LABEL
+        seed[:, x : x + int(rng.integers(20, 60))] = IGNORE_LABEL
     seed[rng.random(gt.shape) < 0.05] = IGNORE_LABEL
     noisy = rng.random(gt.shape) < 0.01
     seed[noisy] = rng.choice(np.asarray(labels, dtype=np.uint8), size=int(noisy.sum()))
@@ -66,8 +66,11 @@ def make_seed(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
 
 def samples(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, seed) pairs from the synthetic val split, at 500 x 375."""
-    options = load_config(overrides={"synthetic": {"num_train": 1, "num_val": count, "num_test": 1,
-                                                   "min_size": HEIGHT, "max_size": WIDTH}})["synthetic"]
+    options = load_config(
+        overrides={
+            "synthetic": {"num_train": 1, "num_val": count, "num_test": 1, "min_size": HEIGHT, "max_size": WIDTH}
+        }
+    )["synthetic"]
     rng = np.random.default_rng(seed)
     out = []
     with tempfile.TemporaryDirectory() as folder:
@@ -115,10 +118,14 @@ def main() -> None:
     refine_seed(*data[0], **params)
 
     widths = sorted({image.shape[1] for image, _ in data})
-    print(f"{args.images} images of {HEIGHT} x {widths[0]}..{widths[-1]} (cropped to at most {WIDTH}x{HEIGHT}), "
-          f"one core, best of {args.repeats} runs each; CRF {params}")
-    print(f"| {'image':>5} | {'labels':>6} | {'official CPU ms':>15} | {'reduced CPU ms':>14} | {'speed-up':>8} "
-          f"| {'wall ms: official':>17} | {'reduced':>7} | {'agreement':>9} |")
+    print(
+        f"{args.images} images of {HEIGHT} x {widths[0]}..{widths[-1]} (cropped to at most {WIDTH}x{HEIGHT}), "
+        f"one core, best of {args.repeats} runs each; CRF {params}"
+    )
+    print(
+        f"| {'image':>5} | {'labels':>6} | {'official CPU ms':>15} | {'reduced CPU ms':>14} | {'speed-up':>8} "
+        f"| {'wall ms: official':>17} | {'reduced':>7} | {'agreement':>9} |"
+    )
     print("|" + "|".join("-" * (width + 2) for width in (5, 6, 15, 14, 8, 17, 7, 9)) + "|")
     official_ms, reduced_ms, seen_shape_ms, agreements = [], [], [], []
     for index, (image, seed) in enumerate(data):
@@ -129,19 +136,27 @@ def main() -> None:
         reduced_ms.append((reduced_cpu, reduced_wall))
         agreements.append(float((official == reduced).mean()))
         present = np.union1d([0], np.setdiff1d(np.unique(seed), [IGNORE_LABEL])).size
-        print(f"| {index:>5} | {present:>6} | {official_cpu:>15.1f} | {reduced_cpu:>14.1f} "
-              f"| {official_cpu / reduced_cpu:>7.2f}x | {official_wall:>17.1f} | {reduced_wall:>7.1f} "
-              f"| {agreements[-1] * 100:>8.3f}% |")
+        print(
+            f"| {index:>5} | {present:>6} | {official_cpu:>15.1f} | {reduced_cpu:>14.1f} "
+            f"| {official_cpu / reduced_cpu:>7.2f}x | {official_wall:>17.1f} | {reduced_wall:>7.1f} "
+            f"| {agreements[-1] * 100:>8.3f}% |"
+        )
     (official_cpu, official_wall), (reduced_cpu, reduced_wall) = np.mean(official_ms, 0), np.mean(reduced_ms, 0)
     speed = official_cpu / reduced_cpu
-    print(f"| {'mean':>5} | {'':>6} | {official_cpu:>15.1f} | {reduced_cpu:>14.1f} | {speed:>7.2f}x "
-          f"| {official_wall:>17.1f} | {reduced_wall:>7.1f} | {np.mean(agreements) * 100:>8.3f}% |")
+    print(
+        f"| {'mean':>5} | {'':>6} | {official_cpu:>15.1f} | {reduced_cpu:>14.1f} | {speed:>7.2f}x "
+        f"| {official_wall:>17.1f} | {reduced_wall:>7.1f} | {np.mean(agreements) * 100:>8.3f}% |"
+    )
     print(f"wall-clock speed-up {official_wall / reduced_wall:.2f}x")
-    print(f"for information, an image shape met before (its spatial filter cached, as most VOC shapes are "
-          f"in a run): {np.mean(seen_shape_ms):.1f} CPU ms, {official_cpu / np.mean(seen_shape_ms):.2f}x")
+    print(
+        f"for information, an image shape met before (its spatial filter cached, as most VOC shapes are "
+        f"in a run): {np.mean(seen_shape_ms):.1f} CPU ms, {official_cpu / np.mean(seen_shape_ms):.2f}x"
+    )
     print(f"speed-up (CPU time) {speed:.2f}x: goal >= {SPEED_GOAL:g}x {'MET' if speed >= SPEED_GOAL else 'NOT MET'}")
-    print(f"agreement mean {np.mean(agreements) * 100:.3f}%, min {min(agreements) * 100:.3f}%: goal >= "
-          f"{AGREEMENT_GOAL * 100:g}% {'MET' if min(agreements) >= AGREEMENT_GOAL else 'NOT MET'}")
+    print(
+        f"agreement mean {np.mean(agreements) * 100:.3f}%, min {min(agreements) * 100:.3f}%: goal >= "
+        f"{AGREEMENT_GOAL * 100:g}% {'MET' if min(agreements) >= AGREEMENT_GOAL else 'NOT MET'}"
+    )
 
 
 if __name__ == "__main__":

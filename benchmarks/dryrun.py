@@ -54,8 +54,12 @@ def torchvision_keys(backbone: str) -> list[str]:
     """The parameter names of torchvision's ImageNet VGG16 or ResNet101 file (BatchNorm buffers included)."""
     if backbone == "vgg16":
         convs = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
-        return [f"{part}.{index}.{name}" for part, indices in (("features", convs), ("classifier", [0, 3, 6]))
-                for index in indices for name in ("weight", "bias")]
+        return [
+            f"{part}.{index}.{name}"
+            for part, indices in (("features", convs), ("classifier", [0, 3, 6]))
+            for index in indices
+            for name in ("weight", "bias")
+        ]
     bn = ("weight", "bias", "running_mean", "running_var")
     keys = ["conv1.weight", *(f"bn1.{name}" for name in bn)]
     for layer, blocks in enumerate((3, 4, 23, 3), start=1):
@@ -65,7 +69,7 @@ def torchvision_keys(backbone: str) -> list[str]:
                 keys += [f"{prefix}.conv{index}.weight", *(f"{prefix}.bn{index}.{name}" for name in bn)]
             if block == 0:
                 keys += [f"{prefix}.downsample.0.weight", *(f"{prefix}.downsample.1.{name}" for name in bn)]
-    return keys + ["fc.weight", "fc.bias"]
+    return [*keys, "fc.weight", "fc.bias"]
 
 
 def fabricate_layout(root: Path, counts: dict[str, int] = VOC_COUNTS) -> dict:
@@ -86,10 +90,12 @@ def fabricate_layout(root: Path, counts: dict[str, int] = VOC_COUNTS) -> dict:
     (root / "weights").mkdir(parents=True, exist_ok=True)
     _fabricate_weights(root / "weights" / "vgg16-397923af.pth", torchvision_keys("vgg16"))
     _fabricate_weights(root / "weights" / "resnet101-63fe2227.pth", torchvision_keys("resnet101"))
-    return {"run": "voc", "data": {"source": "voc", "voc_root": str(voc), "sbd_root": str(sbd),
-                                   "saliency_root": str(saliency)},
-            "pretrain": {"weights": str(root / "weights" / "vgg16-397923af.pth")},
-            "deeplab": {"weights": {"resnet101": str(root / "weights" / "resnet101-63fe2227.pth")}}}
+    return {
+        "run": "voc",
+        "data": {"source": "voc", "voc_root": str(voc), "sbd_root": str(sbd), "saliency_root": str(saliency)},
+        "pretrain": {"weights": str(root / "weights" / "vgg16-397923af.pth")},
+        "deeplab": {"weights": {"resnet101": str(root / "weights" / "resnet101-63fe2227.pth")}},
+    }
 
 
 def job_counts(dry_run_output: str) -> Counter:
@@ -103,8 +109,20 @@ def dry_run(workdir: Path, config: dict, *targets: str) -> tuple[Counter, float]
     """Plan the DAG in `workdir` with `config` on top of config.yaml: ({rule: jobs}, seconds)."""
     configfile = workdir / "voc.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "-s", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(PROJECT_ROOT / "config.yaml"), str(configfile), "-n", *targets]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(PROJECT_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(PROJECT_ROOT / "config.yaml"),
+        str(configfile),
+        "-n",
+        *targets,
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -125,24 +143,28 @@ def main() -> None:
         fabricate = time.perf_counter() - start
         runs = [dry_run(Path(folder), config) for _ in range(args.repeat)]
         small = Path(folder) / "small"
-        small_config = fabricate_layout(small / "data", {split: 3 for split in VOC_COUNTS})
+        small_config = fabricate_layout(small / "data", dict.fromkeys(VOC_COUNTS, 3))
         small_runs = [dry_run(small, small_config) for _ in range(args.repeat)]
     jobs = runs[0][0]
     seconds = statistics.median(run[1] for run in runs)
     small_seconds = statistics.median(run[1] for run in small_runs)
-    print(f"VOC-scale layout {counts} fabricated in {fabricate:.1f} s; `snakemake -n` of the default target, "
-          f"median of {args.repeat}:")
+    print(
+        f"VOC-scale layout {counts} fabricated in {fabricate:.1f} s; `snakemake -n` of the default target, "
+        f"median of {args.repeat}:"
+    )
     print(f"| {'rule':<24} | {'jobs':>5} |")
     print(f"|{'-' * 26}|{'-' * 7}|")
     for rule, count in sorted(jobs.items()):
         print(f"| {rule:<24} | {count:>5} |")
     print(f"| {'total':<24} | {sum(jobs.values()):>5} |")
-    print(f"| layout | jobs | dry run (median) | runs |\n|---|---|---|---|")
+    print("| layout | jobs | dry run (median) | runs |\n|---|---|---|---|")
     for name, layout_runs, median in (("VOC-scale", runs, seconds), ("3 images per split", small_runs, small_seconds)):
         times = ", ".join(f"{run[1]:.1f}" for run in layout_runs)
         print(f"| {name} | {sum(layout_runs[0][0].values())} | {median:.1f} s | {times} s |")
-    print(f"VOC-scale dry run {seconds:.1f} s: {'within' if seconds <= GOAL_SECONDS else 'OVER'} the goal of "
-          f"<= {GOAL_SECONDS:.0f} s; {seconds - small_seconds:+.1f} s against 3 images per split")
+    print(
+        f"VOC-scale dry run {seconds:.1f} s: {'within' if seconds <= GOAL_SECONDS else 'OVER'} the goal of "
+        f"<= {GOAL_SECONDS:.0f} s; {seconds - small_seconds:+.1f} s against 3 images per split"
+    )
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ COMPILE_PRIOR_S_PER_MODULE = {"cpu": 5.0, "cuda": 1.0}
 DDP_START_PRIOR_S = 30.0  # spawning two processes, importing torch, NCCL set-up
 CHECK_SHARE_OF_BUDGET = 0.2  # one network's correctness check is cut off beyond this
 RESIDUAL_SCALE = 0.1  # see quiet_residual_branches
-GIB = 2 ** 30
+GIB = 2**30
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class Precision:
     decision_share: float
     routed_tolerance: float
 
-    def allows(self, kind: str, error: "Discrepancy") -> bool:
+    def allows(self, kind: str, error: Discrepancy) -> bool:
         """Whether a quantity of this `kind` with this discrepancy from float64 is within tolerance."""
         if kind == ELEMENTWISE:
             return error.max_scaled <= self.tolerance
@@ -144,8 +144,9 @@ PRECISIONS = {
     "tf32": Precision("tf32", tf32=True, autocast=False, tolerance=2e-2, decision_share=1e-2, routed_tolerance=0.2),
     "bf16": Precision("bf16", tf32=None, autocast=True, tolerance=0.1, decision_share=3e-2, routed_tolerance=0.6),
 }
-FLOAT64_REFERENCE = Precision("fp64", tf32=None, autocast=False, tolerance=0.0, decision_share=0.0,
-                              routed_tolerance=0.0)
+FLOAT64_REFERENCE = Precision(
+    "fp64", tf32=None, autocast=False, tolerance=0.0, decision_share=0.0, routed_tolerance=0.0
+)
 
 
 def device_precisions(device: torch.device) -> list[Precision]:
@@ -166,7 +167,7 @@ def float32_mode(precision: Precision) -> Iterator[None]:
     try:
         yield
     finally:
-        for flag, value in zip(flags, saved):
+        for flag, value in zip(flags, saved, strict=True):
             flag.fp32_precision = value
 
 
@@ -217,8 +218,11 @@ def paper_config() -> dict:
 
 def schema_defaults(schema: dict) -> dict:
     """The defaults of an object schema's properties, nested objects filled in as validation fills them."""
-    return {key: schema_defaults(spec) if "properties" in spec else copy.deepcopy(spec["default"])
-            for key, spec in schema.get("properties", {}).items() if "properties" in spec or "default" in spec}
+    return {
+        key: schema_defaults(spec) if "properties" in spec else copy.deepcopy(spec["default"])
+        for key, spec in schema.get("properties", {}).items()
+        if "properties" in spec or "default" in spec
+    }
 
 
 def unvalidated_paper_config() -> dict:
@@ -227,18 +231,47 @@ def unvalidated_paper_config() -> dict:
 
 def paper_sizes(config: dict) -> Sizes:
     icd, deeplab = config["icd"], config["deeplab"]
-    return Sizes(icd_width=config["model"]["width"], deeplab_width=deeplab["width"], icd_batch=icd["batch_size"],
-                 icd_crop=icd["crop_size"], deeplab_batch=deeplab["batch_size"], deeplab_crop=deeplab["crop_size"],
-                 check_batch=2, check_crop=161, canvas=config["seeds"]["inference_size"], image=VOC_IMAGE_SIZE,
-                 superpixels=config["superpixels"]["max_regions"], warmup_steps=3, timed_steps=12,
-                 matmul_side=8192, inference_images=20, crf_repeats=5, crf_images_per_process=2)
+    return Sizes(
+        icd_width=config["model"]["width"],
+        deeplab_width=deeplab["width"],
+        icd_batch=icd["batch_size"],
+        icd_crop=icd["crop_size"],
+        deeplab_batch=deeplab["batch_size"],
+        deeplab_crop=deeplab["crop_size"],
+        check_batch=2,
+        check_crop=161,
+        canvas=config["seeds"]["inference_size"],
+        image=VOC_IMAGE_SIZE,
+        superpixels=config["superpixels"]["max_regions"],
+        warmup_steps=3,
+        timed_steps=12,
+        matmul_side=8192,
+        inference_images=20,
+        crf_repeats=5,
+        crf_images_per_process=2,
+    )
 
 
 def tiny_sizes(config: dict) -> Sizes:
-    return replace(paper_sizes(config), icd_width=1 / 16, deeplab_width=1 / 16, icd_batch=2, icd_crop=65,
-                   deeplab_batch=2, deeplab_crop=65, check_crop=65, canvas=97, image=(60, 80), superpixels=16,
-                   warmup_steps=1, timed_steps=3, matmul_side=256, inference_images=3, crf_repeats=2,
-                   crf_images_per_process=1)
+    return replace(
+        paper_sizes(config),
+        icd_width=1 / 16,
+        deeplab_width=1 / 16,
+        icd_batch=2,
+        icd_crop=65,
+        deeplab_batch=2,
+        deeplab_crop=65,
+        check_crop=65,
+        canvas=97,
+        image=(60, 80),
+        superpixels=16,
+        warmup_steps=1,
+        timed_steps=3,
+        matmul_side=256,
+        inference_images=3,
+        crf_repeats=2,
+        crf_images_per_process=1,
+    )
 
 
 def random_images(rng: np.random.Generator, batch: int, side: int) -> np.ndarray:
@@ -284,8 +317,13 @@ def seed_crf_case(rng: np.random.Generator, height: int, width: int) -> tuple[np
     return image, seed
 
 
-def to_device(inputs: dict[str, torch.Tensor], device: torch.device, *, float_dtype: torch.dtype | None = None,
-              channels_last: bool = False) -> dict[str, torch.Tensor]:
+def to_device(
+    inputs: dict[str, torch.Tensor],
+    device: torch.device,
+    *,
+    float_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, torch.Tensor]:
     """Inputs on `device`; floating ones cast to `float_dtype` and images laid out channels_last if asked."""
     moved = {}
     for name, tensor in inputs.items():
@@ -381,17 +419,25 @@ class ICDWorkload(Workload):
     def inputs(self, batch_size: int, crop: int, seed: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng(seed)
         regions = [block_superpixels(rng, crop, crop, self.sizes.superpixels) for _ in range(batch_size)]
-        return {"images": NORMALISATION(random_images(rng, batch_size, crop)),
-                "labels": random_class_labels(rng, batch_size),
-                "superpixels": torch.from_numpy(np.stack(regions))}
+        return {
+            "images": NORMALISATION(random_images(rng, batch_size, crop)),
+            "labels": random_class_labels(rng, batch_size),
+            "superpixels": torch.from_numpy(np.stack(regions)),
+        }
 
     def forward(self, net: nn.Module, inputs: dict, precision: Precision) -> tuple[dict, dict]:
         icd = self.config["icd"]
         with autocast(precision, inputs["images"].device):
             outputs = net(inputs["images"], inputs["labels"], inputs["superpixels"])
         # top_down_weight 1: the warm-up is over after 2 of the 20 epochs
-        losses = icd_losses(outputs, inputs["labels"], variant=icd["bottom_up_loss"], scale=icd["bottom_up_weight"],
-                            threshold=icd["top_down_threshold"], top_down_weight=1.0)
+        losses = icd_losses(
+            outputs,
+            inputs["labels"],
+            variant=icd["bottom_up_loss"],
+            scale=icd["bottom_up_weight"],
+            threshold=icd["top_down_threshold"],
+            top_down_weight=1.0,
+        )
         return outputs, losses
 
     def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
@@ -433,8 +479,12 @@ class DeepLabWorkload(Workload):
         """As `deeplab.train` builds it (VGG16 with BatchNorm only for a vgg16_bn ICD backbone), residual
         branches quietened, BatchNorm calibrated on a random batch, then frozen as `deeplab.freeze_bn` says."""
         deeplab = self.config["deeplab"]
-        net = build_model(backbone=self.backbone, head=deeplab["head"], width=self.sizes.deeplab_width,
-                          batch_norm=self.backbone == "vgg16" and self.config["model"]["backbone"] == "vgg16_bn")
+        net = build_model(
+            backbone=self.backbone,
+            head=deeplab["head"],
+            width=self.sizes.deeplab_width,
+            batch_norm=self.backbone == "vgg16" and self.config["model"]["backbone"] == "vgg16_bn",
+        )
         net.to(device)
         quiet_residual_branches(net)
         calibrate_batch_norm(net, self.inputs(2, self.sizes.check_crop, CALIBRATION_SEED)["images"].to(device))
@@ -444,8 +494,10 @@ class DeepLabWorkload(Workload):
 
     def inputs(self, batch_size: int, crop: int, seed: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng(seed)
-        return {"images": NORMALISATION(random_images(rng, batch_size, crop)),
-                "labels": random_seed_labels(rng, batch_size, crop)}
+        return {
+            "images": NORMALISATION(random_images(rng, batch_size, crop)),
+            "labels": random_seed_labels(rng, batch_size, crop),
+        }
 
     def forward(self, net: nn.Module, inputs: dict, precision: Precision) -> tuple[dict, dict]:
         with autocast(precision, inputs["images"].device):
@@ -454,8 +506,12 @@ class DeepLabWorkload(Workload):
 
     def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
         deeplab = self.config["deeplab"]
-        groups = parameter_groups(net, weight_decay=deeplab["weight_decay"], head_lr_mult=deeplab["head_lr_mult"],
-                                  head_bias_lr_mult=deeplab["head_bias_lr_mult"])
+        groups = parameter_groups(
+            net,
+            weight_decay=deeplab["weight_decay"],
+            head_lr_mult=deeplab["head_lr_mult"],
+            head_bias_lr_mult=deeplab["head_bias_lr_mult"],
+        )
         return torch.optim.SGD(groups, lr=deeplab["lr"][self.backbone], momentum=deeplab["momentum"])
 
     def check_quantities(self, net: nn.Module, outputs: dict, losses: dict) -> dict[str, tuple[torch.Tensor, str]]:
@@ -470,8 +526,9 @@ class DeepLabWorkload(Workload):
         }
 
 
-def training_step(workload: Workload, net: nn.Module, optimizer: torch.optim.Optimizer, inputs: dict,
-                  precision: Precision) -> None:
+def training_step(
+    workload: Workload, net: nn.Module, optimizer: torch.optim.Optimizer, inputs: dict, precision: Precision
+) -> None:
     _, losses = workload.forward(net, inputs, precision)
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
@@ -492,7 +549,9 @@ class Table:
         self.title, self.columns = title, columns
 
     def _line(self, cells) -> str:
-        return "| " + " | ".join(f"{cell!s:>{width}}" for cell, (_, width) in zip(cells, self.columns)) + " |"
+        return (
+            "| " + " | ".join(f"{cell!s:>{width}}" for cell, (_, width) in zip(cells, self.columns, strict=True)) + " |"
+        )
 
     def row(self, *cells) -> None:
         if Table._last is not self:
@@ -517,19 +576,47 @@ def duration(seconds: float) -> str:
 
 
 MATMUL_TABLE = Table("Matmul peak", [("precision", 9), ("side", 5), ("ms", 8), ("TFLOP/s", 8)])
-CHECK_TABLE = Table("Correctness: device vs float64 on the CPU (max error / max |reference|; decided: share "
-                    "off; routed: ||error|| / ||reference||)",
-                    [("network", 17), ("quantity", 24), ("kind", 11), ("fp32", 20), ("tf32", 20), ("bf16", 20)])
-TRAINING_TABLE = Table("Training steps", [
-    ("network", 17), ("precision", 9), ("layout", 13), ("compiled", 8), ("batch", 5), ("first step s", 12),
-    ("step ms", 9), ("images/s", 9), ("TFLOP/s", 8), ("of peak", 7), ("peak GiB", 8)])
-INFERENCE_TABLE = Table("Score inference and seed CRF", [("step", 36), ("setting", 34), ("ms per image", 12),
-                                                         ("images/s", 9)])
-DDP_TABLE = Table("DDP", [("network", 8), ("processes", 12), ("precision", 9), ("global batch", 12), ("step ms", 9),
-                          ("images/s", 9), ("vs 1 process", 12), ("weight drift", 12)])
-SCHEDULE_TABLE = Table("Paper schedules on this device (estimates from the best measured setting; data loading "
-                       "assumed to keep up)", [("stage", 18), ("schedule", 30), ("setting", 36), ("one run", 8),
-                                              ("runs", 4), ("total", 8)])
+CHECK_TABLE = Table(
+    "Correctness: device vs float64 on the CPU (max error / max |reference|; decided: share "
+    "off; routed: ||error|| / ||reference||)",
+    [("network", 17), ("quantity", 24), ("kind", 11), ("fp32", 20), ("tf32", 20), ("bf16", 20)],
+)
+TRAINING_TABLE = Table(
+    "Training steps",
+    [
+        ("network", 17),
+        ("precision", 9),
+        ("layout", 13),
+        ("compiled", 8),
+        ("batch", 5),
+        ("first step s", 12),
+        ("step ms", 9),
+        ("images/s", 9),
+        ("TFLOP/s", 8),
+        ("of peak", 7),
+        ("peak GiB", 8),
+    ],
+)
+INFERENCE_TABLE = Table(
+    "Score inference and seed CRF", [("step", 36), ("setting", 34), ("ms per image", 12), ("images/s", 9)]
+)
+DDP_TABLE = Table(
+    "DDP",
+    [
+        ("network", 8),
+        ("processes", 12),
+        ("precision", 9),
+        ("global batch", 12),
+        ("step ms", 9),
+        ("images/s", 9),
+        ("vs 1 process", 12),
+        ("weight drift", 12),
+    ],
+)
+SCHEDULE_TABLE = Table(
+    "Paper schedules on this device (estimates from the best measured setting; data loading assumed to keep up)",
+    [("stage", 18), ("schedule", 30), ("setting", 36), ("one run", 8), ("runs", 4), ("total", 8)],
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,8 +692,8 @@ def measure_matmul_peaks(precisions: list[Precision], side: int, device: torch.d
         dtype = torch.bfloat16 if precision.autocast else torch.float32
         a, b = (torch.randn(side, side, device=device, dtype=dtype) for _ in range(2))
         with float32_mode(precision):
-            seconds = statistics.median(time_calls(lambda: a @ b, warmup=3, repeats=10, device=device))
-        m.matmul_tflops[precision.name] = 2 * side ** 3 / seconds / 1e12
+            seconds = statistics.median(time_calls(lambda a=a, b=b: a @ b, warmup=3, repeats=10, device=device))
+        m.matmul_tflops[precision.name] = 2 * side**3 / seconds / 1e12
         MATMUL_TABLE.row(precision.name, side, f"{seconds * 1e3:.2f}", f"{m.matmul_tflops[precision.name]:.1f}")
 
 
@@ -634,8 +721,11 @@ def compare(result: torch.Tensor, reference: torch.Tensor, tolerance: float) -> 
     tiny = torch.finfo(torch.float64).tiny
     difference = torch.nan_to_num(result - reference, nan=math.inf)
     scaled = difference.abs() / reference.abs().max().clamp(min=tiny)
-    return Discrepancy(float(scaled.max()), float((scaled > tolerance).double().mean()),
-                       float(difference.norm() / reference.norm().clamp(min=tiny)))
+    return Discrepancy(
+        float(scaled.max()),
+        float((scaled > tolerance).double().mean()),
+        float(difference.norm() / reference.norm().clamp(min=tiny)),
+    )
 
 
 def discrepancy_cell(kind: str, error: Discrepancy, within: bool) -> str:
@@ -647,18 +737,23 @@ def discrepancy_cell(kind: str, error: Discrepancy, within: bool) -> str:
     return figure + ("" if within else " OVER")
 
 
-def check_workload(workload: Workload, precisions: list[Precision], device: torch.device, sizes: Sizes,
-                   m: Measurements) -> None:
+def check_workload(
+    workload: Workload, precisions: list[Precision], device: torch.device, sizes: Sizes, m: Measurements
+) -> None:
     """One forward and backward on the device per precision against float64 on the CPU, same weights and batch."""
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     pristine = workload.build(cpu)
     inputs = workload.inputs(sizes.check_batch, sizes.check_crop, CHECK_SEED)
-    reference = one_step_quantities(workload, copy.deepcopy(pristine).double(),
-                                    to_device(inputs, cpu, float_dtype=torch.float64), FLOAT64_REFERENCE)
-    results = {precision.name: one_step_quantities(workload, copy.deepcopy(pristine).to(device),
-                                                   to_device(inputs, device), precision)
-               for precision in precisions}
+    reference = one_step_quantities(
+        workload, copy.deepcopy(pristine).double(), to_device(inputs, cpu, float_dtype=torch.float64), FLOAT64_REFERENCE
+    )
+    results = {
+        precision.name: one_step_quantities(
+            workload, copy.deepcopy(pristine).to(device), to_device(inputs, device), precision
+        )
+        for precision in precisions
+    }
     passed = dict.fromkeys(results, True)
     for name, (expected, kind) in reference.items():
         cells = []
@@ -682,8 +777,16 @@ def count_flops(step: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def measure_training(workload: Workload, precision: Precision, *, channels_last: bool, compiled: bool,
-                     device: torch.device, sizes: Sizes, m: Measurements) -> None:
+def measure_training(
+    workload: Workload,
+    precision: Precision,
+    *,
+    channels_last: bool,
+    compiled: bool,
+    device: torch.device,
+    sizes: Sizes,
+    m: Measurements,
+) -> None:
     """Median training-step time of a fresh network at the real batch, its throughput and peak memory."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -704,22 +807,39 @@ def measure_training(workload: Workload, precision: Precision, *, channels_last:
         if workload.name not in m.flops_per_step and not compiled:
             m.flops_per_step[workload.name] = count_flops(step)
         times = time_calls(step, warmup=sizes.warmup_steps - 1, repeats=sizes.timed_steps, device=device)
-    result = TrainingResult(workload.name, precision.name, channels_last, compiled, workload.batch_size,
-                            first_step_s, statistics.median(times),
-                            torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+    result = TrainingResult(
+        workload.name,
+        precision.name,
+        channels_last,
+        compiled,
+        workload.batch_size,
+        first_step_s,
+        statistics.median(times),
+        torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+    )
     m.training.append(result)
     if compiled:
         m.compile_s_per_module.append(max(first_step_s - result.step_s, 0.0) / m.leaf_modules[workload.name])
     tflops = m.flops_per_step.get(workload.name, 0) / result.step_s / 1e12
     peak = m.matmul_tflops.get(precision.name)
-    TRAINING_TABLE.row(workload.name, precision.name, "channels_last" if channels_last else "NCHW",
-                       "yes" if compiled else "no", result.batch, f"{first_step_s:.1f}", f"{result.step_s * 1e3:.1f}",
-                       f"{result.images_per_s:.1f}", f"{tflops:.1f}", f"{tflops / peak:.0%}" if peak else "-",
-                       f"{result.peak_bytes / GIB:.1f}" if result.peak_bytes is not None else "n/a")
+    TRAINING_TABLE.row(
+        workload.name,
+        precision.name,
+        "channels_last" if channels_last else "NCHW",
+        "yes" if compiled else "no",
+        result.batch,
+        f"{first_step_s:.1f}",
+        f"{result.step_s * 1e3:.1f}",
+        f"{result.images_per_s:.1f}",
+        f"{tflops:.1f}",
+        f"{tflops / peak:.0%}" if peak else "-",
+        f"{result.peak_bytes / GIB:.1f}" if result.peak_bytes is not None else "n/a",
+    )
 
 
-def training_estimate_s(workload: Workload, precision: Precision, compiled: bool, device: torch.device,
-                        sizes: Sizes, m: Measurements) -> float:
+def training_estimate_s(
+    workload: Workload, precision: Precision, compiled: bool, device: torch.device, sizes: Sizes, m: Measurements
+) -> float:
     """Set-up plus steps at the eager step time of this precision, else the slowest measured for the
     network (fp32, timed first); plus the compile time per leaf module measured so far, else the prior.
     0 for a network not timed yet: its first timing is what later estimates come from."""
@@ -739,8 +859,15 @@ def measure_compiled(workload: Workload, device: torch.device, sizes: Sizes, m: 
     """torch.compile on the best eager setting: the only compile worth its minutes."""
     best = m.best_training(workload.name, eager_only=True)
     precision = PRECISIONS[best.precision] if best else PRECISIONS["bf16"]
-    measure_training(workload, precision, channels_last=bool(best and best.channels_last), compiled=True,
-                     device=device, sizes=sizes, m=m)
+    measure_training(
+        workload,
+        precision,
+        channels_last=bool(best and best.channels_last),
+        compiled=True,
+        device=device,
+        sizes=sizes,
+        m=m,
+    )
 
 
 def measure_score_inference(workload: ICDWorkload, device: torch.device, sizes: Sizes, m: Measurements) -> None:
@@ -752,12 +879,24 @@ def measure_score_inference(workload: ICDWorkload, device: torch.device, sizes: 
     height, width = sizes.image
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     regions = block_superpixels(rng, height, width, sizes.superpixels)
-    call = partial(image_scores, net, image, regions, [3, 15], canvas=sizes.canvas,
-                   inference_scale=workload.config["seeds"]["inference_scale"], normalise=NORMALISATION)
+    call = partial(
+        image_scores,
+        net,
+        image,
+        regions,
+        [3, 15],
+        canvas=sizes.canvas,
+        inference_scale=workload.config["seeds"]["inference_scale"],
+        normalise=NORMALISATION,
+    )
     seconds = statistics.median(time_calls(call, warmup=2, repeats=sizes.inference_images, device=device))
     m.inference_s_per_image = seconds
-    INFERENCE_TABLE.row(f"score inference ({width}x{height} on {sizes.canvas})", "fp32, PyTorch defaults, 1 image",
-                        f"{seconds * 1e3:.1f}", f"{1 / seconds:.1f}")
+    INFERENCE_TABLE.row(
+        f"score inference ({width}x{height} on {sizes.canvas})",
+        "fp32, PyTorch defaults, 1 image",
+        f"{seconds * 1e3:.1f}",
+        f"{1 / seconds:.1f}",
+    )
 
 
 @contextmanager
@@ -787,22 +926,36 @@ def measure_seed_crf(config: dict, sizes: Sizes, m: Measurements) -> None:
     params = config["crf"]
     with torch_threads(1):
         refine_seed(image, seed, **params)  # warm-up: the cached canvas lattice, the allocator
-        one = statistics.median(time_calls(partial(refine_seed, image, seed, **params), warmup=0,
-                                           repeats=sizes.crf_repeats, device=torch.device("cpu")))
-    INFERENCE_TABLE.row(f"seed CRF ({width}x{height}, {SEED_DENSITY:.0%} seeded)", "refine_seed, 1 thread",
-                        f"{one * 1e3:.0f}", f"{1 / one:.1f}")
+        one = statistics.median(
+            time_calls(
+                partial(refine_seed, image, seed, **params),
+                warmup=0,
+                repeats=sizes.crf_repeats,
+                device=torch.device("cpu"),
+            )
+        )
+    INFERENCE_TABLE.row(
+        f"seed CRF ({width}x{height}, {SEED_DENSITY:.0%} seeded)",
+        "refine_seed, 1 thread",
+        f"{one * 1e3:.0f}",
+        f"{1 / one:.1f}",
+    )
     processes = len(os.sched_getaffinity(0))
     count = processes * sizes.crf_images_per_process
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_single_threaded) as pool:
+    with ProcessPoolExecutor(
+        processes, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded
+    ) as pool:
         list(pool.map(_refine_seed_shape, [image] * processes, [seed] * processes, [params] * processes))
         start = time.perf_counter()
         list(pool.map(_refine_seed_shape, [image] * count, [seed] * count, [params] * count))
         m.crf_images_per_s = count / (time.perf_counter() - start)
     m.crf_processes = processes
-    INFERENCE_TABLE.row(f"seed CRF ({width}x{height}, {SEED_DENSITY:.0%} seeded)",
-                        f"{processes} processes x 1 thread, {count} images", f"{1e3 / m.crf_images_per_s:.0f}",
-                        f"{m.crf_images_per_s:.1f}")
+    INFERENCE_TABLE.row(
+        f"seed CRF ({width}x{height}, {SEED_DENSITY:.0%} seeded)",
+        f"{processes} processes x 1 thread, {count} images",
+        f"{1e3 / m.crf_images_per_s:.0f}",
+        f"{m.crf_images_per_s:.1f}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -815,8 +968,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def ddp_worker(rank: int, world: int, port: int, backend: str, config: dict, sizes: Sizes, precision_name: str,
-               results) -> None:
+def ddp_worker(
+    rank: int, world: int, port: int, backend: str, config: dict, sizes: Sizes, precision_name: str, results
+) -> None:
     """One DDP process: ICD steps at the global batch split over the ranks. Rank 0 reports the median
     step time and how far the ranks' weights and sign-flip EMA drifted apart (0: DDP averaged the
     gradients and the sign flip all-reduced its statistics, so every rank took the same step)."""
@@ -834,8 +988,12 @@ def ddp_worker(rank: int, world: int, port: int, backend: str, config: dict, siz
         model = nn.parallel.DistributedDataParallel(net, device_ids=[rank] if device.type == "cuda" else None)
         inputs = to_device(workload.inputs(workload.batch_size // world, workload.crop, seed=rank), device)
         with float32_mode(precision):
-            times = time_calls(partial(training_step, workload, model, optimizer, inputs, precision),
-                               warmup=sizes.warmup_steps, repeats=sizes.timed_steps, device=device)
+            times = time_calls(
+                partial(training_step, workload, model, optimizer, inputs, precision),
+                warmup=sizes.warmup_steps,
+                repeats=sizes.timed_steps,
+                device=device,
+            )
         state = torch.cat([tensor.detach().double().flatten() for tensor in [*net.parameters(), net.sign_flip.stored]])
         gathered = [torch.empty_like(state) for _ in range(world)]
         dist.all_gather(gathered, state)
@@ -851,8 +1009,12 @@ def run_ddp(world: int, backend: str, config: dict, sizes: Sizes, precision_name
     context = torch.multiprocessing.get_context("spawn")
     results = context.SimpleQueue()
     processes = torch.multiprocessing.start_processes(
-        ddp_worker, args=(world, free_port(), backend, config, sizes, precision_name, results), nprocs=world,
-        join=False, start_method="spawn")
+        ddp_worker,
+        args=(world, free_port(), backend, config, sizes, precision_name, results),
+        nprocs=world,
+        join=False,
+        start_method="spawn",
+    )
     try:
         while not processes.join():
             pass
@@ -870,8 +1032,16 @@ def measure_ddp(workload: ICDWorkload, device: torch.device, sizes: Sizes, m: Me
     step_s, drift = run_ddp(2, "nccl", workload.config, sizes, precision_name)
     single = [r for r in m.eager(workload.name) if r.precision == precision_name and not r.channels_last]
     scaling = f"{workload.batch_size / step_s / single[0].images_per_s:.2f}x" if single else "-"
-    DDP_TABLE.row(workload.name, "2 x nccl", precision_name, workload.batch_size, f"{step_s * 1e3:.1f}",
-                  f"{workload.batch_size / step_s:.1f}", scaling, f"{drift:.1e}")
+    DDP_TABLE.row(
+        workload.name,
+        "2 x nccl",
+        precision_name,
+        workload.batch_size,
+        f"{step_s * 1e3:.1f}",
+        f"{workload.batch_size / step_s:.1f}",
+        scaling,
+        f"{drift:.1e}",
+    )
 
 
 def ddp_unavailable(device: torch.device) -> str | None:
@@ -894,6 +1064,7 @@ class BudgetExceeded(BaseException):
 def deadline(seconds: float) -> Iterator[None]:
     """Raise BudgetExceeded in the main thread after `seconds` (SIGALRM: checked between Python
     bytecodes, so a single long CUDA call finishes first)."""
+
     def expire(signum, frame):
         raise BudgetExceeded
 
@@ -930,8 +1101,14 @@ class BudgetPlanner:
     what each took.
     """
 
-    def __init__(self, budget_s: float, *, started: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 after_each: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        budget_s: float,
+        *,
+        started: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        after_each: Callable[[], None] = lambda: None,
+    ) -> None:
         self.budget_s, self.clock, self.after_each = budget_s, clock, after_each
         self.started = clock() if started is None else started
         self.outcomes: dict[str, str] = {}
@@ -987,35 +1164,72 @@ def planned_items(config: dict, sizes: Sizes, device: torch.device, budget_s: fl
 
     def training(workload: Workload, precision: Precision, channels_last: bool) -> Item:
         layout = "channels_last" if channels_last else "NCHW"
-        return Item(f"train {workload.name} {precision.name} {layout}",
-                    partial(measure_training, workload, precision, channels_last=channels_last, compiled=False,
-                            device=device, sizes=sizes, m=m),
-                    partial(TRAINING_TABLE.row, workload.name, precision.name, layout, "no"),
-                    partial(training_estimate_s, workload, precision, False, device, sizes, m))
+        return Item(
+            f"train {workload.name} {precision.name} {layout}",
+            partial(
+                measure_training,
+                workload,
+                precision,
+                channels_last=channels_last,
+                compiled=False,
+                device=device,
+                sizes=sizes,
+                m=m,
+            ),
+            partial(TRAINING_TABLE.row, workload.name, precision.name, layout, "no"),
+            partial(training_estimate_s, workload, precision, False, device, sizes, m),
+        )
 
     def compiled(workload: Workload) -> Item:
         def estimate_s() -> float:
             best = m.best_training(workload.name, eager_only=True)
             return training_estimate_s(workload, PRECISIONS[best.precision if best else "bf16"], True, device, sizes, m)
 
-        return Item(f"train {workload.name} compiled", partial(measure_compiled, workload, device, sizes, m),
-                    partial(TRAINING_TABLE.row, workload.name, "best", "best", "yes"), estimate_s)
+        return Item(
+            f"train {workload.name} compiled",
+            partial(measure_compiled, workload, device, sizes, m),
+            partial(TRAINING_TABLE.row, workload.name, "best", "best", "yes"),
+            estimate_s,
+        )
 
-    items = [Item("matmul peak", partial(measure_matmul_peaks, precisions, sizes.matmul_side, device, m),
-                  partial(MATMUL_TABLE.row, "all"))]
-    items += [Item(f"check {w.name}", partial(check_workload, w, precisions, device, sizes, m),
-                   partial(CHECK_TABLE.row, w.name), limit_s=CHECK_SHARE_OF_BUDGET * budget_s) for w in workloads]
+    items = [
+        Item(
+            "matmul peak",
+            partial(measure_matmul_peaks, precisions, sizes.matmul_side, device, m),
+            partial(MATMUL_TABLE.row, "all"),
+        )
+    ]
+    items += [
+        Item(
+            f"check {w.name}",
+            partial(check_workload, w, precisions, device, sizes, m),
+            partial(CHECK_TABLE.row, w.name),
+            limit_s=CHECK_SHARE_OF_BUDGET * budget_s,
+        )
+        for w in workloads
+    ]
     first, later = [p for p in precisions if p.name != "tf32"], [p for p in precisions if p.name == "tf32"]
     items += [training(w, p, False) for w in workloads for p in first]
     items += [training(w, p, False) for w in workloads for p in later]
-    items.append(Item("score inference", partial(measure_score_inference, icd, device, sizes, m),
-                      partial(INFERENCE_TABLE.row, "score inference")))
-    items.append(Item("seed CRF", partial(measure_seed_crf, config, sizes, m),
-                      partial(INFERENCE_TABLE.row, "seed CRF")))
-    items.append(Item("DDP", partial(measure_ddp, icd, device, sizes, m), lambda text: note(f"DDP: {text}"),
-                      lambda: DDP_START_PRIOR_S + 2 * training_estimate_s(icd, PRECISIONS["bf16"], False, device,
-                                                                         sizes, m),
-                      unavailable=ddp_unavailable(device)))
+    items.append(
+        Item(
+            "score inference",
+            partial(measure_score_inference, icd, device, sizes, m),
+            partial(INFERENCE_TABLE.row, "score inference"),
+        )
+    )
+    items.append(
+        Item("seed CRF", partial(measure_seed_crf, config, sizes, m), partial(INFERENCE_TABLE.row, "seed CRF"))
+    )
+    items.append(
+        Item(
+            "DDP",
+            partial(measure_ddp, icd, device, sizes, m),
+            lambda text: note(f"DDP: {text}"),
+            lambda: DDP_START_PRIOR_S + 2 * training_estimate_s(icd, PRECISIONS["bf16"], False, device, sizes, m),
+            unavailable=ddp_unavailable(device),
+        )
+    )
     items += [training(w, p, True) for w in workloads for p in reversed(precisions)]
     items += [compiled(w) for w in workloads]
     return items
@@ -1029,12 +1243,26 @@ def print_schedules(config: dict, sizes: Sizes, m: Measurements, tiny: bool) -> 
     icd, deeplab, seeds = config["icd"], config["deeplab"], config["seeds"]
     icd_runs = 1 + int(seeds["ablation_network"] and icd["top_down"])
     iterations_per_epoch = VOC_TRAIN_AUG_IMAGES // icd["batch_size"]  # the last partial batch is dropped
-    rows = [("ICD training", f"{icd['epochs']} epochs x {iterations_per_epoch} it, batch {icd['batch_size']}",
-             "ICD", icd["epochs"] * iterations_per_epoch * icd["batch_size"], icd_runs)]
+    rows = [
+        (
+            "ICD training",
+            f"{icd['epochs']} epochs x {iterations_per_epoch} it, batch {icd['batch_size']}",
+            "ICD",
+            icd["epochs"] * iterations_per_epoch * icd["batch_size"],
+            icd_runs,
+        )
+    ]
     for backbone in deeplab["backbones"]:
         name = {"vgg16": "DeepLab VGG16", "resnet101": "DeepLab ResNet101"}[backbone]
-        rows.append((name, f"{deeplab['iterations']:,} it, batch {deeplab['batch_size']}", name,
-                     deeplab["iterations"] * deeplab["batch_size"], len(deeplab["seeds"]) + len(deeplab["baselines"])))
+        rows.append(
+            (
+                name,
+                f"{deeplab['iterations']:,} it, batch {deeplab['batch_size']}",
+                name,
+                deeplab["iterations"] * deeplab["batch_size"],
+                len(deeplab["seeds"]) + len(deeplab["baselines"]),
+            )
+        )
     if tiny:
         note("(--tiny: toy networks and images; the times below only show that the estimate is computed)")
     for stage, schedule, workload, images, runs in rows:
@@ -1050,31 +1278,45 @@ def print_schedules(config: dict, sizes: Sizes, m: Measurements, tiny: bool) -> 
         SCHEDULE_TABLE.row("score inference", f"{VOC_TRAIN_AUG_IMAGES:,} images on {sizes.canvas}", "not measured")
     else:
         one = VOC_TRAIN_AUG_IMAGES * m.inference_s_per_image
-        SCHEDULE_TABLE.row("score inference", f"{VOC_TRAIN_AUG_IMAGES:,} images on {sizes.canvas}",
-                           f"fp32 ({1 / m.inference_s_per_image:.1f} img/s)", duration(one), icd_runs,
-                           duration(one * icd_runs))
+        SCHEDULE_TABLE.row(
+            "score inference",
+            f"{VOC_TRAIN_AUG_IMAGES:,} images on {sizes.canvas}",
+            f"fp32 ({1 / m.inference_s_per_image:.1f} img/s)",
+            duration(one),
+            icd_runs,
+            duration(one * icd_runs),
+        )
     if m.crf_images_per_s is None:
         SCHEDULE_TABLE.row("seed CRF", f"{VOC_TRAIN_AUG_IMAGES:,} images", "not measured")
     else:
         one = VOC_TRAIN_AUG_IMAGES / m.crf_images_per_s
-        SCHEDULE_TABLE.row("seed CRF", f"{VOC_TRAIN_AUG_IMAGES:,} images",
-                           f"{m.crf_processes} processes ({m.crf_images_per_s:.1f} img/s)", duration(one), 1,
-                           duration(one))
+        SCHEDULE_TABLE.row(
+            "seed CRF",
+            f"{VOC_TRAIN_AUG_IMAGES:,} images",
+            f"{m.crf_processes} processes ({m.crf_images_per_s:.1f} img/s)",
+            duration(one),
+            1,
+            duration(one),
+        )
 
 
 def describe(device: torch.device, sizes: Sizes, budget_s: float, tiny: bool) -> str:
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        machine = (f"{properties.name} ({properties.total_memory / GIB:.0f} GiB, {torch.cuda.device_count()} GPU), "
-                   f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}")
+        machine = (
+            f"{properties.name} ({properties.total_memory / GIB:.0f} GiB, {torch.cuda.device_count()} GPU), "
+            f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+        )
     else:
         machine = "CPU"
-    return (f"GPU benchmark on {machine}; torch {torch.__version__}; {len(os.sched_getaffinity(0))} CPU cores. "
-            f"{'TINY sizes (toy networks, numbers meaningless)' if tiny else 'Paper sizes'}: ICD width "
-            f"{sizes.icd_width:g} batch {sizes.icd_batch} at {sizes.icd_crop}, DeepLab width {sizes.deeplab_width:g} "
-            f"batch {sizes.deeplab_batch} at {sizes.deeplab_crop}, checks {sizes.check_batch} images at "
-            f"{sizes.check_crop}, inference canvas {sizes.canvas}; {sizes.warmup_steps} warm-up + median of "
-            f"{sizes.timed_steps} steps; budget {budget_s:.0f} s.")
+    return (
+        f"GPU benchmark on {machine}; torch {torch.__version__}; {len(os.sched_getaffinity(0))} CPU cores. "
+        f"{'TINY sizes (toy networks, numbers meaningless)' if tiny else 'Paper sizes'}: ICD width "
+        f"{sizes.icd_width:g} batch {sizes.icd_batch} at {sizes.icd_crop}, DeepLab width {sizes.deeplab_width:g} "
+        f"batch {sizes.deeplab_batch} at {sizes.deeplab_crop}, checks {sizes.check_batch} images at "
+        f"{sizes.check_crop}, inference canvas {sizes.canvas}; {sizes.warmup_steps} warm-up + median of "
+        f"{sizes.timed_steps} steps; budget {budget_s:.0f} s."
+    )
 
 
 def main() -> None:
@@ -1091,15 +1333,21 @@ def main() -> None:
     if args.tiny and device.type == "cpu":
         torch.set_num_threads(1)  # toy sizes gain nothing from threads, which stall on a shared machine
     print(describe(device, sizes, args.budget_s, args.tiny), flush=True)
-    note("Tolerances: " + "; ".join(
-        f"{p.name} {p.tolerance:g} of max |reference|, decided <= {p.decision_share:.1%} off, routed l2 <= "
-        f"{p.routed_tolerance:g}" for p in device_precisions(device)))
+    note(
+        "Tolerances: "
+        + "; ".join(
+            f"{p.name} {p.tolerance:g} of max |reference|, decided <= {p.decision_share:.1%} off, routed l2 <= "
+            f"{p.routed_tolerance:g}"
+            for p in device_precisions(device)
+        )
+    )
     measurements = Measurements()
     planner = BudgetPlanner(args.budget_s, started=STARTED, after_each=release_memory)
     planner.run(planned_items(config, sizes, device, args.budget_s, measurements))
     print_schedules(config, sizes, measurements, args.tiny)
-    budget = Table(f"Budget: {time.monotonic() - STARTED:.0f} of {args.budget_s:.0f} s",
-                   [("item", 42), ("outcome", 8), ("s", 6)])
+    budget = Table(
+        f"Budget: {time.monotonic() - STARTED:.0f} of {args.budget_s:.0f} s", [("item", 42), ("outcome", 8), ("s", 6)]
+    )
     for name, outcome in planner.outcomes.items():
         budget.row(name, outcome, f"{planner.seconds[name]:.1f}" if name in planner.seconds else "")
 

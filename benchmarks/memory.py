@@ -22,7 +22,7 @@ from wsss.core.config import PROJECT_ROOT
 
 VOC_TRAIN_AUG_IMAGES = 10_582
 VOC_FEATURE_SIDE = (513 - 1) // 8 + 1  # the 513 canvas at output stride 8
-MIB = 2 ** 20
+MIB = 2**20
 
 
 def stage_of(relative: Path) -> str:
@@ -79,15 +79,19 @@ def score_sizes(score_shards: list[Path]) -> dict:
 
 def voc_estimate(sizes: dict, classes_per_image: float) -> dict:
     """Raw bytes at VOC scale, and the compressed size if VOC compressed as the measured shards do."""
-    raw = VOC_TRAIN_AUG_IMAGES * classes_per_image * VOC_FEATURE_SIDE ** 2 * sizes["bytes_per_class_pixel"]
+    raw = VOC_TRAIN_AUG_IMAGES * classes_per_image * VOC_FEATURE_SIDE**2 * sizes["bytes_per_class_pixel"]
     return {"raw_bytes": raw, "file_bytes": raw * sizes["file_bytes_per_image"] / sizes["raw_bytes_per_image"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=PROJECT_ROOT / "results" / "synthetic")
-    parser.add_argument("--voc-classes-per-image", type=float, default=1.5,
-                        help="mean present classes per VOC train_aug image (an assumption; about 1.5)")
+    parser.add_argument(
+        "--voc-classes-per-image",
+        type=float,
+        default=1.5,
+        help="mean present classes per VOC train_aug image (an assumption; about 1.5)",
+    )
     args = parser.parse_args()
 
     stages = peak_rss(args.results / "benchmarks")
@@ -100,13 +104,19 @@ def main() -> None:
 
     sizes = score_sizes(sorted((args.results / "scores").glob("shard_*.npz")))
     estimate = voc_estimate(sizes, args.voc_classes_per_image)
-    print(f"\nscore shards: {sizes['images']} images, dtype {'/'.join(sizes['dtypes'])}, "
-          f"{sizes['classes_per_image']:.2f} present classes per image")
-    print(f"  per image: {sizes['raw_bytes_per_image']:.0f} B raw, {sizes['file_bytes_per_image']:.0f} B on disk; "
-          f"{sizes['bytes_per_class_pixel']:.1f} B per class x feature pixel")
-    print(f"VOC train_aug estimate ({VOC_TRAIN_AUG_IMAGES} images, {VOC_FEATURE_SIDE}x{VOC_FEATURE_SIDE} features, "
-          f"{args.voc_classes_per_image:g} classes per image): {estimate['raw_bytes'] / MIB:.0f} MiB raw, "
-          f"~{estimate['file_bytes'] / MIB:.0f} MiB compressed at the measured ratio")
+    print(
+        f"\nscore shards: {sizes['images']} images, dtype {'/'.join(sizes['dtypes'])}, "
+        f"{sizes['classes_per_image']:.2f} present classes per image"
+    )
+    print(
+        f"  per image: {sizes['raw_bytes_per_image']:.0f} B raw, {sizes['file_bytes_per_image']:.0f} B on disk; "
+        f"{sizes['bytes_per_class_pixel']:.1f} B per class x feature pixel"
+    )
+    print(
+        f"VOC train_aug estimate ({VOC_TRAIN_AUG_IMAGES} images, {VOC_FEATURE_SIDE}x{VOC_FEATURE_SIDE} features, "
+        f"{args.voc_classes_per_image:g} classes per image): {estimate['raw_bytes'] / MIB:.0f} MiB raw, "
+        f"~{estimate['file_bytes'] / MIB:.0f} MiB compressed at the measured ratio"
+    )
 
 
 if __name__ == "__main__":

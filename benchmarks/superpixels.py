@@ -32,8 +32,9 @@ CANVAS = 513
 
 def images(count: int) -> list[np.ndarray]:
     """Synthetic VOC images at VOC's typical 500 x 375 size."""
-    options = load_config(overrides={"synthetic": {"num_train": count, "num_val": 1, "num_test": 1,
-                                                   "min_size": 375, "max_size": 500}})["synthetic"]
+    options = load_config(
+        overrides={"synthetic": {"num_train": count, "num_val": 1, "num_test": 1, "min_size": 375, "max_size": 500}}
+    )["synthetic"]
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "VOC2012"
         generate_dataset(root, **options, progress=False)
@@ -46,7 +47,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    params = load_config(overrides={"data": {"source": "voc", "voc_root": "x"}, "pretrain": {"weights": "x"}})["superpixels"]
+    params = load_config(overrides={"data": {"source": "voc", "voc_root": "x"}, "pretrain": {"weights": "x"}})[
+        "superpixels"
+    ]
     rng = np.random.default_rng(0)
     model = VGG16DeepLab(width=1.0).eval()
     timings = {"felzenszwalb": 0.0, "merge (features + greedy)": 0.0, "backbone conv5 (full width, CPU)": 0.0}
@@ -66,8 +69,10 @@ def main() -> None:
     backbone_dense_features(model, images(1)[0], CANVAS, named("torchvision"))  # VOC runs' ImageNet weights
     timings["backbone conv5 (full width, CPU)"] = (time.perf_counter() - start) * args.images
 
-    print(f"{args.images} images of 500x375, one core; Felzenszwalb sigma {params['sigma']}, k {params['scale']}, "
-          f"min_size {params['min_size']}: {np.mean(regions_before):.0f} regions -> {np.mean(regions_after):.0f}")
+    print(
+        f"{args.images} images of 500x375, one core; Felzenszwalb sigma {params['sigma']}, k {params['scale']}, "
+        f"min_size {params['min_size']}: {np.mean(regions_before):.0f} regions -> {np.mean(regions_after):.0f}"
+    )
     print(f"| {'step':<34} | {'ms / image':>10} | {'images / s':>10} |")
     print(f"|{'-' * 36}|{'-' * 12}|{'-' * 12}|")
     for name, seconds in timings.items():

@@ -68,21 +68,41 @@ class LabelledImageStream(SeedTrainingSet):
         super().__init__(dataset, None, **options)
         missing = [image_id for image_id in self.ids if not dataset["labels"].get(image_id)]
         if missing:
-            raise ConfigError(f"{len(missing)} training image(s) have no image-level labels (first: {missing[0]}): "
-                              "the dataset report is incomplete. Rerun validate-data.")
+            raise ConfigError(
+                f"{len(missing)} training image(s) have no image-level labels (first: {missing[0]}): "
+                "the dataset report is incomplete. Rerun validate-data."
+            )
         self.labels = {image_id: dataset["labels"][image_id] for image_id in self.ids}
 
     def __getitem__(self, draw: int):
         image_id = self.image_at(draw)
-        image, _ = augment(np.random.default_rng([self.seed, draw]), read_rgb(self.paths.image(image_id)), None,
-                           **self.options)
+        image, _ = augment(
+            np.random.default_rng([self.seed, draw]), read_rgb(self.paths.image(image_id)), None, **self.options
+        )
         return torch.from_numpy(image), torch.from_numpy(multi_hot(self.labels[image_id]))
 
 
-def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterations: int, batch_size: int,
-                     lr: float, momentum: float, weight_decay: float, poly_power: float, crop_size: int,
-                     scale_range, flip: bool, log_interval: int, checkpoint_interval: int, workers: int,
-                     normalisation: str, progress: bool = True) -> dict:
+def train_classifier(
+    out_path,
+    *,
+    dataset: dict,
+    width: float,
+    seed: int,
+    iterations: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    poly_power: float,
+    crop_size: int,
+    scale_range,
+    flip: bool,
+    log_interval: int,
+    checkpoint_interval: int,
+    workers: int,
+    normalisation: str,
+    progress: bool = True,
+) -> dict:
     """Train the classifier on input `normalisation`, write its torchvision-format state dict recording it to
     `out_path`; return the metrics.
 
@@ -92,29 +112,50 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
     """
     check_intervals("resnet_pretrain", checkpoint_interval, log_interval)
     out_path = Path(out_path)
-    settings = {"width": width, "seed": seed, "iterations": iterations, "batch_size": batch_size, "lr": lr,
-                "momentum": momentum, "weight_decay": weight_decay, "poly_power": poly_power,
-                "crop_size": crop_size, "scale_range": list(scale_range), "flip": flip, "normalisation": normalisation}
+    settings = {
+        "width": width,
+        "seed": seed,
+        "iterations": iterations,
+        "batch_size": batch_size,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "poly_power": poly_power,
+        "crop_size": crop_size,
+        "scale_range": list(scale_range),
+        "flip": flip,
+        "normalisation": normalisation,
+    }
     run_id = fingerprint(settings)
     device = process_device(0)
     normalise = from_scratch(normalisation, "resnet101")  # auto: torchvision's, the input of what it stands in for
-    data = LabelledImageStream(dataset, seed=seed, crop_size=crop_size, scale_range=scale_range, flip=flip,
-                               pad_rgb=normalise.pad_rgb)
+    data = LabelledImageStream(
+        dataset, seed=seed, crop_size=crop_size, scale_range=scale_range, flip=flip, pad_rgb=normalise.pad_rgb
+    )
 
     torch.manual_seed(seed)
     net = ResNet101Classifier(width).to(device)
-    optimizer = torch.optim.SGD(parameter_groups(net, weight_decay=weight_decay, head_lr_mult=1.0,
-                                                 head_bias_lr_mult=1.0), lr=lr, momentum=momentum)
+    optimizer = torch.optim.SGD(
+        parameter_groups(net, weight_decay=weight_decay, head_lr_mult=1.0, head_bias_lr_mult=1.0),
+        lr=lr,
+        momentum=momentum,
+    )
     checkpoint_path = out_path.with_name(f"{out_path.stem}.checkpoint.pt")
     inputs = training_inputs(dataset)
     history, start = resume(checkpoint_path, run_id, inputs, net, optimizer, device, "iteration")
-    loader = DataLoader(data, batch_size=batch_size, sampler=range(start * batch_size, iterations * batch_size),
-                        num_workers=workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        data,
+        batch_size=batch_size,
+        sampler=range(start * batch_size, iterations * batch_size),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     started = interval_start = time.time()
     loss_sum, hits, counted, steps = 0.0, 0, 0, 0
     net.train()
-    bar = tqdm(loader, desc="resnet101 classifier", initial=start, total=iterations, disable=not progress,
-               mininterval=2.0)
+    bar = tqdm(
+        loader, desc="resnet101 classifier", initial=start, total=iterations, disable=not progress, mininterval=2.0
+    )
     for iteration, (images, targets) in enumerate(bar, start=start):
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(lr, iteration, iterations, poly_power) * group["lr_mult"]
@@ -122,8 +163,10 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
         targets = targets.to(device)
         loss = cam_loss(logits, targets)
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the classifier loss became {loss.item()} at iteration {iteration + 1}. The last "
-                                   f"good checkpoint is kept at {checkpoint_path}. Lower resnet_pretrain.lr.")
+            raise TrainingDiverged(
+                f"the classifier loss became {loss.item()} at iteration {iteration + 1}. The last "
+                f"good checkpoint is kept at {checkpoint_path}. Lower resnet_pretrain.lr."
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -132,8 +175,13 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         done = iteration + 1
         if done % log_interval == 0 or done == iterations:
-            record = {"iteration": done, "loss": loss_sum / steps, "rank_accuracy": hits / max(counted, 1),
-                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - interval_start, 2)}
+            record = {
+                "iteration": done,
+                "loss": loss_sum / steps,
+                "rank_accuracy": hits / max(counted, 1),
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": round(time.time() - interval_start, 2),
+            }
             history.append(record)
             log.info("iteration %s", json.dumps(record))
             loss_sum, hits, counted, steps, interval_start = 0.0, 0, 0, 0, time.time()
@@ -141,5 +189,10 @@ def train_classifier(out_path, *, dataset: dict, width: float, seed: int, iterat
             save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs, normalise.name)
     with atomic_path(out_path) as tmp:
         torch.save(with_record(net.torchvision_state_dict(), normalise.name), tmp)
-    return {"settings": settings, "history": history, "seconds": round(time.time() - started, 1),
-            "final_loss": history[-1]["loss"], "final_rank_accuracy": history[-1]["rank_accuracy"]}
+    return {
+        "settings": settings,
+        "history": history,
+        "seconds": round(time.time() - started, 1),
+        "final_loss": history[-1]["loss"],
+        "final_rank_accuracy": history[-1]["rank_accuracy"],
+    }

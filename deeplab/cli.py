@@ -27,16 +27,28 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from deeplab.train import train_deeplab
 
-    result = train_deeplab(args.out_dir, dataset=read_json(args.dataset), labels_root=args.labels_root,
-                           weights=args.weights, backbone=args.backbone, **json.loads(args.options))
+    result = train_deeplab(
+        args.out_dir,
+        dataset=read_json(args.dataset),
+        labels_root=args.labels_root,
+        weights=args.weights,
+        backbone=args.backbone,
+        **json.loads(args.options),
+    )
     log.info("final loss %.4f", result["history"][-1]["loss"])
 
 
 def _predict(args: argparse.Namespace) -> None:
     from deeplab.infer import pack_for_server, predict_split
 
-    predict_split(args.model, read_json(args.dataset), args.split, args.out_dir, server_layout=args.server_tar is not None,
-                  **json.loads(args.options))
+    predict_split(
+        args.model,
+        read_json(args.dataset),
+        args.split,
+        args.out_dir,
+        server_layout=args.server_tar is not None,
+        **json.loads(args.options),
+    )
     if args.server_tar is not None:
         log.info("packed %d predictions into %s", pack_for_server(args.out_dir, args.server_tar), args.server_tar)
 
@@ -46,8 +58,16 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     dataset = read_json(args.dataset)
     results = evaluate_predictions(dataset, args.predictions)
-    write_json(args.out, {"backbone": args.backbone, "seeds": args.seeds, "split": dataset["roles"]["eval"],
-                          "multiscale": args.multiscale, "results": results})
+    write_json(
+        args.out,
+        {
+            "backbone": args.backbone,
+            "seeds": args.seeds,
+            "split": dataset["roles"]["eval"],
+            "multiscale": args.multiscale,
+            "results": results,
+        },
+    )
     log.info("mIoU: %s", {name: round(result["miou"], 4) for name, result in results.items()})
 
 
@@ -61,9 +81,11 @@ def _figure(args: argparse.Namespace) -> None:
     from deeplab.report import prediction_figure
 
     if len(args.titles) != len(args.predictions):
-        raise ICDError(f"--titles has {len(args.titles)} entries but --predictions {len(args.predictions)}: give one "
-                       "title per prediction folder.")
-    prediction_figure(args.out, read_json(args.dataset), dict(zip(args.titles, args.predictions)))
+        raise ICDError(
+            f"--titles has {len(args.titles)} entries but --predictions {len(args.predictions)}: give one "
+            "title per prediction folder."
+        )
+    prediction_figure(args.out, read_json(args.dataset), dict(zip(args.titles, args.predictions, strict=True)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb = verbs.add_parser("pretrain", help="train the ResNet101 stand-in for ImageNet weights on image-level labels")
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
-    verb.add_argument("--options", required=True,
-                      help='JSON object: the resnet_pretrain section, "width", "seed" and "normalisation"')
+    verb.add_argument(
+        "--options", required=True, help='JSON object: the resnet_pretrain section, "width", "seed" and "normalisation"'
+    )
     verb.add_argument("--out", required=True, help="torchvision-format resnet101 state dict (.pth)")
     verb.add_argument("--metrics", required=True, help="JSON: settings, per-interval loss and accuracy, time")
     verb.set_defaults(run=_pretrain)
@@ -84,8 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--labels-root", help="folder of <id>.png seeds; omit to train on the ground-truth masks")
     verb.add_argument("--weights", help="backbone weights (ImageNet or the synthetic stand-in); omit for random init")
     verb.add_argument("--backbone", required=True, choices=["vgg16", "resnet101"])
-    verb.add_argument("--options", required=True,
-                      help='JSON object {"deeplab": ..., "model": ..., "normalisation": <of the weights>, "seed": ...}')
+    verb.add_argument(
+        "--options",
+        required=True,
+        help='JSON object {"deeplab": ..., "model": ..., "normalisation": <of the weights>, "seed": ...}',
+    )
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train)
     add_gpus(verb)

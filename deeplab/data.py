@@ -21,8 +21,16 @@ from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to
 from wsss.data.voc import MAX_LISTED_PROBLEMS, VOCPaths
 
 
-def augment(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray | None, *, crop_size: int,
-            scale_range: tuple[float, float], flip: bool, pad_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def augment(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    crop_size: int,
+    scale_range: tuple[float, float],
+    flip: bool,
+    pad_rgb: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """One training sample: (crop x crop x 3 uint8 image, crop x crop uint8 labels, or None without labels)."""
     scale = float(rng.uniform(*scale_range))
     height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
@@ -50,15 +58,17 @@ class SeedTrainingSet(Dataset):
     masks of the training split instead (the fully supervised upper bound).
     """
 
-    def __init__(self, dataset: dict, labels_root, *, seed: int, crop_size: int, scale_range, flip: bool,
-                 pad_rgb) -> None:
+    def __init__(
+        self, dataset: dict, labels_root, *, seed: int, crop_size: int, scale_range, flip: bool, pad_rgb
+    ) -> None:
         self.split = dataset["roles"]["train"]
         self.ids = list(dataset["splits"][self.split])
         self.paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
         self.labels_root = labels_root
         self.seed = seed
-        self.options = dict(crop_size=crop_size, scale_range=tuple(scale_range), flip=flip,
-                            pad_rgb=np.asarray(pad_rgb, np.uint8))
+        self.options = dict(
+            crop_size=crop_size, scale_range=tuple(scale_range), flip=flip, pad_rgb=np.asarray(pad_rgb, np.uint8)
+        )
         self._orders: dict[int, list[int]] = {}
 
     def label_path(self, image_id: str):
@@ -84,13 +94,16 @@ class SeedTrainingSet(Dataset):
                 problems.append(str(exc))
                 continue
             if found != expected:
-                problems.append(f"{seed}: label map is {found[1]}x{found[0]} but its image is "
-                                f"{expected[1]}x{expected[0]}")
+                problems.append(
+                    f"{seed}: label map is {found[1]}x{found[0]} but its image is {expected[1]}x{expected[0]}"
+                )
         if problems:
             more = len(problems) - MAX_LISTED_PROBLEMS
             listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS] + ([f"... and {more} more"] if more > 0 else []))
-            raise DataError(f"{len(problems)} seed(s) of {self.labels_root} do not fit the training images:\n  "
-                            f"{listed}\nThe seed folder belongs to another dataset or run: regenerate the seeds.")
+            raise DataError(
+                f"{len(problems)} seed(s) of {self.labels_root} do not fit the training images:\n  "
+                f"{listed}\nThe seed folder belongs to another dataset or run: regenerate the seeds."
+            )
 
     def image_at(self, draw: int) -> str:
         """The id the stream visits at position `draw`."""

@@ -30,20 +30,26 @@ def evaluate_predictions(dataset: dict, predictions_dir, *, progress: bool = Tru
             continue
         missing = [image_id for image_id in ids if not (folder / f"{image_id}.png").is_file()]
         if missing:
-            raise DataError(f"{folder}: no prediction for {len(missing)} of the {len(ids)} '{split}' ids "
-                            f"(first: {missing[0]}). Rerun `deeplab predict` for this split.")
+            raise DataError(
+                f"{folder}: no prediction for {len(missing)} of the {len(ids)} '{split}' ids "
+                f"(first: {missing[0]}). Rerun `deeplab predict` for this split."
+            )
         confusion = np.zeros((NUM_CLASSES, NUM_CLASSES + 1), np.int64)
         for image_id in tqdm(ids, desc=f"evaluate {name}", disable=not progress, mininterval=2.0):
             ground_truth = read_mask(paths.ground_truth(split, image_id))
             prediction = read_mask(folder / f"{image_id}.png")
             if prediction.shape != ground_truth.shape:
-                raise DataError(f"{folder / image_id}.png: prediction is {prediction.shape} but the ground truth is "
-                                f"{ground_truth.shape}. Predictions must be at full resolution: rerun predict.")
+                raise DataError(
+                    f"{folder / image_id}.png: prediction is {prediction.shape} but the ground truth is "
+                    f"{ground_truth.shape}. Predictions must be at full resolution: rerun predict."
+                )
             confusion += confusion_matrix(ground_truth, prediction)
         ious = class_iou(confusion)
         results[name] = {
             "miou": mean_iou(confusion),
-            "per_class": {cls: (None if np.isnan(iou) else float(iou)) for cls, iou in zip(VOC_CLASSES, ious)},
+            "per_class": {
+                cls: (None if np.isnan(iou) else float(iou)) for cls, iou in zip(VOC_CLASSES, ious, strict=True)
+            },
         }
     if not results:
         raise DataError(f"{predictions_dir}: holds neither raw/ nor crf/ predictions. Run `deeplab predict` first.")

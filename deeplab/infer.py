@@ -50,8 +50,9 @@ def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Mod
 
 
 @torch.no_grad()
-def class_probabilities(net, image: np.ndarray, *, normalise: Normalisation, scales=(1.0,),
-                        flip: bool = False) -> np.ndarray:
+def class_probabilities(
+    net, image: np.ndarray, *, normalise: Normalisation, scales=(1.0,), flip: bool = False
+) -> np.ndarray:
     """NUM_CLASSES x H x W float32: softmax of full-resolution logits, averaged over scales and flips; the
     network sees the input `normalise` makes (what it was trained on)."""
     device = next(net.parameters()).device
@@ -72,18 +73,44 @@ def class_probabilities(net, image: np.ndarray, *, normalise: Normalisation, sca
     return (total / count).cpu().numpy()
 
 
-def crf_refine(image: np.ndarray, probabilities: np.ndarray, *, gaussian_sxy, gaussian_compat, bilateral_sxy,
-               bilateral_srgb, bilateral_compat, iterations) -> np.ndarray:
+def crf_refine(
+    image: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    gaussian_sxy,
+    gaussian_compat,
+    bilateral_sxy,
+    bilateral_srgb,
+    bilateral_compat,
+    iterations,
+) -> np.ndarray:
     """Dense CRF on class probabilities (unary -log p, clipped at 1e-5); returns H x W uint8 labels."""
     unary = -np.log(np.maximum(probabilities.reshape(len(probabilities), -1), 1e-5))
-    q = pydensecrf_marginals(np.require(image, np.uint8, ["C", "W"]), unary, gaussian_compat, bilateral_compat,
-                             gaussian_sxy=gaussian_sxy, bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb,
-                             iterations=iterations)
+    q = pydensecrf_marginals(
+        np.require(image, np.uint8, ["C", "W"]),
+        unary,
+        gaussian_compat,
+        bilateral_compat,
+        gaussian_sxy=gaussian_sxy,
+        bilateral_sxy=bilateral_sxy,
+        bilateral_srgb=bilateral_srgb,
+        iterations=iterations,
+    )
     return q.argmax(axis=0).astype(np.uint8)
 
 
-def predict_split(model_path, dataset: dict, split: str, out_dir, *, scales, flip: bool, crf: dict | None,
-                  server_layout: bool = False, progress: bool = True) -> None:
+def predict_split(
+    model_path,
+    dataset: dict,
+    split: str,
+    out_dir,
+    *,
+    scales,
+    flip: bool,
+    crf: dict | None,
+    server_layout: bool = False,
+    progress: bool = True,
+) -> None:
     """Predict every image of `split` (a role such as 'eval' or 'test', or a split name) into `out_dir`."""
     split = dataset["roles"].get(split, split)
     if split not in dataset["splits"]:

@@ -6,8 +6,9 @@
   straight to the classes, dilated 12 for LargeFOV or 6/12/18/24 for ASPP.
 
 Every network returns logits at 1/8 of the input; the input is normalised by the caller as the weights
-it starts from expect (`wsss.nets.normalisation`, recorded in the trained model). `freeze_bn` keeps BatchNorm in eval mode with its affine parameters fixed,
-DeepLab's practice with ImageNet statistics and batches too small to estimate new ones.
+it starts from expect (`wsss.nets.normalisation`, recorded in the trained model). `freeze_bn` keeps
+BatchNorm in eval mode with its affine parameters fixed, DeepLab's practice with ImageNet statistics and
+batches too small to estimate new ones.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class _DeepLab(nn.Module):
                 for parameter in module.parameters():
                     parameter.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "_DeepLab":
+    def train(self, mode: bool = True) -> _DeepLab:
         super().train(mode)
         if getattr(self, "frozen_bn", False):
             for module in self.modules():
@@ -54,11 +55,13 @@ class _DeepLab(nn.Module):
 class DeepLabLargeFOV(_DeepLab):
     """VGG16 DeepLab-LargeFOV: logits (B x classes x H/8 x W/8); `head` is fc8."""
 
-    def __init__(self, *, width: float = 1.0, batch_norm: bool = False, num_classes: int = NUM_CLASSES,
-                 dropout: float = 0.5) -> None:
+    def __init__(
+        self, *, width: float = 1.0, batch_norm: bool = False, num_classes: int = NUM_CLASSES, dropout: float = 0.5
+    ) -> None:
         super().__init__()
-        self.backbone = VGG16DeepLab(width=width, batch_norm=batch_norm, fc6_dilation=LARGEFOV_DILATION,
-                                     dropout=dropout)
+        self.backbone = VGG16DeepLab(
+            width=width, batch_norm=batch_norm, fc6_dilation=LARGEFOV_DILATION, dropout=dropout
+        )
         self.head = nn.Conv2d(self.backbone.feature_channels["fc7"], num_classes, 1)
         nn.init.normal_(self.head.weight, std=HEAD_INIT_STD)
         nn.init.zeros_(self.head.bias)
@@ -96,8 +99,15 @@ class DeepLabResNet101(_DeepLab):
         return self.head(self.backbone(images))
 
 
-def build_model(*, backbone: str, head: str, width: float, batch_norm: bool = False, freeze_bn: bool = False,
-                num_classes: int = NUM_CLASSES) -> _DeepLab:
+def build_model(
+    *,
+    backbone: str,
+    head: str,
+    width: float,
+    batch_norm: bool = False,
+    freeze_bn: bool = False,
+    num_classes: int = NUM_CLASSES,
+) -> _DeepLab:
     """The network a `deeplab` config describes (`batch_norm` only concerns VGG16; ResNet101 always has BN)."""
     if backbone not in BACKBONES:
         raise ConfigError(f"unknown DeepLab backbone {backbone!r}; choose one of {', '.join(BACKBONES)}.")
@@ -105,8 +115,10 @@ def build_model(*, backbone: str, head: str, width: float, batch_norm: bool = Fa
         raise ConfigError(f"unknown DeepLab head {head!r}; choose one of {', '.join(HEADS)}.")
     if backbone == "vgg16":
         if head != "largefov":
-            raise ConfigError("deeplab.head 'aspp' is DeepLab v2's ResNet101 head; VGG16 runs DeepLab-LargeFOV. "
-                              "Set deeplab.head: largefov or deeplab.backbones: [resnet101].")
+            raise ConfigError(
+                "deeplab.head 'aspp' is DeepLab v2's ResNet101 head; VGG16 runs DeepLab-LargeFOV. "
+                "Set deeplab.head: largefov or deeplab.backbones: [resnet101]."
+            )
         model: _DeepLab = DeepLabLargeFOV(width=width, batch_norm=batch_norm, num_classes=num_classes)
     else:
         model = DeepLabResNet101(head=head, width=width, num_classes=num_classes)
@@ -129,8 +141,11 @@ def load_imagenet_weights(model: _DeepLab, path) -> None:
             state[key] = torch.zeros_like(value)
     problems = [f"  {key}: missing from the file" for key in expected if key not in state]
     problems += [f"  {key}: unexpected in the file" for key in state if key not in expected]
-    problems += [f"  {key}: expected {tuple(expected[key].shape)}, found {tuple(state[key].shape)}"
-                 for key in expected if key in state and state[key].shape != expected[key].shape]
+    problems += [
+        f"  {key}: expected {tuple(expected[key].shape)}, found {tuple(state[key].shape)}"
+        for key in expected
+        if key in state and state[key].shape != expected[key].shape
+    ]
     if problems:
         raise ConfigError(
             f"{name}: not a torchvision ResNet101 state dict for a width-{model.backbone.width:g} model "
@@ -140,7 +155,9 @@ def load_imagenet_weights(model: _DeepLab, path) -> None:
     model.backbone.load_state_dict(state, strict=True)
 
 
-def parameter_groups(model: _DeepLab, *, weight_decay: float, head_lr_mult: float, head_bias_lr_mult: float) -> list[dict]:
+def parameter_groups(
+    model: _DeepLab, *, weight_decay: float, head_lr_mult: float, head_bias_lr_mult: float
+) -> list[dict]:
     """SGD groups with DeepLab's multipliers: head weights x`head_lr_mult`, head biases x`head_bias_lr_mult`,
     no weight decay on biases (nor BatchNorm); frozen parameters are left out. Each group carries
     `lr_mult` for the poly schedule."""
@@ -157,5 +174,8 @@ def parameter_groups(model: _DeepLab, *, weight_decay: float, head_lr_mult: floa
         part = "head" if id(parameter) in head else "backbone"
         kind = "weights" if parameter.ndim > 1 else "biases"
         groups[f"{part}_{kind}"][2].append(parameter)
-    return [{"name": name, "params": params, "lr_mult": mult, "weight_decay": decay}
-            for name, (mult, decay, params) in groups.items() if params]
+    return [
+        {"name": name, "params": params, "lr_mult": mult, "weight_decay": decay}
+        for name, (mult, decay, params) in groups.items()
+        if params
+    ]

@@ -35,9 +35,17 @@ def segmentation_rows(evaluations: list[dict]) -> list[dict]:
     rows = []
     for record in evaluations:
         for post, result in record["results"].items():
-            rows.append({"backbone": record["backbone"], "seeds": record["seeds"],
-                         "supervision": supervision(record["seeds"]), "split": record["split"],
-                         "multiscale": record["multiscale"], "crf": post == "crf", "miou": result["miou"]})
+            rows.append(
+                {
+                    "backbone": record["backbone"],
+                    "seeds": record["seeds"],
+                    "supervision": supervision(record["seeds"]),
+                    "split": record["split"],
+                    "multiscale": record["multiscale"],
+                    "crf": post == "crf",
+                    "miou": result["miou"],
+                }
+            )
     return rows
 
 
@@ -46,25 +54,35 @@ def paper_tables_markdown(rows: list[dict]) -> str:
     lines = []
     for backbone in [b for b in PAPER if any(r["backbone"] == b for r in rows)]:
         ours = [r for r in rows if r["backbone"] == backbone]
-        lines += [f"### Table {PAPER_TABLE[backbone]}: DeepLab-LargeFOV, {backbone}", "",
-                  "| seeds | supervision | multi-scale | CRF | ours val | paper val | paper test |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### Table {PAPER_TABLE[backbone]}: DeepLab-LargeFOV, {backbone}",
+            "",
+            "| seeds | supervision | multi-scale | CRF | ours val | paper val | paper test |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in ours:
             paper = PAPER[backbone].get(row["supervision"]) if row["seeds"] in PAPER_SEEDS else None
             val, test = paper if paper else ("-", "-")
-            lines.append(f"| {row['seeds']} | {row['supervision']} | {'yes' if row['multiscale'] else 'no'} | "
-                         f"{'yes' if row['crf'] else 'no'} | {100 * row['miou']:.1f} | {val} | {test} |")
+            lines.append(
+                f"| {row['seeds']} | {row['supervision']} | {'yes' if row['multiscale'] else 'no'} | "
+                f"{'yes' if row['crf'] else 'no'} | {100 * row['miou']:.1f} | {val} | {test} |"
+            )
         lines.append("")
-    lines.append("Ours: mIoU (%) on the evaluation split of this run's dataset; the test split is scored by the "
-                 "VOC server from the packed predictions. Paper numbers are for real PASCAL VOC 2012.")
+    lines.append(
+        "Ours: mIoU (%) on the evaluation split of this run's dataset; the test split is scored by the "
+        "VOC server from the packed predictions. Paper numbers are for real PASCAL VOC 2012."
+    )
     return "\n".join(lines) + "\n"
 
 
 def write_segmentation_tables(evaluations: list[dict], csv_path, markdown_path, per_class_path) -> list[dict]:
     rows = segmentation_rows(evaluations)
     write_csv(csv_path, rows, columns=TABLE_COLUMNS)
-    per_class = [{"backbone": record["backbone"], "seeds": record["seeds"], "crf": post == "crf",
-                  **result["per_class"]} for record in evaluations for post, result in record["results"].items()]
+    per_class = [
+        {"backbone": record["backbone"], "seeds": record["seeds"], "crf": post == "crf", **result["per_class"]}
+        for record in evaluations
+        for post, result in record["results"].items()
+    ]
     write_csv(per_class_path, per_class)
     write_text(markdown_path, paper_tables_markdown(rows))
     return rows
@@ -86,13 +104,12 @@ def prediction_figure(out_path, dataset: dict, predictions: dict[str, str], *, c
     titles = ["image", *predictions, "ground truth"]
     columns = min(len(titles), 6)
     blocks = math.ceil(len(titles) / columns)
-    figure, axes = plt.subplots(len(ids) * blocks, columns, figsize=(2 * columns, 2 * len(ids) * blocks),
-                                squeeze=False)
+    figure, axes = plt.subplots(len(ids) * blocks, columns, figsize=(2 * columns, 2 * len(ids) * blocks), squeeze=False)
     for row, image_id in enumerate(ids):
         panels = [read_rgb(paths.image(image_id))]
         panels += [PALETTE[read_mask(f"{folder}/{image_id}.png")] for folder in predictions.values()]
         panels.append(PALETTE[read_mask(paths.ground_truth(split, image_id))])
-        for index, axis in enumerate(axes[row * blocks:(row + 1) * blocks].ravel()):
+        for index, axis in enumerate(axes[row * blocks : (row + 1) * blocks].ravel()):
             axis.set_xticks([])
             axis.set_yticks([])
             if index >= len(panels):

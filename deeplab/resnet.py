@@ -73,7 +73,7 @@ class ResNet101(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         in_channels = stem
         for index, (blocks, planes, (stride, dilation)) in enumerate(
-            zip(RESNET101_BLOCKS, LAYER_PLANES, LAYER_GEOMETRY[output_stride]), start=1
+            zip(RESNET101_BLOCKS, LAYER_PLANES, LAYER_GEOMETRY[output_stride], strict=True), start=1
         ):
             planes = scaled(planes, width)
             layer = []

@@ -54,8 +54,13 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 def network_options(backbone: str, deeplab: dict, model: dict) -> dict:
     """What defines the network of one backbone: stored with the weights so inference rebuilds it."""
-    return {"backbone": backbone, "head": deeplab["head"], "width": deeplab["width"],
-            "batch_norm": backbone == "vgg16" and bool(model["batch_norm"]), "freeze_bn": deeplab["freeze_bn"]}
+    return {
+        "backbone": backbone,
+        "head": deeplab["head"],
+        "width": deeplab["width"],
+        "batch_norm": backbone == "vgg16" and bool(model["batch_norm"]),
+        "freeze_bn": deeplab["freeze_bn"],
+    }
 
 
 def _micro_batch(batch_size: int, accumulation: int, world: int) -> int:
@@ -67,8 +72,9 @@ def _micro_batch(batch_size: int, accumulation: int, world: int) -> int:
     return batch_size // (accumulation * world)
 
 
-def _stream_positions(start: int, iterations: int, batch_size: int, micro: int, accumulation: int, world: int,
-                      rank: int) -> list[int]:
+def _stream_positions(
+    start: int, iterations: int, batch_size: int, micro: int, accumulation: int, world: int, rank: int
+) -> list[int]:
     """Training-stream positions this rank reads, micro-batch by micro-batch, from iteration `start` on."""
     positions = []
     for iteration in range(start, iterations):
@@ -78,8 +84,19 @@ def _stream_positions(start: int, iterations: int, batch_size: int, micro: int, 
     return positions
 
 
-def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str, deeplab: dict, model: dict,
-                  normalisation: str, seed: int, progress: bool = True) -> dict:
+def train_deeplab(
+    out_dir,
+    *,
+    dataset: dict,
+    labels_root,
+    weights,
+    backbone: str,
+    deeplab: dict,
+    model: dict,
+    normalisation: str,
+    seed: int,
+    progress: bool = True,
+) -> dict:
     """Train one DeepLab; write `checkpoint.pt` every `checkpoint_interval` iterations, then `model.pt`
     and `history.json` (iteration, mean loss since the last record, lr every `log_interval`).
 
@@ -97,14 +114,30 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
     accumulation = deeplab["accumulation_steps"]
     micro = _micro_batch(batch_size, accumulation, world)
     check_intervals("deeplab", deeplab["checkpoint_interval"], deeplab["log_interval"])
-    normalise = (from_scratch(normalisation, backbone) if weights is None
-                 else weights_normalisation(weights, normalisation, key=f"deeplab.normalisation.{backbone}"))
-    options = {"network": network, "deeplab": deeplab, "seed": seed, "weights": str(weights),
-               "labels": str(labels_root), "normalisation": normalise.name}
+    normalise = (
+        from_scratch(normalisation, backbone)
+        if weights is None
+        else weights_normalisation(weights, normalisation, key=f"deeplab.normalisation.{backbone}")
+    )
+    options = {
+        "network": network,
+        "deeplab": deeplab,
+        "seed": seed,
+        "weights": str(weights),
+        "labels": str(labels_root),
+        "normalisation": normalise.name,
+    }
     run_id = fingerprint(options)
 
-    data = SeedTrainingSet(dataset, labels_root, seed=seed, crop_size=deeplab["crop_size"],
-                           scale_range=deeplab["scale_range"], flip=deeplab["flip"], pad_rgb=normalise.pad_rgb)
+    data = SeedTrainingSet(
+        dataset,
+        labels_root,
+        seed=seed,
+        crop_size=deeplab["crop_size"],
+        scale_range=deeplab["scale_range"],
+        flip=deeplab["flip"],
+        pad_rgb=normalise.pad_rgb,
+    )
     data.check_seed_sizes(progress and rank == 0)
 
     torch.manual_seed(seed)
@@ -117,27 +150,42 @@ def train_deeplab(out_dir, *, dataset: dict, labels_root, weights, backbone: str
         net.freeze_batch_norm()
     net.to(device)
     base_lr = deeplab["lr"][backbone]
-    groups = parameter_groups(net, weight_decay=deeplab["weight_decay"], head_lr_mult=deeplab["head_lr_mult"],
-                              head_bias_lr_mult=deeplab["head_bias_lr_mult"])
+    groups = parameter_groups(
+        net,
+        weight_decay=deeplab["weight_decay"],
+        head_lr_mult=deeplab["head_lr_mult"],
+        head_bias_lr_mult=deeplab["head_bias_lr_mult"],
+    )
     optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=deeplab["momentum"])
     train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
     checkpoint_path = out_dir / "checkpoint.pt"
-    inputs = training_inputs(dataset, labels=files_digest(map(data.label_path, data.ids)),
-                             weights=file_digest(weights) if weights is not None else "none")
+    inputs = training_inputs(
+        dataset,
+        labels=files_digest(map(data.label_path, data.ids)),
+        weights=file_digest(weights) if weights is not None else "none",
+    )
     history, start = resume(checkpoint_path, run_id, inputs, net, optimizer, device, "iteration")
 
     loader = DataLoader(
-        data, batch_size=micro,
+        data,
+        batch_size=micro,
         sampler=_stream_positions(start, iterations, batch_size, micro, accumulation, world, rank),
-        num_workers=deeplab["workers"], pin_memory=device.type == "cuda",
+        num_workers=deeplab["workers"],
+        pin_memory=device.type == "cuda",
     )
     batches = iter(loader)
     amp = bool(deeplab["amp"]) and device.type == "cuda"
     interval_loss, interval_steps, started = 0.0, 0, time.time()
     train_net.train()
-    bar = tqdm(range(start, iterations), desc=f"deeplab {backbone}", initial=start, total=iterations,
-               disable=not progress or rank != 0, mininterval=2.0)
+    bar = tqdm(
+        range(start, iterations),
+        desc=f"deeplab {backbone}",
+        initial=start,
+        total=iterations,
+        disable=not progress or rank != 0,
+        mininterval=2.0,
+    )
     for iteration in bar:
         lr = poly_lr(base_lr, iteration, iterations, deeplab["poly_power"])
         for group in optimizer.param_groups:

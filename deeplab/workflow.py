@@ -7,8 +7,9 @@ from wsss.core.errors import ConfigError
 GROUND_TRUTH = "gt"
 # Keys the training step does not read: test-time settings, the list of runs, and the weights and their
 # normalisation (the step gets the file and the resolved normalisation apart).
-TEST_TIME_KEYS = frozenset({"backbones", "seeds", "baselines", "weights", "normalisation", "test_scales", "test_flip",
-                            "test_crf", "crf"})
+TEST_TIME_KEYS = frozenset(
+    {"backbones", "seeds", "baselines", "weights", "normalisation", "test_scales", "test_flip", "test_crf", "crf"}
+)
 
 
 def seed_sets(deeplab: dict) -> list[str]:
@@ -22,7 +23,8 @@ def check_config(deeplab: dict, seed_variants: list[str], synthetic: bool) -> No
     if unknown:
         raise ConfigError(
             f"deeplab.seeds names {unknown}, which the seeds stage does not write (it writes {seed_variants}; "
-            "icd_sal needs data.saliency_root, the *_no_td seeds seeds.ablation_network). Remove them from deeplab.seeds."
+            "icd_sal needs data.saliency_root, the *_no_td seeds seeds.ablation_network). "
+            "Remove them from deeplab.seeds."
         )
     if not synthetic and "resnet101" in deeplab["backbones"] and not deeplab["weights"]["resnet101"]:
         raise ConfigError(
@@ -42,8 +44,11 @@ def training_options(deeplab: dict, backbone: str, model_options: dict, seed: in
 
 def prediction_options(deeplab: dict) -> dict:
     """`deeplab predict --options`: test scales, flip, and the CRF parameters when the CRF runs."""
-    return {"scales": deeplab["test_scales"], "flip": deeplab["test_flip"],
-            "crf": deeplab["crf"] if deeplab["test_crf"] else None}
+    return {
+        "scales": deeplab["test_scales"],
+        "flip": deeplab["test_flip"],
+        "crf": deeplab["crf"] if deeplab["test_crf"] else None,
+    }
 
 
 def run_folder(root: str, backbone: str, seeds: str) -> str:
@@ -52,11 +57,17 @@ def run_folder(root: str, backbone: str, seeds: str) -> str:
 
 def runs(root: str, deeplab: dict, backbones: list[str] | None = None) -> list[tuple[str, str, str]]:
     """(backbone, seed set, folder) of every model the configuration trains (or of `backbones` only)."""
-    return [(backbone, seeds, run_folder(root, backbone, seeds))
-            for backbone in backbones or deeplab["backbones"] for seeds in seed_sets(deeplab)]
+    return [
+        (backbone, seeds, run_folder(root, backbone, seeds))
+        for backbone in backbones or deeplab["backbones"]
+        for seeds in seed_sets(deeplab)
+    ]
 
 
 def stage_targets(root: str, deeplab: dict, test_split: str, backbones: list[str] | None = None) -> list[str]:
     """Trained models, evaluations and server tars."""
-    return [f"{folder}/{name}" for _, _, folder in runs(root, deeplab, backbones)
-            for name in ("model.pt", "evaluation.json", f"{test_split}.tar")]
+    return [
+        f"{folder}/{name}"
+        for _, _, folder in runs(root, deeplab, backbones)
+        for name in ("model.pt", "evaluation.json", f"{test_split}.tar")
+    ]

@@ -69,16 +69,22 @@ def _superpixels(args: argparse.Namespace) -> None:
 
     dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
-    stats = compute_superpixel_shard(args.out, ids, voc_root=dataset["voc_root"], weights=args.weights,
-                                     **json.loads(args.options))
+    stats = compute_superpixel_shard(
+        args.out, ids, voc_root=dataset["voc_root"], weights=args.weights, **json.loads(args.options)
+    )
     log.info("shard %d/%d: %s", args.shard, args.shards, stats)
 
 
 def _train_icd(args: argparse.Namespace) -> None:
     from icd.train import train_icd
 
-    train_icd(args.out_dir, dataset=read_json(args.dataset), superpixel_shards=args.superpixels,
-              weights=args.weights, **json.loads(args.options))
+    train_icd(
+        args.out_dir,
+        dataset=read_json(args.dataset),
+        superpixel_shards=args.superpixels,
+        weights=args.weights,
+        **json.loads(args.options),
+    )
 
 
 def _scores(args: argparse.Namespace) -> None:
@@ -87,8 +93,14 @@ def _scores(args: argparse.Namespace) -> None:
 
     dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
-    infer_scores_shard(args.out, ids, dataset=dataset, model_path=args.model, superpixel_shards=args.superpixels,
-                       **json.loads(args.options))
+    infer_scores_shard(
+        args.out,
+        ids,
+        dataset=dataset,
+        model_path=args.model,
+        superpixel_shards=args.superpixels,
+        **json.loads(args.options),
+    )
 
 
 def _export_backbone(args: argparse.Namespace) -> None:
@@ -100,8 +112,9 @@ def _export_backbone(args: argparse.Namespace) -> None:
 def _score_ap(args: argparse.Namespace) -> None:
     from icd.scores import score_map_average_precision
 
-    table = score_map_average_precision(read_json(args.dataset), args.scores, canvas=args.inference_size,
-                                        ablation_shards=args.ablation_scores)
+    table = score_map_average_precision(
+        read_json(args.dataset), args.scores, canvas=args.inference_size, ablation_shards=args.ablation_scores
+    )
     write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
     log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
 
@@ -121,9 +134,16 @@ def _seeds(args: argparse.Namespace) -> None:
 
     dataset = read_json(args.dataset)
     ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
-    generate_seed_shard(args.out, ids, dataset=dataset, score_shards=args.scores, superpixel_shards=args.superpixels,
-                        ablation_shards=args.ablation_scores, cam_backgrounds=read_json(args.cam_background),
-                        **json.loads(args.options))
+    generate_seed_shard(
+        args.out,
+        ids,
+        dataset=dataset,
+        score_shards=args.scores,
+        superpixel_shards=args.superpixels,
+        ablation_shards=args.ablation_scores,
+        cam_backgrounds=read_json(args.cam_background),
+        **json.loads(args.options),
+    )
 
 
 def _collect_seeds(args: argparse.Namespace) -> None:
@@ -167,8 +187,12 @@ def _seed_iou_chart(args: argparse.Namespace) -> None:
 
 
 def add_ablation_scores(verb: argparse.ArgumentParser) -> None:
-    verb.add_argument("--ablation-scores", nargs="+", help="score shards of a network trained without top-down "
-                      "adaptation: they add Table 3's bottom-up and refined rows of that network (`*_no_td`)")
+    verb.add_argument(
+        "--ablation-scores",
+        nargs="+",
+        help="score shards of a network trained without top-down "
+        "adaptation: they add Table 3's bottom-up and refined rows of that network (`*_no_td`)",
+    )
 
 
 def _sharded_verb(verbs, name: str, run, help_text: str) -> argparse.ArgumentParser:
@@ -224,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True)
     verb.set_defaults(run=_premise)
 
-    verb = _sharded_verb(verbs, "superpixels", _superpixels, "Felzenszwalb + feature merging for one shard of the training split")
+    verb = _sharded_verb(
+        verbs, "superpixels", _superpixels, "Felzenszwalb + feature merging for one shard of the training split"
+    )
     verb.add_argument("--weights", required=True, help="backbone weights the features come from")
     add_gpus(verb)
 
@@ -232,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
     verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
     verb.add_argument("--weights", required=True, help="pretrained backbone weights")
-    verb.add_argument("--options", required=True,
-                      help='JSON object {"model": ..., "icd": ..., "seed": ..., "normalisation": <of the weights>}')
+    verb.add_argument(
+        "--options",
+        required=True,
+        help='JSON object {"model": ..., "icd": ..., "seed": ..., "normalisation": <of the weights>}',
+    )
     verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
     verb.set_defaults(run=_train_icd)
     add_gpus(verb)
@@ -244,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz), for cam_sp")
     verb.add_argument("--options", required=True, help='JSON {"canvas", "thresholds", "cam_backgrounds"}')
     verb.add_argument("--out-table", required=True, help="CSV of every (variant, threshold) row")
-    verb.add_argument("--out-choice", required=True, help='JSON {"cam", "cam_sp"}: each one\'s best background threshold')
+    verb.add_argument(
+        "--out-choice", required=True, help='JSON {"cam", "cam_sp"}: each one\'s best background threshold'
+    )
     verb.set_defaults(run=_seed_sweep)
 
     verb = _sharded_verb(verbs, "seeds", _seeds, "seed PNGs of every variant for one shard of the training split")
@@ -303,8 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb = verbs.add_parser("export-backbone", help="the trained ICD network's backbone as a weights file")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
-    verb.add_argument("--options", required=True,
-                      help='JSON object {"model": ..., "icd": ..., "normalisation": <the one model.pt records>}')
+    verb.add_argument(
+        "--options",
+        required=True,
+        help='JSON object {"model": ..., "icd": ..., "normalisation": <the one model.pt records>}',
+    )
     verb.add_argument("--out", required=True, help="backbone weights (.pth), loadable as deeplab.weights.vgg16")
     verb.set_defaults(run=_export_backbone)
     return parser

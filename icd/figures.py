@@ -35,18 +35,22 @@ def seed_figure(out_path, dataset: dict, score_shards: list[str], seeds_root, *,
     split = dataset["roles"]["train"]
     store = ShardStore(score_shards)
     ids = dataset["splits"][split][:count]
-    figure, axes = plt.subplots(len(ids), len(FIG4_COLUMNS), figsize=(2 * len(FIG4_COLUMNS), 2 * len(ids)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(ids), len(FIG4_COLUMNS), figsize=(2 * len(FIG4_COLUMNS), 2 * len(ids)), squeeze=False
+    )
     for row, image_id in enumerate(ids):
         image = read_rgb(paths.image(image_id))
         cam, _, _, adapted = upsample(store[image_id][:, :1], canvas, *image.shape[:2])
         panels = [
             image,
-            _heat(cam[0]), _heat(-cam[0]), _heat(adapted[0]), _heat(-adapted[0]),
+            _heat(cam[0]),
+            _heat(-cam[0]),
+            _heat(adapted[0]),
+            _heat(-adapted[0]),
             *(PALETTE[read_mask(f"{seeds_root}/{variant}/{image_id}.png")] for variant in FIG4_SEEDS.values()),
             PALETTE[read_mask(paths.ground_truth(split, image_id))],
         ]
-        for column, (axis, panel) in enumerate(zip(axes[row], panels)):
+        for column, (axis, panel) in enumerate(zip(axes[row], panels, strict=True)):
             axis.imshow(panel, cmap="jet" if panel.ndim == 2 else None, vmin=0, vmax=1)
             axis.set_xticks([])
             axis.set_yticks([])

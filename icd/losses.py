@@ -83,8 +83,13 @@ def warmup_weight(iteration: int, warmup_iterations: int) -> float:
 
 
 def icd_losses(
-    outputs: dict, labels: torch.Tensor, *, variant: str = "l2", scale: float = 10.0,
-    threshold: float = 0.2, top_down_weight: float = 1.0,
+    outputs: dict,
+    labels: torch.Tensor,
+    *,
+    variant: str = "l2",
+    scale: float = 10.0,
+    threshold: float = 0.2,
+    top_down_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Eq. 13 from `ICDNet.forward` outputs: keys cam, bottom_up, top_down, total.
 

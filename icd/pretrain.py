@@ -51,19 +51,26 @@ class _PretextNet(nn.Module):
         return self.head(self.backbone(x)["fc7"].mean(dim=(2, 3)))
 
 
-def _evaluate(net: _PretextNet, images: torch.Tensor, labels: torch.Tensor, batch_size: int, num_classes: int,
-              normalise: Callable[[torch.Tensor], torch.Tensor]):
+def _evaluate(
+    net: _PretextNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    num_classes: int,
+    normalise: Callable[[torch.Tensor], torch.Tensor],
+):
     """(mean loss, accuracy, confusion matrix [true, predicted]) in eval mode."""
     net.eval()
     loss_sum = 0.0
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            logits = net(normalise(images[start:start + batch_size]))
-            target = labels[start:start + batch_size]
+            logits = net(normalise(images[start : start + batch_size]))
+            target = labels[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
             confusion += torch.bincount(target * num_classes + logits.argmax(1), minlength=num_classes**2).view(
-                num_classes, num_classes)
+                num_classes, num_classes
+            )
     n = max(1, len(images))
     return loss_sum / n, confusion.trace().item() / n, confusion
 
@@ -104,7 +111,7 @@ def pretrain_backbone(
     images_np, labels_np = pretext_images(seed, num_images, image_size)
     images = torch.from_numpy(np.array(images_np, dtype=np.uint8))
     labels = torch.from_numpy(np.asarray(labels_np, dtype=np.int64))
-    num_val = max(1, int(round(num_images * val_fraction)))
+    num_val = max(1, round(num_images * val_fraction))
     if num_images - num_val < batch_size:
         raise ValueError(f"num_images {num_images} leaves fewer than batch_size {batch_size} training images")
     train_x, train_y = images[:-num_val], labels[:-num_val]
@@ -123,7 +130,8 @@ def pretrain_backbone(
         no_decay = [p for n, p in net.named_parameters() if not (n.endswith("weight") and p.ndim > 1)]
         optimizer = torch.optim.SGD(
             [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=lr, momentum=0.9,
+            lr=lr,
+            momentum=0.9,
         )
         steps_per_epoch = len(train_x) // batch_size  # drop the last partial batch (BN)
         total_steps = steps_per_epoch * epochs
@@ -140,10 +148,9 @@ def pretrain_backbone(
             net.train()
             order = torch.randperm(len(train_x), generator=generator)
             loss_sum = correct = seen = 0
-            bar = tqdm(range(steps_per_epoch), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress,
-                       leave=False)
+            bar = tqdm(range(steps_per_epoch), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress, leave=False)
             for batch in bar:
-                idx = order[batch * batch_size:(batch + 1) * batch_size]
+                idx = order[batch * batch_size : (batch + 1) * batch_size]
                 x = normalise(train_x[idx])
                 flips = torch.rand(2, len(idx), generator=generator) < 0.5
                 x = torch.where(flips[0, :, None, None, None], x.flip(3), x)
@@ -166,11 +173,14 @@ def pretrain_backbone(
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += len(idx)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-            val_loss, val_acc, confusion = _evaluate(net, val_x, val_y, 2 * batch_size, len(PRETEXT_CLASSES),
-                                                   normalise)
+            val_loss, val_acc, confusion = _evaluate(net, val_x, val_y, 2 * batch_size, len(PRETEXT_CLASSES), normalise)
             record = {
-                "epoch": epoch + 1, "loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
-                "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr_at(step - 1),
+                "epoch": epoch + 1,
+                "loss": loss_sum / max(1, seen),
+                "train_accuracy": correct / max(1, seen),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": lr_at(step - 1),
             }
             history.append(record)
             log(
@@ -194,9 +204,16 @@ def pretrain_backbone(
         "normalisation": normalise.name,
         "normalisation_description": normalise.description,
         "settings": {
-            "seed": seed, "width": width, "batch_norm": batch_norm, "num_images": num_images,
-            "num_val": num_val, "image_size": image_size, "batch_size": batch_size, "lr": lr,
-            "weight_decay": weight_decay, "pretext_classes": list(PRETEXT_CLASSES),
+            "seed": seed,
+            "width": width,
+            "batch_norm": batch_norm,
+            "num_images": num_images,
+            "num_val": num_val,
+            "image_size": image_size,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "pretext_classes": list(PRETEXT_CLASSES),
         },
     }
 
@@ -250,8 +267,14 @@ def _build_model(weights, width: float, batch_norm: bool, seed: int) -> VGG16Dee
     return model.eval()
 
 
-def _collect(model: VGG16DeepLab, dataset_root: Path, ids: list[str], feature: str, part_dir: Path | None,
-             normalise: Normalisation):
+def _collect(
+    model: VGG16DeepLab,
+    dataset_root: Path,
+    ids: list[str],
+    feature: str,
+    part_dir: Path | None,
+    normalise: Normalisation,
+):
     """Per single-class image: (class index, features (n, C), fg labels (n,), part labels or None)."""
     paths = VOCPaths.create(dataset_root)
     items = []
@@ -273,7 +296,7 @@ def _collect(model: VGG16DeepLab, dataset_root: Path, ids: list[str], feature: s
         part = None
         if part_dir is not None and (part_dir / f"{image_id}.png").is_file():
             part_mask = read_mask(part_dir / f"{image_id}.png")
-            part = (_downsample_mask(part_mask, fmap.shape[1:]).ravel()[keep] > 0)
+            part = _downsample_mask(part_mask, fmap.shape[1:]).ravel()[keep] > 0
         items.append((int(present[0]), feats.astype(np.float64), labels[keep] == present[0], part))
     return items
 
@@ -338,13 +361,12 @@ def measure_premise(
 ) -> dict:
     """Does the top bottom-up direction of each class separate its foreground from background?
 
-    For every class, over its single-class images (ids from ImageSets/SegmentationAug/train_aug.txt
-    unless given; masks from SegmentationClassAug), takes `feature` maps of the backbone in eval
-    mode (on the input `normalisation` the weights expect, checked against their file by
-    `wsss.nets.normalisation.weights_normalisation`; random init takes it as given, auto meaning x - 127), normalises each channel
-    with statistics over all those images (ICD's feature BatchNorm), finds the top eigenvector of
-    the class's second-moment matrix (the optimum of the bottom-up loss) and scores every pixel by
-    its projection. Reports per class the ROC AUC of that score against the ground-truth
+    For every class, over its single-class images (ids from ImageSets/SegmentationAug/train_aug.txt unless given; masks
+    from SegmentationClassAug), takes `feature` maps of the backbone in eval mode (on the input `normalisation` the
+    weights expect, checked against their file by `wsss.nets.normalisation.weights_normalisation`; random init takes
+    it as given, auto meaning x - 127), normalises each channel with statistics over all those images (ICD's feature
+    BatchNorm), finds the top eigenvector of the class's second-moment matrix (the optimum of the bottom-up loss)
+    and scores every pixel by its projection. Reports per class the ROC AUC of that score against the ground-truth
     foreground (mask sampled at feature centres, 255 ignored) in the better orientation
     (max(auc, 1 - auc)); `auc_fg_lda`, the in-sample Fisher direction's AUC, says what a linear
     read-out of the same features reaches. With `part_dir` (masks whose nonzero pixels mark the
@@ -355,10 +377,14 @@ def measure_premise(
     dataset_root = Path(dataset_root)
     part = Path(part_dir) if part_dir is not None else None
     id_list = list(ids) if ids is not None else read_split(VOCPaths.create(dataset_root), AUGMENTED_SPLIT)
-    normalise = (from_scratch(normalisation, "vgg16") if weights is None
-                 else weights_normalisation(weights, normalisation, key="pretrain.normalisation"))
-    result = _premise_for_model(_build_model(weights, width, batch_norm, seed), dataset_root, id_list, feature, part,
-                                normalise)
+    normalise = (
+        from_scratch(normalisation, "vgg16")
+        if weights is None
+        else weights_normalisation(weights, normalisation, key="pretrain.normalisation")
+    )
+    result = _premise_for_model(
+        _build_model(weights, width, batch_norm, seed), dataset_root, id_list, feature, part, normalise
+    )
     result["weights"] = None if weights is None else (str(weights) if not isinstance(weights, dict) else "<state dict>")
     if weights is not None and compare_random:
         result["random_init"] = _premise_for_model(

@@ -45,9 +45,11 @@ def load_trained(model_path, *, model: dict, icd: dict, normalisation: str) -> t
     trained = json.loads(state["options"])
     normalise = trained_normalisation(state, model_path)
     if trained["model"] != model or trained["icd"] != icd or normalise.name != normalisation:
-        raise ConfigError(f"{model_path}: trained with other model/icd settings or input normalisation than the "
-                          "current configuration. Rerun train_icd (snakemake does this when the config changes) or "
-                          "restore the settings.")
+        raise ConfigError(
+            f"{model_path}: trained with other model/icd settings or input normalisation than the "
+            "current configuration. Rerun train_icd (snakemake does this when the config changes) or "
+            "restore the settings."
+        )
     net = build_network(model, icd)
     net.load_state_dict(state["model"])
     return net.eval(), normalise
@@ -68,8 +70,16 @@ def export_backbone(model_path, out_path, *, model: dict, icd: dict, normalisati
 
 
 @torch.no_grad()
-def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classes: list[int], *, canvas: int,
-                 inference_scale: float = 1.0, normalise: Normalisation) -> np.ndarray:
+def image_scores(
+    net: ICDNet,
+    image: np.ndarray,
+    superpixels: np.ndarray,
+    classes: list[int],
+    *,
+    canvas: int,
+    inference_scale: float = 1.0,
+    normalise: Normalisation,
+) -> np.ndarray:
     """float16 array (len(SCORE_MAPS), k, h, w): the four maps for the image's k present classes.
 
     The image is padded with the colour `normalise` (the input the trained network records) maps to
@@ -78,7 +88,9 @@ def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classe
     top-down branch gets NaN for `adapted`.
     """
     if max(image.shape[:2]) > canvas:
-        raise ConfigError(f"image of {image.shape[1]}x{image.shape[0]} exceeds seeds.inference_size {canvas}; raise it.")
+        raise ConfigError(
+            f"image of {image.shape[1]}x{image.shape[0]} exceeds seeds.inference_size {canvas}; raise it."
+        )
     device = next(net.parameters()).device
     image = pad_to(image, canvas, canvas, np.asarray(normalise.pad_rgb, np.uint8))
     regions = pad_to(superpixels.astype(np.int64), canvas, canvas, int(superpixels.max()) + 1)
@@ -96,9 +108,20 @@ def image_scores(net: ICDNet, image: np.ndarray, superpixels: np.ndarray, classe
     return stacked[:, np.asarray(classes) - 1].float().cpu().numpy().astype(np.float16)
 
 
-def infer_scores_shard(out_path, ids: list[str], *, dataset: dict, model_path, superpixel_shards: list[str],
-                       model: dict, icd: dict, normalisation: str, inference_size: int,
-                       inference_scale: float = 1.0, progress: bool = True) -> None:
+def infer_scores_shard(
+    out_path,
+    ids: list[str],
+    *,
+    dataset: dict,
+    model_path,
+    superpixel_shards: list[str],
+    model: dict,
+    icd: dict,
+    normalisation: str,
+    inference_size: int,
+    inference_scale: float = 1.0,
+    progress: bool = True,
+) -> None:
     """Score maps of `ids` (training split), saved as one npz shard {id: image_scores(...)}, on the input the
     trained network records (which must be `normalisation`)."""
     net, normalise = load_trained(model_path, model=model, icd=icd, normalisation=normalisation)
@@ -108,8 +131,13 @@ def infer_scores_shard(out_path, ids: list[str], *, dataset: dict, model_path, s
     scores = {}
     for image_id in tqdm(ids, desc="scores", disable=not progress, mininterval=2.0):
         scores[image_id] = image_scores(
-            net, read_rgb(paths.image(image_id)), superpixels[image_id], dataset["labels"][image_id],
-            canvas=inference_size, inference_scale=inference_scale, normalise=normalise,
+            net,
+            read_rgb(paths.image(image_id)),
+            superpixels[image_id],
+            dataset["labels"][image_id],
+            canvas=inference_size,
+            inference_scale=inference_scale,
+            normalise=normalise,
         )
     save_shard(out_path, scores)
 
@@ -118,13 +146,15 @@ def upsample(maps: np.ndarray, canvas: int, height: int, width: int) -> np.ndarr
     """(..., h, w) feature-resolution maps -> (..., height, width) float32: resize to the canvas, crop."""
     tensor = torch.from_numpy(np.asarray(maps, dtype=np.float32))
     lead = tensor.shape[:-2]
-    resized = F.interpolate(tensor.reshape(1, -1, *tensor.shape[-2:]), size=(canvas, canvas), mode="bilinear",
-                            align_corners=False)
+    resized = F.interpolate(
+        tensor.reshape(1, -1, *tensor.shape[-2:]), size=(canvas, canvas), mode="bilinear", align_corners=False
+    )
     return resized[0, :, :height, :width].reshape(*lead, height, width).numpy()
 
 
-def scored_training_images(dataset: dict, score_shards: list[str], *, canvas: int, description: str,
-                           progress: bool = True):
+def scored_training_images(
+    dataset: dict, score_shards: list[str], *, canvas: int, description: str, progress: bool = True
+):
     """Yield (id, ground truth, image-resolution score maps, present classes) over the training split.
 
     The one loop that every score-based evaluation (Table 1, the Table 2 sweep) walks.
@@ -137,9 +167,14 @@ def scored_training_images(dataset: dict, score_shards: list[str], *, canvas: in
         yield image_id, gt, upsample(store[image_id], canvas, *gt.shape), dataset["labels"][image_id]
 
 
-def score_map_average_precision(dataset: dict, score_shards: list[str], *, canvas: int,
-                                ablation_shards: list[str] | None = None,
-                                progress: bool = True) -> dict[str, dict[str, float]]:
+def score_map_average_precision(
+    dataset: dict,
+    score_shards: list[str],
+    *,
+    canvas: int,
+    ablation_shards: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
     """Table 1: pixel-level AP per class and its mean over classes, for each score map.
 
     Each class ranks every valid pixel of the images holding it by that class's score. Every
@@ -153,9 +188,9 @@ def score_map_average_precision(dataset: dict, score_shards: list[str], *, canva
         meters.update({name + NO_TOP_DOWN: PixelAveragePrecision(NUM_FOREGROUND) for name in ABLATION_MAPS})
     images = scored_training_images(dataset, score_shards, canvas=canvas, description="pixel AP", progress=progress)
     for image_id, gt, stacked, classes in images:
-        maps = dict(zip(SCORE_MAPS, stacked))
+        maps = dict(zip(SCORE_MAPS, stacked, strict=True))
         if ablation is not None:
-            other = dict(zip(SCORE_MAPS, upsample(ablation[image_id], canvas, *gt.shape)))
+            other = dict(zip(SCORE_MAPS, upsample(ablation[image_id], canvas, *gt.shape), strict=True))
             maps.update({name + NO_TOP_DOWN: other[name] for name in ABLATION_MAPS})
         valid = gt != IGNORE_LABEL
         for position, class_index in enumerate(classes):
@@ -164,6 +199,8 @@ def score_map_average_precision(dataset: dict, score_shards: list[str], *, canva
     table = {}
     for name, meter in meters.items():
         per_class = meter.per_class()
-        table[name] = {"mAP": float(np.nanmean(per_class)),
-                       **{cls: float(ap) for cls, ap in zip(FOREGROUND_CLASSES, per_class) if not np.isnan(ap)}}
+        table[name] = {
+            "mAP": float(np.nanmean(per_class)),
+            **{cls: float(ap) for cls, ap in zip(FOREGROUND_CLASSES, per_class, strict=True) if not np.isnan(ap)},
+        }
     return table

@@ -24,16 +24,28 @@ from wsss.metrics import class_iou, confusion_matrix, coverage, mean_iou, pixel_
 
 def quality_row(confusion: np.ndarray, **labels) -> dict:
     """One table row: the given labels plus the four quality figures."""
-    return {**labels, "miou": mean_iou(confusion), "miou_strict": mean_iou(confusion, strict=True),
-            "recall": coverage(confusion), "precision": pixel_accuracy(confusion)}
+    return {
+        **labels,
+        "miou": mean_iou(confusion),
+        "miou_strict": mean_iou(confusion, strict=True),
+        "recall": coverage(confusion),
+        "precision": pixel_accuracy(confusion),
+    }
 
 
 CAM_SWEEP = "cam sweep"  # the `table` value of the background-threshold sweep's rows (seed_thresholds.csv only)
 
 
-def threshold_sweep(dataset: dict, score_shards: list[str], superpixel_shards: list[str], *, canvas: int,
-                    thresholds: list[float], cam_backgrounds: list[float],
-                    progress: bool = True) -> tuple[list[dict], dict[str, float]]:
+def threshold_sweep(
+    dataset: dict,
+    score_shards: list[str],
+    superpixel_shards: list[str],
+    *,
+    canvas: int,
+    thresholds: list[float],
+    cam_backgrounds: list[float],
+    progress: bool = True,
+) -> tuple[list[dict], dict[str, float]]:
     """Table 2 (CAM and adapted ICD seeds at thresholds T and -T) and the CAM baselines' background sweeps.
 
     The `cam` baseline and its superpixel-averaged twin `cam_sp` (icd.seeds.cam_seed) each get the
@@ -47,8 +59,9 @@ def threshold_sweep(dataset: dict, score_shards: list[str], superpixel_shards: l
         confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, seed)
 
     regions = ShardStore(superpixel_shards)
-    images = scored_training_images(dataset, score_shards, canvas=canvas, description="threshold sweep",
-                                    progress=progress)
+    images = scored_training_images(
+        dataset, score_shards, canvas=canvas, description="threshold sweep", progress=progress
+    )
     for image_id, gt, (cam, _, _, adapted), classes in images:
         for threshold in thresholds:
             add((2, "cam", threshold), gt, icd_seed(cam, classes, cam, threshold=threshold))
@@ -57,17 +70,30 @@ def threshold_sweep(dataset: dict, score_shards: list[str], superpixel_shards: l
         superpixels = regions[image_id]
         for background in cam_backgrounds:
             add((CAM_SWEEP, "cam", background), gt, cam_seed(cam, classes, background_threshold=background))
-            add((CAM_SWEEP, "cam_sp", background), gt,
-                cam_seed(cam, classes, background_threshold=background, superpixels=superpixels))
-    rows = [quality_row(confusion, table=table, variant=variant, threshold=value)
-            for (table, variant, value), confusion in confusions.items()]
-    best = {variant: float(max((row for row in rows if row["table"] == CAM_SWEEP and row["variant"] == variant),
-                               key=lambda row: row["miou"])["threshold"]) for variant in ("cam", "cam_sp")}
+            add(
+                (CAM_SWEEP, "cam_sp", background),
+                gt,
+                cam_seed(cam, classes, background_threshold=background, superpixels=superpixels),
+            )
+    rows = [
+        quality_row(confusion, table=table, variant=variant, threshold=value)
+        for (table, variant, value), confusion in confusions.items()
+    ]
+    best = {
+        variant: float(
+            max(
+                (row for row in rows if row["table"] == CAM_SWEEP and row["variant"] == variant),
+                key=lambda row: row["miou"],
+            )["threshold"]
+        )
+        for variant in ("cam", "cam_sp")
+    }
     return rows, best
 
 
-def evaluate_seed_folders(dataset: dict, seeds_root, thresholds: dict[str, float],
-                          progress: bool = True) -> tuple[list[dict], dict[str, dict[str, float]]]:
+def evaluate_seed_folders(
+    dataset: dict, seeds_root, thresholds: dict[str, float], progress: bool = True
+) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Table 3 rows (one per seed folder) and per-class IoU of every folder, against the split's GT."""
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
     split = dataset["roles"]["train"]
@@ -78,17 +104,22 @@ def evaluate_seed_folders(dataset: dict, seeds_root, thresholds: dict[str, float
         found = {p.stem for p in folder.glob("*.png")}
         missing = sorted(set(ids) - found)
         if missing:
-            raise DataError(f"{folder}: no seed for {len(missing)} of the {len(ids)} '{split}' ids (e.g. "
-                            f"{missing[0]}); the folder belongs to another dataset or run. Regenerate the seeds.")
+            raise DataError(
+                f"{folder}: no seed for {len(missing)} of the {len(ids)} '{split}' ids (e.g. "
+                f"{missing[0]}); the folder belongs to another dataset or run. Regenerate the seeds."
+            )
         confusion = 0
         for image_id in tqdm(ids, desc=variant, disable=not progress, mininterval=2.0):
             gt = read_mask(paths.ground_truth(split, image_id))
             seed = read_mask(folder / f"{image_id}.png")
             if seed.shape != gt.shape:
-                raise DataError(f"{folder / (image_id + '.png')}: seed is {seed.shape[1]}x{seed.shape[0]} but the "
-                                f"ground truth is {gt.shape[1]}x{gt.shape[0]}. Regenerate the seeds.")
+                raise DataError(
+                    f"{folder / (image_id + '.png')}: seed is {seed.shape[1]}x{seed.shape[0]} but the "
+                    f"ground truth is {gt.shape[1]}x{gt.shape[0]}. Regenerate the seeds."
+                )
             confusion = confusion + confusion_matrix(gt, seed)
         rows.append(quality_row(confusion, table=3, variant=variant, threshold=threshold))
-        per_class[variant] = {name: float(iou) for name, iou in zip(VOC_CLASSES, class_iou(confusion))
-                              if not np.isnan(iou)}
+        per_class[variant] = {
+            name: float(iou) for name, iou in zip(VOC_CLASSES, class_iou(confusion), strict=True) if not np.isnan(iou)
+        }
     return rows, per_class

@@ -67,8 +67,15 @@ def icd_seed(scores: np.ndarray, classes: list[int], cam: np.ndarray, *, thresho
     return _write_seed(labels, foreground, background, ties)
 
 
-def saliency_seed(scores: np.ndarray, classes: list[int], cam: np.ndarray, saliency: np.ndarray, *,
-                  threshold: float = 0.0, saliency_background: float = 0.01) -> np.ndarray:
+def saliency_seed(
+    scores: np.ndarray,
+    classes: list[int],
+    cam: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    threshold: float = 0.0,
+    saliency_background: float = 0.01,
+) -> np.ndarray:
     """ICD foreground with the background taken from a saliency map (the paper's I+S seeds).
 
     As the official saliency path of `_generate_seed`: background = saliency below
@@ -93,8 +100,9 @@ def superpixel_means(maps: np.ndarray, superpixels: np.ndarray) -> np.ndarray:
     return (sums / np.maximum(sizes, 1))[:, ids].reshape(maps.shape)
 
 
-def cam_seed(cam: np.ndarray, classes: list[int], *, background_threshold: float,
-             superpixels: np.ndarray | None = None) -> np.ndarray:
+def cam_seed(
+    cam: np.ndarray, classes: list[int], *, background_threshold: float, superpixels: np.ndarray | None = None
+) -> np.ndarray:
     """The CAM baseline: per-class max-normalised positive CAM against a constant background score.
 
     With `superpixels` (the merged superpixels ICD's refinement uses, H x W ids), each class's
@@ -113,9 +121,12 @@ def seed_variants(saliency: bool, ablation_network: bool, top_down: bool = True)
     steps of the ablation network (`<step>_no_td`) when it is trained, saliency fusion when maps exist.
     A network trained without top-down adaptation (`icd.top_down` false) has no adapted scores, hence
     no `icd`, `icd_crf` or `icd_sal` seeds."""
-    return ([*CAM_VARIANTS, "icd_bottom_up", "icd_refined"] + (["icd", "icd_crf"] if top_down else [])
-            + ([f"icd_bottom_up{NO_TOP_DOWN}", f"icd_refined{NO_TOP_DOWN}"] if ablation_network else [])
-            + (["icd_sal"] if saliency and top_down else []))
+    return (
+        [*CAM_VARIANTS, "icd_bottom_up", "icd_refined"]
+        + (["icd", "icd_crf"] if top_down else [])
+        + ([f"icd_bottom_up{NO_TOP_DOWN}", f"icd_refined{NO_TOP_DOWN}"] if ablation_network else [])
+        + (["icd_sal"] if saliency and top_down else [])
+    )
 
 
 def variant_thresholds(variants: list[str], threshold: float, cam_backgrounds: dict[str, float]) -> dict[str, float]:
@@ -125,9 +136,19 @@ def variant_thresholds(variants: list[str], threshold: float, cam_backgrounds: d
     return {variant: backgrounds.get(variant, threshold) for variant in variants}
 
 
-def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], superpixels: np.ndarray, *,
-                threshold: float, cam_backgrounds: dict[str, float], crf: dict, saliency: np.ndarray | None = None,
-                saliency_background: float = 0.01, ablation_scores: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def image_seeds(
+    image: np.ndarray,
+    scores: np.ndarray,
+    classes: list[int],
+    superpixels: np.ndarray,
+    *,
+    threshold: float,
+    cam_backgrounds: dict[str, float],
+    crf: dict,
+    saliency: np.ndarray | None = None,
+    saliency_background: float = 0.01,
+    ablation_scores: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Every seed variant of one image from its upsampled score maps (icd.scores.SCORE_MAPS order).
 
     `cam_backgrounds`: the background threshold of `cam` and of `cam_sp` (each its own sweep's best).
@@ -153,15 +174,27 @@ def image_seeds(image: np.ndarray, scores: np.ndarray, classes: list[int], super
         seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
         seeds["icd_crf"] = refine_seed(image, seeds["icd"], **crf)
         if saliency is not None:
-            seeds["icd_sal"] = saliency_seed(adapted, classes, cam, saliency, threshold=threshold,
-                                             saliency_background=saliency_background)
+            seeds["icd_sal"] = saliency_seed(
+                adapted, classes, cam, saliency, threshold=threshold, saliency_background=saliency_background
+            )
     return seeds
 
 
-def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards: list[str],
-                        superpixel_shards: list[str], canvas: int, threshold: float, cam_backgrounds: dict[str, float],
-                        saliency_background: float, crf: dict, ablation_shards: list[str] | None = None,
-                        progress: bool = True) -> None:
+def generate_seed_shard(
+    out_dir,
+    ids: list[str],
+    *,
+    dataset: dict,
+    score_shards: list[str],
+    superpixel_shards: list[str],
+    canvas: int,
+    threshold: float,
+    cam_backgrounds: dict[str, float],
+    saliency_background: float,
+    crf: dict,
+    ablation_shards: list[str] | None = None,
+    progress: bool = True,
+) -> None:
     """Seeds of `ids` as VOC palettised PNGs under out_dir/<variant>/<id>.png, the folder written atomically.
 
     `superpixel_shards`: the merged superpixels (image resolution) `cam_sp` averages in.
@@ -184,13 +217,24 @@ def generate_seed_shard(out_dir, ids: list[str], *, dataset: dict, score_shards:
             image = read_rgb(paths.image(image_id))
             saliency = read_grey(paths.saliency(image_id)) if paths.saliency_root else None
             if saliency is not None and saliency.shape != image.shape[:2]:
-                raise DataError(f"{paths.saliency(image_id)}: saliency map is {saliency.shape[1]}x{saliency.shape[0]} "
-                                f"but its image is {image.shape[1]}x{image.shape[0]}. Resize the saliency maps.")
+                raise DataError(
+                    f"{paths.saliency(image_id)}: saliency map is {saliency.shape[1]}x{saliency.shape[0]} "
+                    f"but its image is {image.shape[1]}x{image.shape[0]}. Resize the saliency maps."
+                )
             scores = upsample(store[image_id], canvas, *image.shape[:2])
             ablation_scores = upsample(ablation[image_id], canvas, *image.shape[:2]) if ablation else None
-            seeds = image_seeds(image, scores, dataset["labels"][image_id], regions[image_id], threshold=threshold,
-                                cam_backgrounds=cam_backgrounds, crf=crf, saliency=saliency,
-                                saliency_background=saliency_background, ablation_scores=ablation_scores)
+            seeds = image_seeds(
+                image,
+                scores,
+                dataset["labels"][image_id],
+                regions[image_id],
+                threshold=threshold,
+                cam_backgrounds=cam_backgrounds,
+                crf=crf,
+                saliency=saliency,
+                saliency_background=saliency_background,
+                ablation_scores=ablation_scores,
+            )
             for variant, seed in seeds.items():
                 write_mask(tmp / variant / f"{image_id}.png", seed)
 

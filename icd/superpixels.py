@@ -123,8 +123,17 @@ def backbone_dense_features(model, image: np.ndarray, canvas: int, normalise: No
         return model(normalise(padded[None]).to(device))["conv5"][0].float().cpu().numpy()
 
 
-def image_superpixels(image: np.ndarray, model, *, sigma: float, scale: float, min_size: int, max_regions: int,
-                      canvas: int, normalise: Normalisation) -> np.ndarray:
+def image_superpixels(
+    image: np.ndarray,
+    model,
+    *,
+    sigma: float,
+    scale: float,
+    min_size: int,
+    max_regions: int,
+    canvas: int,
+    normalise: Normalisation,
+) -> np.ndarray:
     """The merged superpixel map (H x W, uint8 or uint16 ids 0..K-1) of one RGB image."""
     regions = felzenszwalb_regions(image, sigma=sigma, scale=scale, min_size=min_size)
     dense = backbone_dense_features(model, image, canvas, normalise)
@@ -172,13 +181,24 @@ def compute_superpixel_shard(
     for image_id in tqdm(ids, desc="superpixels", disable=not progress, mininterval=2.0):
         image = read_rgb(paths.image(image_id))
         if max(image.shape[:2]) > feature_input_size:
-            raise DataError(f"{paths.image(image_id)}: image is {image.shape[1]}x{image.shape[0]}, larger than "
-                            f"superpixels.feature_input_size {feature_input_size}. Raise that setting.")
+            raise DataError(
+                f"{paths.image(image_id)}: image is {image.shape[1]}x{image.shape[0]}, larger than "
+                f"superpixels.feature_input_size {feature_input_size}. Raise that setting."
+            )
         maps[image_id] = image_superpixels(
-            image, model, sigma=sigma, scale=scale, min_size=min_size, max_regions=max_regions,
-            canvas=feature_input_size, normalise=normalise,
+            image,
+            model,
+            sigma=sigma,
+            scale=scale,
+            min_size=min_size,
+            max_regions=max_regions,
+            canvas=feature_input_size,
+            normalise=normalise,
         )
         counts.append(int(maps[image_id].max()) + 1)
     save_shard(out_path, maps)
-    return {"images": len(ids), "regions_mean": float(np.mean(counts)) if counts else 0.0,
-            "regions_max": int(max(counts, default=0))}
+    return {
+        "images": len(ids),
+        "regions_mean": float(np.mean(counts)) if counts else 0.0,
+        "regions_max": int(max(counts, default=0)),
+    }

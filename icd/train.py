@@ -54,17 +54,29 @@ class ICDTrainingSet(Dataset):
     def __getitem__(self, index: int):
         image_id = self.ids[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, superpixels = augment(rng, read_rgb(self.paths.image(image_id)), self.superpixels[image_id], **self.options)
-        return torch.from_numpy(image), torch.from_numpy(superpixels), torch.from_numpy(multi_hot(self.labels[image_id]))
+        image, superpixels = augment(
+            rng, read_rgb(self.paths.image(image_id)), self.superpixels[image_id], **self.options
+        )
+        return (
+            torch.from_numpy(image),
+            torch.from_numpy(superpixels),
+            torch.from_numpy(multi_hot(self.labels[image_id])),
+        )
 
 
 def build_network(model: dict, icd: dict) -> ICDNet:
     """The ICD network described by the `model` and `icd` config sections."""
     return ICDNet(
-        num_classes=NUM_FOREGROUND, width=model["width"], batch_norm=model["backbone"] == "vgg16_bn",
-        dropout=icd["dropout"], bottom_up_feature=icd["bottom_up_feature"], top_down=icd["top_down"],
-        top_down_structure=icd["top_down_structure"], refine=icd["refine"],
-        sign_momentum=icd["sign_momentum"], bn_momentum=icd["bn_momentum"],
+        num_classes=NUM_FOREGROUND,
+        width=model["width"],
+        batch_norm=model["backbone"] == "vgg16_bn",
+        dropout=icd["dropout"],
+        bottom_up_feature=icd["bottom_up_feature"],
+        top_down=icd["top_down"],
+        top_down_structure=icd["top_down_structure"],
+        refine=icd["refine"],
+        sign_momentum=icd["sign_momentum"],
+        bn_momentum=icd["bn_momentum"],
     )
 
 
@@ -105,8 +117,10 @@ def train_icd(
     batch_size = per_rank_batch * world
     iterations_per_epoch = len(ids) // batch_size  # the official loader drops the last partial batch
     if iterations_per_epoch == 0:
-        raise ConfigError(f"icd.batch_size {batch_size} is larger than the {len(ids)} training images: no full "
-                          "batch. Lower icd.batch_size.")
+        raise ConfigError(
+            f"icd.batch_size {batch_size} is larger than the {len(ids)} training images: no full "
+            "batch. Lower icd.batch_size."
+        )
     normalise = weights_normalisation(weights, normalisation, key="pretrain.normalisation")
     options = {"model": model, "icd": icd, "seed": seed, "weights": str(weights), "normalisation": normalise.name}
     run_id = fingerprint(options)
@@ -123,8 +137,15 @@ def train_icd(
         train_net = torch.nn.parallel.DistributedDataParallel(net)
 
     data = ICDTrainingSet(
-        ids, labels, dataset["voc_root"], ShardStore(superpixel_shards), seed=seed, scales=icd["scales"],
-        flip=icd["flip"], crop_size=icd["crop_size"], pad_rgb=normalise.pad_rgb,
+        ids,
+        labels,
+        dataset["voc_root"],
+        ShardStore(superpixel_shards),
+        seed=seed,
+        scales=icd["scales"],
+        flip=icd["flip"],
+        crop_size=icd["crop_size"],
+        pad_rgb=normalise.pad_rgb,
     )
     warmup_iterations = max(1, round(icd["warmup_epochs"] * iterations_per_epoch))
 
@@ -141,12 +162,20 @@ def train_icd(
         data.epoch = epoch
         torch.manual_seed(seed * 1_000_003 + epoch)  # dropout masks: a function of (seed, epoch)
         order = epoch_order(len(ids), batch_size, seed, epoch)
-        loader = DataLoader(data, batch_size=per_rank_batch, sampler=order[rank::world],
-                            num_workers=icd["workers"], pin_memory=device.type == "cuda", persistent_workers=False)
+        loader = DataLoader(
+            data,
+            batch_size=per_rank_batch,
+            sampler=order[rank::world],
+            num_workers=icd["workers"],
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
         train_net.train()
         sums: dict[str, float] = {}
         correct = total = 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{icd['epochs']}", disable=not progress or rank != 0, mininterval=2.0)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{icd['epochs']}", disable=not progress or rank != 0, mininterval=2.0
+        )
         for step, (images, superpixels, targets) in enumerate(bar):
             images = normalise(images).to(device, non_blocking=True)
             superpixels, targets = superpixels.to(device), targets.to(device)
@@ -155,8 +184,12 @@ def train_icd(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 outputs = train_net(images, targets, superpixels)
             losses = icd_losses(
-                outputs, targets, variant=icd["bottom_up_loss"], scale=icd["bottom_up_weight"],
-                threshold=icd["top_down_threshold"], top_down_weight=top_down_weight,
+                outputs,
+                targets,
+                variant=icd["bottom_up_loss"],
+                scale=icd["bottom_up_weight"],
+                threshold=icd["top_down_threshold"],
+                top_down_weight=top_down_weight,
             )
             if not torch.isfinite(losses["total"]):
                 raise TrainingDiverged(
@@ -176,7 +209,7 @@ def train_icd(
             totals = torch.tensor([*sums.values(), correct, total, len(loader)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(totals)
             *values, correct, total, batches = totals.tolist()
-            sums = dict(zip(sums, values))
+            sums = dict(zip(sums, values, strict=True))
         else:
             batches = len(loader)
         record = {
@@ -185,7 +218,7 @@ def train_icd(
             "seconds": round(time.time() - started, 2),
             "top_down_weight": top_down_weight,
             "class_rank_accuracy": correct / max(total, 1),
-            "sign": {name: int(s) for name, s in zip(FOREGROUND_CLASSES, net.sign_flip.sign().tolist())},
+            "sign": {name: int(s) for name, s in zip(FOREGROUND_CLASSES, net.sign_flip.sign().tolist(), strict=True)},
             **{f"loss_{key}": value / max(batches, 1) for key, value in sums.items()},
         }
         history.append(record)

@@ -14,8 +14,9 @@ class AptUnavailable(RuntimeError):
     """Packages cannot be installed here: not root, or no apt-get."""
 
 
-def apt_install(packages: list[str] | tuple[str, ...], *, recommends: bool = True,
-                timeout: float = 600) -> subprocess.CompletedProcess:
+def apt_install(
+    packages: list[str] | tuple[str, ...], *, recommends: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """`apt-get install` the packages; returns the last attempt (check returncode).
 
     A fresh container has no package lists, so a failed install updates them and tries once more.
@@ -25,8 +26,15 @@ def apt_install(packages: list[str] | tuple[str, ...], *, recommends: bool = Tru
     if shutil.which("apt-get") is None:
         raise AptUnavailable(f"there is no apt-get to install {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", *_WAIT_FOR_LOCK, "install", "-y", "-q", *([] if recommends else ["--no-install-recommends"]),
-               *packages]
+    install = [
+        "apt-get",
+        *_WAIT_FOR_LOCK,
+        "install",
+        "-y",
+        "-q",
+        *([] if recommends else ["--no-install-recommends"]),
+        *packages,
+    ]
     result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=timeout)
     if result.returncode != 0:
         subprocess.run(["apt-get", *_WAIT_FOR_LOCK, "update", "-q"], capture_output=True, env=env, timeout=timeout)

@@ -29,8 +29,13 @@ def make_voc_tree(root: Path, *, height: int = 30, width: int = 40) -> Path:
     """A minimal but complete VOC + SBD layout: 3 train_aug ids (1 in train), 2 val, 1 test, saliency."""
     rng = np.random.default_rng(0)
     splits = {"train_aug": ["a1", "a2", "a3"], "train": ["a1"], "val": ["v1", "v2"], "test": ["t1"]}
-    labels = {"a1": [("cat", 0)], "a2": [("dog", 0), ("person", 1)], "a3": [("train", 0), ("boat", 0)],
-              "v1": [("car", 0)], "v2": [("bird", 0)]}
+    labels = {
+        "a1": [("cat", 0)],
+        "a2": [("dog", 0), ("person", 1)],
+        "a3": [("train", 0), ("boat", 0)],
+        "v1": [("car", 0)],
+        "v2": [("bird", 0)],
+    }
     for image_id in sorted({i for ids in splits.values() for i in ids}):
         write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
         write_grey(root / "Saliency" / f"{image_id}.png", rng.random((height, width)))
@@ -75,6 +80,7 @@ def png_mode():
     def mode(path: Path) -> str:
         with Image.open(path) as image:
             return image.mode
+
     return mode
 
 
@@ -100,8 +106,9 @@ def tiny_dataset(tmp_path_factory) -> dict:
     from wsss.data.synthetic import generate_dataset
     from wsss.data.voc import VOCPaths, validate_dataset
 
-    options = load_config(overrides={"synthetic": {"num_train": 24, "num_val": 8, "num_test": 4,
-                                                   "min_size": 48, "max_size": 64}})["synthetic"]
+    options = load_config(
+        overrides={"synthetic": {"num_train": 24, "num_val": 8, "num_test": 4, "min_size": 48, "max_size": 64}}
+    )["synthetic"]
     root = tmp_path_factory.mktemp("tiny") / "VOC2012"
     generate_dataset(root, **options, progress=False)
     return validate_dataset(VOCPaths.create(root, saliency_root=root / "Saliency"), progress=False)

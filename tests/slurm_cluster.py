@@ -89,8 +89,11 @@ class OneNodeCluster:
         self.conf = root / "slurm.conf"
         self.munge_dir = root / "munge"
         self.socket = self.munge_dir / "munge.socket"
-        self.pid_files = {"munged": self.munge_dir / "munged.pid", "slurmctld": root / "slurmctld.pid",
-                          "slurmd": root / "slurmd.pid"}
+        self.pid_files = {
+            "munged": self.munge_dir / "munged.pid",
+            "slurmctld": root / "slurmctld.pid",
+            "slurmd": root / "slurmd.pid",
+        }
         # At least 4 CPUs (slurmd told to trust the config): tiny test jobs are mostly start-up time and
         # should overlap on a 2-core machine rather than queue.
         self.cpus = max(os.cpu_count() or 1, 4)
@@ -158,15 +161,28 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
         key.chmod(0o400)
         for path in (self.munge_dir, key):
             os.chown(path, munge.pw_uid, munge.pw_gid)
-        self.launch("munged", f"--socket={self.socket}", f"--key-file={key}",
-                    f"--pid-file={self.pid_files['munged']}", f"--log-file={self.munge_dir / 'munged.log'}",
-                    f"--seed-file={self.munge_dir / 'munged.seed'}", user=munge.pw_uid, group=munge.pw_gid,
-                    extra_groups=[])
+        self.launch(
+            "munged",
+            f"--socket={self.socket}",
+            f"--key-file={key}",
+            f"--pid-file={self.pid_files['munged']}",
+            f"--log-file={self.munge_dir / 'munged.log'}",
+            f"--seed-file={self.munge_dir / 'munged.seed'}",
+            user=munge.pw_uid,
+            group=munge.pw_gid,
+            extra_groups=[],
+        )
 
     def launch(self, daemon: str, *args: str, **options) -> None:
         """Run a daemon, which forks and writes its pid file; raises with its output and the logs if it fails."""
-        result = subprocess.run([find_command(daemon), *args], capture_output=True, text=True, timeout=30,
-                                env={**os.environ, **self.env}, **options)
+        result = subprocess.run(
+            [find_command(daemon), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, **self.env},
+            **options,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{daemon} failed to start ({result.returncode}): {result.stderr}\n{self.logs()}")
 
@@ -182,8 +198,9 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
             if self.node_state() == "idle":
                 return
             time.sleep(1)
-        raise RuntimeError(f"node {self.node} not idle after {timeout:.0f} s (state {self.node_state()!r})\n"
-                           + self.logs())
+        raise RuntimeError(
+            f"node {self.node} not idle after {timeout:.0f} s (state {self.node_state()!r})\n" + self.logs()
+        )
 
     def node_state(self) -> str:
         result = self.command("sinfo", "--noheader", "--nodes", self.node, "--format", "%T")
@@ -191,8 +208,9 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
 
     def command(self, name: str, *args: str) -> subprocess.CompletedProcess:
         """A SLURM client command run against this cluster."""
-        return subprocess.run([find_command(name), *args], capture_output=True, text=True,
-                              env={**os.environ, **self.env}, timeout=60)
+        return subprocess.run(
+            [find_command(name), *args], capture_output=True, text=True, env={**os.environ, **self.env}, timeout=60
+        )
 
     def job(self, job_id: str) -> dict[str, str]:
         """`scontrol show job` as a dict (kept by slurmctld for MinJobAge after the job ends)."""

@@ -11,19 +11,35 @@ from wsss.nets.backbones import FEATURE_KEYS, VGG16DeepLab, load_vgg16_weights, 
 
 # torchvision vgg16 `features` convolutions: (module index, out channels, in channels).
 TV_VGG16_CONVS = [
-    (0, 64, 3), (2, 64, 64),
-    (5, 128, 64), (7, 128, 128),
-    (10, 256, 128), (12, 256, 256), (14, 256, 256),
-    (17, 512, 256), (19, 512, 512), (21, 512, 512),
-    (24, 512, 512), (26, 512, 512), (28, 512, 512),
+    (0, 64, 3),
+    (2, 64, 64),
+    (5, 128, 64),
+    (7, 128, 128),
+    (10, 256, 128),
+    (12, 256, 256),
+    (14, 256, 256),
+    (17, 512, 256),
+    (19, 512, 512),
+    (21, 512, 512),
+    (24, 512, 512),
+    (26, 512, 512),
+    (28, 512, 512),
 ]
 # torchvision vgg16_bn: each conv is followed by its BatchNorm at index + 1.
 TV_VGG16_BN_CONVS = [
-    (0, 64, 3), (3, 64, 64),
-    (7, 128, 64), (10, 128, 128),
-    (14, 256, 128), (17, 256, 256), (20, 256, 256),
-    (24, 512, 256), (27, 512, 512), (30, 512, 512),
-    (34, 512, 512), (37, 512, 512), (40, 512, 512),
+    (0, 64, 3),
+    (3, 64, 64),
+    (7, 128, 64),
+    (10, 128, 128),
+    (14, 256, 128),
+    (17, 256, 256),
+    (20, 256, 256),
+    (24, 512, 256),
+    (27, 512, 512),
+    (30, 512, 512),
+    (34, 512, 512),
+    (37, 512, 512),
+    (40, 512, 512),
 ]
 
 
@@ -43,16 +59,22 @@ def torchvision_feature_shapes(batch_norm: bool) -> dict[str, tuple[int, ...]]:
 def fake_torchvision_state(batch_norm: bool = False, seed: int = 0) -> dict[str, torch.Tensor]:
     """A torchvision-layout VGG16 state dict with random values (cheap: uniform_ in place)."""
     gen = torch.Generator().manual_seed(seed)
-    state = {k: torch.empty(s).uniform_(-1, 1, generator=gen) for k, s in torchvision_feature_shapes(batch_norm).items()
-             if not k.endswith("num_batches_tracked")}
+    state = {
+        k: torch.empty(s).uniform_(-1, 1, generator=gen)
+        for k, s in torchvision_feature_shapes(batch_norm).items()
+        if not k.endswith("num_batches_tracked")
+    }
     if batch_norm:
         for k in torchvision_feature_shapes(True):
             if k.endswith("num_batches_tracked"):
                 state[k] = torch.tensor(7)
     for key, shape in {
-        "classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,),
-        "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,),
-        "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,),
+        "classifier.0.weight": (4096, 25088),
+        "classifier.0.bias": (4096,),
+        "classifier.3.weight": (4096, 4096),
+        "classifier.3.bias": (4096,),
+        "classifier.6.weight": (1000, 4096),
+        "classifier.6.bias": (1000,),
     }.items():
         state[key] = torch.empty(shape).uniform_(-1, 1, generator=gen)
     return state
@@ -75,7 +97,11 @@ def test_channels_at_full_width_and_small_forward():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 33, 33))
     assert {k: (v.shape[1], v.shape[-1]) for k, v in out.items()} == {
-        "conv4": (512, 5), "conv5": (512, 5), "pool5": (512, 5), "fc6": (1024, 5), "fc7": (1024, 5)
+        "conv4": (512, 5),
+        "conv5": (512, 5),
+        "pool5": (512, 5),
+        "fc6": (1024, 5),
+        "fc7": (1024, 5),
     }
     for value in out.values():
         assert (value >= 0).all()  # all after ReLU

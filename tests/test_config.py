@@ -20,7 +20,13 @@ def test_default_config_is_synthetic_and_cpu_sized():
     assert config["data"]["source"] == "synthetic"
     assert config["model"]["width"] == 0.125  # from synthetic_overrides
     assert config["icd"]["lr"] == 0.003 and config["icd"]["epochs"] == 20  # a synthetic preset; a schema default
-    assert config["superpixels"] == {**config["superpixels"], "sigma": 0.8, "scale": 75, "min_size": 75, "max_regions": 16}
+    assert config["superpixels"] == {
+        **config["superpixels"],
+        "sigma": 0.8,
+        "scale": 75,
+        "min_size": 75,
+        "max_regions": 16,
+    }
     assert config["crf"]["bilateral_srgb"] == 13 and config["seeds"]["saliency_background"] == 0.01
 
 
@@ -35,7 +41,10 @@ def test_voc_config_uses_the_paper_settings_not_the_synthetic_overrides(tmp_path
 
 
 BAD = {
-    "unknown top key": ({"seeds_threshold": 0.3}, "at '<top level>': Additional properties are not allowed ('seeds_threshold'"),
+    "unknown top key": (
+        {"seeds_threshold": 0.3},
+        "at '<top level>': Additional properties are not allowed ('seeds_threshold'",
+    ),
     "typo in section": ({"seeds": {"treshold": 0.3}}, "at 'seeds': Additional properties are not allowed ('treshold'"),
     "wrong type": ({"icd": {"epochs": "twenty"}}, "at 'icd.epochs': 'twenty' is not of type 'integer'"),
     "out of range": ({"crf": {"confidence": 1.5}}, "at 'crf.confidence': 1.5 is greater than the maximum of 1"),
@@ -43,10 +52,19 @@ BAD = {
     "bad source": ({"data": {"source": "coco"}}, "at 'data.source': 'coco' is not one of ['synthetic', 'voc']"),
     "bad run name": ({"run": "../escape"}, "at 'run': '../escape' does not match"),
     "voc without root": ({"data": {"source": "voc"}}, "at 'data': 'voc_root' is a required property"),
-    "typo in overrides": ({"synthetic_overrides": {"icd": {"epoch": 3}}}, "at 'icd': Additional properties are not allowed ('epoch'"),
-    "stray context class": ({"synthetic": {"context_classes": ["dog"]}}, "at 'synthetic.context_classes': ['dog'] not in synthetic.classes"),
+    "typo in overrides": (
+        {"synthetic_overrides": {"icd": {"epoch": 3}}},
+        "at 'icd': Additional properties are not allowed ('epoch'",
+    ),
+    "stray context class": (
+        {"synthetic": {"context_classes": ["dog"]}},
+        "at 'synthetic.context_classes': ['dog'] not in synthetic.classes",
+    ),
     "inverted range": ({"synthetic": {"min_size": 200}}, "min_size/max_size must be [low, high] pairs"),
-    "unknown class": ({"synthetic": {"classes": ["cat", "unicorn"]}}, "at 'synthetic.classes.1': 'unicorn' is not one of"),
+    "unknown class": (
+        {"synthetic": {"classes": ["cat", "unicorn"]}},
+        "at 'synthetic.classes.1': 'unicorn' is not one of",
+    ),
 }
 
 
@@ -86,12 +104,30 @@ def test_snakemake_rejects_a_bad_config_before_running_anything(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
-         "--cores", "1", "--configfile", str(PROJECT_ROOT / "config.yaml"), str(bad), "--", "synthesize_data"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(PROJECT_ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--cores",
+            "1",
+            "--configfile",
+            str(PROJECT_ROOT / "config.yaml"),
+            str(bad),
+            "--",
+            "synthesize_data",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
-    assert "invalid configuration at 'seeds': Additional properties are not allowed ('treshold'" in result.stdout + result.stderr
+    assert (
+        "invalid configuration at 'seeds': Additional properties are not allowed ('treshold'"
+        in result.stdout + result.stderr
+    )
     written = {path.relative_to(workdir).as_posix() for path in workdir.rglob("*")}
     assert {path for path in written if not path.startswith(".snakemake/log/")} <= {".snakemake", ".snakemake/log"}
 

@@ -13,19 +13,28 @@ from wsss.crf.densecrf import LatticeFilter, mean_field, pixel_features, spatial
 from wsss.crf.refine import crf_official, refine_seed
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
 
-PARAMS = dict(confidence=0.5, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=80, bilateral_srgb=13,
-              bilateral_compat=10, iterations=10, min_probability=0.1)
+PARAMS = dict(
+    confidence=0.5,
+    gaussian_sxy=3,
+    gaussian_compat=3,
+    bilateral_sxy=80,
+    bilateral_srgb=13,
+    bilateral_compat=10,
+    iterations=10,
+    min_probability=0.1,
+)
 H, W = 72, 96
 
 
-def blocks(rng: np.random.Generator, labels: list[int], shape: tuple[int, int] = (H, W)
-           ) -> tuple[np.ndarray, np.ndarray]:
+def blocks(
+    rng: np.random.Generator, labels: list[int], shape: tuple[int, int] = (H, W)
+) -> tuple[np.ndarray, np.ndarray]:
     """A GT of rectangles (background 0 around them) and an image of noisy per-label colours."""
     height, width = shape
     gt = np.zeros(shape, dtype=np.uint8)
     for label in labels:
         y, x = rng.integers(0, height // 2), rng.integers(0, width // 2)
-        gt[y:y + rng.integers(height // 4, height // 2), x:x + rng.integers(width // 4, width // 2)] = label
+        gt[y : y + rng.integers(height // 4, height // 2), x : x + rng.integers(width // 4, width // 2)] = label
     colours = rng.integers(0, 256, size=(256, 3))
     image = np.clip(colours[gt] + rng.normal(0, 12, (*shape, 3)), 0, 255).astype(np.uint8)
     return image, gt
@@ -35,7 +44,7 @@ def seed_from(rng: np.random.Generator, gt: np.ndarray, ignore: float) -> np.nda
     """The GT with a 255 band across it and a fraction `ignore` of speckled 255."""
     seed = gt.copy()
     y = int(rng.integers(0, H - 12))
-    seed[y:y + 10] = IGNORE_LABEL
+    seed[y : y + 10] = IGNORE_LABEL
     seed[rng.random(gt.shape) < ignore] = IGNORE_LABEL
     return seed
 
@@ -64,8 +73,9 @@ def test_reduced_matches_official(labels, ignore):
     assert reduced.dtype == np.uint8 and reduced.shape == seed.shape
 
 
-def sparse_seed(rng: np.random.Generator, gt: np.ndarray, labels: list[int], fraction: float,
-                radius: int) -> np.ndarray:
+def sparse_seed(
+    rng: np.random.Generator, gt: np.ndarray, labels: list[int], fraction: float, radius: int
+) -> np.ndarray:
     """255 everywhere but discs of `radius` cut to their GT region, centred on random pixels of
     `labels`, until `fraction` of the image is seeded: a few confident blobs, as ICD's seeds are."""
     seed = np.full(gt.shape, IGNORE_LABEL, dtype=np.uint8)
@@ -73,7 +83,7 @@ def sparse_seed(rng: np.random.Generator, gt: np.ndarray, labels: list[int], fra
     while (seed != IGNORE_LABEL).mean() < fraction:
         label = labels[rng.integers(len(labels))]
         y, x = np.argwhere(gt == label)[rng.integers((gt == label).sum())]
-        seed[((ys - y) ** 2 + (xs - x) ** 2 <= radius ** 2) & (gt == label)] = label
+        seed[((ys - y) ** 2 + (xs - x) ** 2 <= radius**2) & (gt == label)] = label
     return seed
 
 
@@ -114,7 +124,7 @@ def test_no_background_seed_no_threshold():
     image, gt = blocks(rng, [9])
     seed = np.full_like(gt, IGNORE_LABEL)
     seed[(gt == 9) & (rng.random(gt.shape) < 0.3)] = 9
-    match, official, reduced = agreement(image, seed, min_probability=0.0)
+    match, _official, reduced = agreement(image, seed, min_probability=0.0)
     assert match >= 0.995
     assert set(np.unique(reduced).tolist()) <= {0, 9}
 
@@ -124,7 +134,7 @@ def test_all_ignore_seed():
     image, _ = blocks(rng, [2])
     seed = np.full((H, W), IGNORE_LABEL, dtype=np.uint8)
     for threshold, expected in ((0.1, IGNORE_LABEL), (0.0, 0)):
-        match, official, reduced = agreement(image, seed, min_probability=threshold)
+        match, _official, reduced = agreement(image, seed, min_probability=threshold)
         assert match == 1.0
         assert (reduced == expected).all()
 
@@ -198,7 +208,7 @@ def test_spatial_filter_equals_the_lattice_of_its_own_pixels():
 def _dense_normalised_gaussian(features: np.ndarray, std: float, values: np.ndarray) -> np.ndarray:
     """D^-1/2 G D^-1/2 values with G_ij = exp(-|f_i - f_j|^2 / (2 std^2)), D = G 1: brute force."""
     squared = ((features.T[:, None, :] - features.T[None, :, :]) ** 2).sum(axis=-1)
-    gram = np.exp(-squared / (2 * std ** 2))
+    gram = np.exp(-squared / (2 * std**2))
     norm = 1 / np.sqrt(gram.sum(axis=1))
     return norm[:, None] * (gram @ (norm[:, None] * values))
 

@@ -23,9 +23,24 @@ from wsss.nets.normalisation import named, recorded_normalisation
 from wsss.training import cam_loss, multi_hot
 
 WIDTH = 0.0625
-SETTINGS = dict(width=WIDTH, seed=0, iterations=8, batch_size=4, lr=0.05, momentum=0.9, weight_decay=5e-4,
-                poly_power=0.9, crop_size=48, scale_range=(0.75, 1.25), flip=True, log_interval=2,
-                checkpoint_interval=4, workers=0, normalisation="torchvision", progress=False)
+SETTINGS = dict(
+    width=WIDTH,
+    seed=0,
+    iterations=8,
+    batch_size=4,
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=5e-4,
+    poly_power=0.9,
+    crop_size=48,
+    scale_range=(0.75, 1.25),
+    flip=True,
+    log_interval=2,
+    checkpoint_interval=4,
+    workers=0,
+    normalisation="torchvision",
+    progress=False,
+)
 
 
 def _train(path, dataset, **overrides) -> dict:
@@ -82,8 +97,9 @@ def test_training_lowers_the_loss(tiny_dataset, tmp_path, one_torch_thread):
         assert cam_loss(trained.eval()(x), targets) < 0.5 * cam_loss(initial.eval()(x), targets)
 
 
-def test_a_fixed_seed_gives_identical_weights_and_an_interrupted_run_resumes_to_them(tiny_dataset, tmp_path, caplog,
-                                                                                     one_torch_thread, monkeypatch):
+def test_a_fixed_seed_gives_identical_weights_and_an_interrupted_run_resumes_to_them(
+    tiny_dataset, tmp_path, caplog, one_torch_thread, monkeypatch
+):
     first, again = _train(tmp_path / "a.pth", tiny_dataset), _train(tmp_path / "b.pth", tiny_dataset)
     expected = _state(tmp_path / "a.pth")
     assert all(torch.equal(expected[key], value) for key, value in _state(tmp_path / "b.pth").items())
@@ -114,7 +130,8 @@ def test_a_fixed_seed_gives_identical_weights_and_an_interrupted_run_resumes_to_
 
 
 def test_a_checkpoint_trained_on_other_images_is_not_resumed_and_the_run_equals_a_fresh_one(
-        tiny_dataset, tmp_path, caplog, one_torch_thread):
+    tiny_dataset, tmp_path, caplog, one_torch_thread
+):
     """The dataset's images replaced in place (same ids, labels and config): the stand-in retrains from scratch."""
     dataset = {**tiny_dataset, "voc_root": str(tmp_path / "VOC2012")}
     shutil.copytree(tiny_dataset["voc_root"], dataset["voc_root"])

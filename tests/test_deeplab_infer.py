@@ -33,15 +33,18 @@ def saved_model(tmp_path_factory):
     net = build_model(**{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
     torch.nn.init.normal_(net.head.weight, std=1.0)  # spread the logits so predictions differ between classes
     path = tmp_path_factory.mktemp("deeplab") / "model.pt"
-    torch.save({"model": net.state_dict(), "network": json.dumps(network), "fingerprint": "x",
-                "normalisation": "minus127"}, path)
+    torch.save(
+        {"model": net.state_dict(), "network": json.dumps(network), "fingerprint": "x", "normalisation": "minus127"},
+        path,
+    )
     return path
 
 
 def _single_scale(net, image, mean, scale):
     """The plain single-scale probabilities, written out independently of class_probabilities."""
     x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
-        scale).view(1, 3, 1, 1)
+        scale
+    ).view(1, 3, 1, 1)
     with torch.no_grad():
         logits = F.interpolate(net(x), size=image.shape[:2], mode="bilinear", align_corners=False)
     return logits.softmax(dim=1)[0].numpy()
@@ -60,13 +63,16 @@ def test_multiscale_with_scale_one_equals_single_scale_and_averages_otherwise(sa
     np.testing.assert_array_equal(at_one.argmax(axis=0), single.argmax(axis=0))
 
     half = np.array(Image.fromarray(image).resize((35, 25), Image.BILINEAR))
-    x = (torch.from_numpy(half).permute(2, 0, 1)[None].float() - 127.0)
+    x = torch.from_numpy(half).permute(2, 0, 1)[None].float() - 127.0
     with torch.no_grad():
-        half_probs = F.interpolate(net(x), size=(50, 70), mode="bilinear", align_corners=False).softmax(dim=1)[0].numpy()
+        half_probs = (
+            F.interpolate(net(x), size=(50, 70), mode="bilinear", align_corners=False).softmax(dim=1)[0].numpy()
+        )
     flipped = _single_scale(net, np.ascontiguousarray(image[:, ::-1]), mean, scale)[:, :, ::-1]
     both = class_probabilities(net, image, normalise=normalise, scales=[0.5, 1.0], flip=True)
-    half_flipped = class_probabilities(net, np.ascontiguousarray(image[:, ::-1]), normalise=normalise,
-                                       scales=[0.5])[:, :, ::-1]
+    half_flipped = class_probabilities(net, np.ascontiguousarray(image[:, ::-1]), normalise=normalise, scales=[0.5])[
+        :, :, ::-1
+    ]
     np.testing.assert_allclose(both, (single + flipped + half_probs + half_flipped) / 4, rtol=1e-4, atol=1e-7)
     assert not np.allclose(both, single, atol=1e-3)
 
@@ -85,10 +91,20 @@ def test_crf_keeps_confident_labels_and_smooths_an_uncertain_pixel():
     np.testing.assert_array_equal(refined, labels.astype(np.uint8))
 
 
-def test_test_split_predictions_in_the_server_layout_with_the_voc_palette_and_a_tar(tiny_dataset, saved_model,
-                                                                                     tmp_path, one_torch_thread):
-    predict_split(saved_model, tiny_dataset, "test", tmp_path / "test", scales=[1.0], flip=False, crf=None,
-                  server_layout=True, progress=False)
+def test_test_split_predictions_in_the_server_layout_with_the_voc_palette_and_a_tar(
+    tiny_dataset, saved_model, tmp_path, one_torch_thread
+):
+    predict_split(
+        saved_model,
+        tiny_dataset,
+        "test",
+        tmp_path / "test",
+        scales=[1.0],
+        flip=False,
+        crf=None,
+        server_layout=True,
+        progress=False,
+    )
     ids = tiny_dataset["splits"]["test"]
     folder = tmp_path / "test" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
     assert folder == tmp_path / "test" / SERVER_FOLDER

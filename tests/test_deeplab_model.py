@@ -94,21 +94,26 @@ def test_resnet101_layer3_and_layer4_are_dilated_not_strided():
 
 def test_torchvision_resnet101_weights_load_with_no_missing_or_unexpected_keys(tmp_path):
     torch.manual_seed(0)
-    state = {key: (torch.randn(shape) if shape else torch.tensor(7)) for key, shape in
-             resnet101_torchvision_shapes().items()}
+    state = {
+        key: (torch.randn(shape) if shape else torch.tensor(7)) for key, shape in resnet101_torchvision_shapes().items()
+    }
     path = tmp_path / "resnet101-63fe2227.pth"
     torch.save(state, path)
     model = DeepLabResNet101()
     head_before = model.head.branches[0].weight.clone()
     load_imagenet_weights(model, path)
     loaded = model.state_dict()
-    assert all(torch.equal(loaded[f"backbone.{key}"], value) for key, value in state.items() if not key.startswith("fc."))
+    assert all(
+        torch.equal(loaded[f"backbone.{key}"], value) for key, value in state.items() if not key.startswith("fc.")
+    )
     assert torch.equal(model.head.branches[0].weight, head_before)
 
     del state["layer3.22.bn3.running_var"]
     state["layer5.0.conv1.weight"] = torch.zeros(1)
     torch.save(state, path)
-    with pytest.raises(ConfigError, match=r"layer3\.22\.bn3\.running_var: missing(.|\n)*layer5\.0\.conv1\.weight: unexpected"):
+    with pytest.raises(
+        ConfigError, match=r"layer3\.22\.bn3\.running_var: missing(.|\n)*layer5\.0\.conv1\.weight: unexpected"
+    ):
         load_imagenet_weights(DeepLabResNet101(), path)
 
 
@@ -120,8 +125,9 @@ def test_vgg16_loads_the_icd_backbone_format(tmp_path):
     load_imagenet_weights(model, tmp_path / "backbone.pth")
     assert all(torch.equal(model.backbone.state_dict()[k], v) for k, v in source.state_dict().items())
     with pytest.raises(ConfigError, match="width"):
-        load_imagenet_weights(build_model(backbone="vgg16", head="largefov", width=0.25, batch_norm=True),
-                              tmp_path / "backbone.pth")
+        load_imagenet_weights(
+            build_model(backbone="vgg16", head="largefov", width=0.25, batch_norm=True), tmp_path / "backbone.pth"
+        )
 
 
 def test_vgg16_has_no_aspp_head():
@@ -136,7 +142,7 @@ def test_frozen_batch_norm_stays_in_eval_mode_and_gets_no_gradient(one_torch_thr
     assert batch_norms and not any(m.training for m in batch_norms)
     before = [m.running_mean.clone() for m in batch_norms]
     model(torch.randn(2, 3, 33, 33)).sum().backward()
-    assert all(torch.equal(m.running_mean, b) for m, b in zip(batch_norms, before))
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(batch_norms, before, strict=True))
     assert all(m.weight.grad is None and not m.weight.requires_grad for m in batch_norms)
     assert model.backbone.conv1.weight.grad is not None
 

@@ -23,14 +23,22 @@ def record(backbone, seeds, miou_raw, miou_crf=None):
 
 
 def test_segmentation_csv_and_paper_tables(tmp_path):
-    evaluations = [record("vgg16", "icd_crf", 0.4, 0.45), record("vgg16", "icd_sal", 0.5),
-                   record("vgg16", "gt", 0.7), record("resnet101", "cam", 0.3)]
+    evaluations = [
+        record("vgg16", "icd_crf", 0.4, 0.45),
+        record("vgg16", "icd_sal", 0.5),
+        record("vgg16", "gt", 0.7),
+        record("resnet101", "cam", 0.3),
+    ]
     write_segmentation_tables(evaluations, tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "pc.csv")
     table = pd.read_csv(tmp_path / "s.csv")
     assert list(table.columns) == ["backbone", "seeds", "supervision", "split", "multiscale", "crf", "miou"]
     assert table[["seeds", "supervision", "crf"]].values.tolist() == [
-        ["icd_crf", "I", False], ["icd_crf", "I", True], ["icd_sal", "I+S", False], ["gt", "full", False],
-        ["cam", "I", False]]
+        ["icd_crf", "I", False],
+        ["icd_crf", "I", True],
+        ["icd_sal", "I+S", False],
+        ["gt", "full", False],
+        ["cam", "I", False],
+    ]
     assert table["miou"].tolist() == [0.4, 0.45, 0.5, 0.7, 0.3]
     markdown = (tmp_path / "s.md").read_text()
     assert "Table 7" in markdown and "Table 8" in markdown
@@ -54,11 +62,22 @@ def test_prediction_figure_shows_every_model_beside_the_ground_truth(tiny_datase
 
 def test_the_plan_trains_every_backbone_on_seeds_and_baselines_and_checks_the_config():
     deeplab = load_config()["deeplab"]
-    assert plan.seed_sets({**deeplab, "seeds": ["icd_crf", "cam"], "baselines": ["cam", "gt"]}) == ["icd_crf", "cam", "gt"]
-    targets = plan.stage_targets("r", {**deeplab, "backbones": ["vgg16"], "seeds": ["icd_crf"], "baselines": ["gt"]},
-                                 "test")
-    assert targets == ["r/vgg16/icd_crf/model.pt", "r/vgg16/icd_crf/evaluation.json", "r/vgg16/icd_crf/test.tar",
-                       "r/vgg16/gt/model.pt", "r/vgg16/gt/evaluation.json", "r/vgg16/gt/test.tar"]
+    assert plan.seed_sets({**deeplab, "seeds": ["icd_crf", "cam"], "baselines": ["cam", "gt"]}) == [
+        "icd_crf",
+        "cam",
+        "gt",
+    ]
+    targets = plan.stage_targets(
+        "r", {**deeplab, "backbones": ["vgg16"], "seeds": ["icd_crf"], "baselines": ["gt"]}, "test"
+    )
+    assert targets == [
+        "r/vgg16/icd_crf/model.pt",
+        "r/vgg16/icd_crf/evaluation.json",
+        "r/vgg16/icd_crf/test.tar",
+        "r/vgg16/gt/model.pt",
+        "r/vgg16/gt/evaluation.json",
+        "r/vgg16/gt/test.tar",
+    ]
     options = plan.training_options(deeplab, "resnet101", {"batch_norm": True}, seed=3, normalisation="torchvision")
     assert options["deeplab"]["lr"] == {"resnet101": deeplab["lr"]["resnet101"]} and options["model"] == {}
     assert options["normalisation"] == "torchvision"

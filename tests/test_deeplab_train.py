@@ -25,8 +25,17 @@ MODEL_SECTION = {"batch_norm": True}
 
 
 def deeplab_options(**overrides) -> dict:
-    section = {**load_config()["deeplab"], "width": 0.0625, "freeze_bn": False, "batch_size": 4, "crop_size": 48,
-               "workers": 0, "log_interval": 2, "checkpoint_interval": 4, "lr": {"vgg16": 0.01, "resnet101": 0.01}}
+    section = {
+        **load_config()["deeplab"],
+        "width": 0.0625,
+        "freeze_bn": False,
+        "batch_size": 4,
+        "crop_size": 48,
+        "workers": 0,
+        "log_interval": 2,
+        "checkpoint_interval": 4,
+        "lr": {"vgg16": 0.01, "resnet101": 0.01},
+    }
     section.update(overrides)
     return {"deeplab": section, "model": MODEL_SECTION, "normalisation": "minus127", "seed": 0}
 
@@ -38,8 +47,9 @@ def test_augment_pads_labels_with_ignore_and_keeps_image_and_labels_aligned():
     labels = np.zeros((20, 30), np.uint8)
     labels[:, 15:] = 7
     for _ in range(10):
-        crop, crop_labels = augment(rng, image, labels, crop_size=40, scale_range=(0.5, 1.5), flip=True,
-                                    pad_rgb=np.array([1, 2, 3], np.uint8))
+        crop, crop_labels = augment(
+            rng, image, labels, crop_size=40, scale_range=(0.5, 1.5), flip=True, pad_rgb=np.array([1, 2, 3], np.uint8)
+        )
         assert crop.shape == (40, 40, 3) and crop_labels.shape == (40, 40)
         padding = crop_labels == IGNORE_LABEL
         assert padding.any()  # the image is smaller than the crop at every scale up to 1.5 in height
@@ -73,8 +83,20 @@ def test_loss_ignores_255_and_is_zero_without_labelled_pixels():
 
 
 def _train_command(dataset_file, out_dir, options, labels_root=None) -> list[str]:
-    command = [sys.executable, "-m", "deeplab", "train", "--dataset", str(dataset_file), "--backbone", "vgg16",
-               "--options", json.dumps(options), "--out-dir", str(out_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "deeplab",
+        "train",
+        "--dataset",
+        str(dataset_file),
+        "--backbone",
+        "vgg16",
+        "--options",
+        json.dumps(options),
+        "--out-dir",
+        str(out_dir),
+    ]
     return command + (["--labels-root", str(labels_root)] if labels_root else [])
 
 
@@ -103,30 +125,61 @@ def test_training_lowers_the_loss_and_a_killed_run_resumes_to_identical_weights(
     result = subprocess.run(_train_command(dataset_file, killed, options), env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stderr
-    assert_resumed_after(result.stderr, "iteration", killed_after,
-                         json.loads((killed / "history.json").read_text()), history)
+    assert_resumed_after(
+        result.stderr, "iteration", killed_after, json.loads((killed / "history.json").read_text()), history
+    )
     expected, resumed = _weights(full / "model.pt"), _weights(killed / "model.pt")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
 
 
-def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, tmp_path, one_torch_thread):
-    train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16", progress=False,
-                  **deeplab_options(iterations=4))
+def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(
+    tiny_dataset, tmp_path, one_torch_thread
+):
+    train_deeplab(
+        tmp_path,
+        dataset=tiny_dataset,
+        labels_root=None,
+        weights=None,
+        backbone="vgg16",
+        progress=False,
+        **deeplab_options(iterations=4),
+    )
     before = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(TrainingDiverged, match=r"became (nan|inf).*checkpoint is kept at"):
-        train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16",
-                      progress=False, **deeplab_options(iterations=4, lr={"vgg16": 1e12}))
+        train_deeplab(
+            tmp_path,
+            dataset=tiny_dataset,
+            labels_root=None,
+            weights=None,
+            backbone="vgg16",
+            progress=False,
+            **deeplab_options(iterations=4, lr={"vgg16": 1e12}),
+        )
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
 def test_bad_settings_and_bad_seeds_fail_clearly(tiny_dataset, tmp_path, one_torch_thread):
     with pytest.raises(ConfigError, match="does not split into 3 accumulation step"):
-        train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16",
-                      progress=False, **deeplab_options(iterations=2, accumulation_steps=3))
+        train_deeplab(
+            tmp_path,
+            dataset=tiny_dataset,
+            labels_root=None,
+            weights=None,
+            backbone="vgg16",
+            progress=False,
+            **deeplab_options(iterations=2, accumulation_steps=3),
+        )
     with pytest.raises(ConfigError, match="not a multiple of deeplab.log_interval"):
-        train_deeplab(tmp_path, dataset=tiny_dataset, labels_root=None, weights=None, backbone="vgg16",
-                      progress=False, **deeplab_options(iterations=2, checkpoint_interval=3))
+        train_deeplab(
+            tmp_path,
+            dataset=tiny_dataset,
+            labels_root=None,
+            weights=None,
+            backbone="vgg16",
+            progress=False,
+            **deeplab_options(iterations=2, checkpoint_interval=3),
+        )
     seeds = tmp_path / "seeds"
     paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
     first, *others = tiny_dataset["splits"]["train_aug"]
@@ -135,13 +188,21 @@ def test_bad_settings_and_bad_seeds_fail_clearly(tiny_dataset, tmp_path, one_tor
         write_mask(seeds / f"{image_id}.png", read_mask(paths.ground_truth("train_aug", image_id)))
     # Checked before training: one wrong seed among good ones stops the run before any checkpoint.
     with pytest.raises(DataError, match=rf"1 seed\(s\).*\n  .*{first}\.png: label map is 7x5 but its image is"):
-        train_deeplab(tmp_path / "run", dataset=tiny_dataset, labels_root=seeds, weights=None, backbone="vgg16",
-                      progress=False, **deeplab_options(iterations=2, checkpoint_interval=1, log_interval=1))
+        train_deeplab(
+            tmp_path / "run",
+            dataset=tiny_dataset,
+            labels_root=seeds,
+            weights=None,
+            backbone="vgg16",
+            progress=False,
+            **deeplab_options(iterations=2, checkpoint_interval=1, log_interval=1),
+        )
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "model.pt").exists()
 
 
 def test_a_checkpoint_trained_on_other_seeds_is_not_resumed_and_the_run_equals_a_fresh_one(
-        tiny_dataset, tmp_path, one_torch_thread, caplog):
+    tiny_dataset, tmp_path, one_torch_thread, caplog
+):
     """The seed folder rewritten in place (a new seeds.threshold): same config and path, other label bytes."""
     seeds = tmp_path / "seeds"
     paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
@@ -151,8 +212,15 @@ def test_a_checkpoint_trained_on_other_seeds_is_not_resumed_and_the_run_equals_a
     def train(out_dir: str, transform) -> dict:
         for image_id, mask in ground_truth.items():
             write_mask(seeds / f"{image_id}.png", transform(mask))
-        train_deeplab(tmp_path / out_dir, dataset=tiny_dataset, labels_root=seeds, weights=None, backbone="vgg16",
-                      progress=False, **options)
+        train_deeplab(
+            tmp_path / out_dir,
+            dataset=tiny_dataset,
+            labels_root=seeds,
+            weights=None,
+            backbone="vgg16",
+            progress=False,
+            **options,
+        )
         return _weights(tmp_path / out_dir / "model.pt")
 
     def sparser(mask):
@@ -176,9 +244,15 @@ def test_accumulated_micro_batches_train_resnet101_with_a_seed_folder(tiny_datas
     paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
     for image_id in tiny_dataset["splits"]["train_aug"]:
         write_mask(seeds / f"{image_id}.png", read_mask(paths.ground_truth("train_aug", image_id)))
-    result = train_deeplab(tmp_path / "run", dataset=tiny_dataset, labels_root=seeds, weights=None,
-                           backbone="resnet101", progress=False,
-                           **deeplab_options(iterations=2, accumulation_steps=2, head="aspp"))
+    result = train_deeplab(
+        tmp_path / "run",
+        dataset=tiny_dataset,
+        labels_root=seeds,
+        weights=None,
+        backbone="resnet101",
+        progress=False,
+        **deeplab_options(iterations=2, accumulation_steps=2, head="aspp"),
+    )
     assert len(result["history"]) == 1 and np.isfinite(result["history"][0]["loss"])
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert json.loads(saved["network"])["head"] == "aspp" and "head.branches.3.weight" in saved["model"]
@@ -189,7 +263,9 @@ def test_distributed_training_with_two_processes(tiny_dataset, tmp_path):
     """torchrun with 2 CPU processes (gloo): each reads half of every batch, rank 0 writes the outputs."""
     dataset_file = tmp_path / "dataset.json"
     dataset_file.write_text(json.dumps(tiny_dataset))
-    result = run_under_torchrun(_train_command(dataset_file, tmp_path / "out", deeplab_options(iterations=2)), port=29527)
+    result = run_under_torchrun(
+        _train_command(dataset_file, tmp_path / "out", deeplab_options(iterations=2)), port=29527
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert [r["iteration"] for r in history] == [2] and np.isfinite(history[0]["loss"])

@@ -37,13 +37,16 @@ def fake_smi(tmp_path, monkeypatch):
         script.write_text(f'#!/bin/sh\n[ "$1" = "-L" ] || exit 9\ncat {tmp_path / "listing.txt"}\nexit {exit_code}\n')
         script.chmod(0o755)
         return bin_dir
+
     return install
 
 
 def test_listing_parsed_and_mig_slices_replace_their_gpu(fake_smi):
-    fake_smi(TWO_GPUS + "  MIG 1g.10gb     Device  0: (UUID: MIG-cccc-2222)\n"
-             "  MIG 1g.10gb     Device  1: (UUID: MIG-dddd-3333)\n"
-             "GPU 2: NVIDIA A100 (UUID: GPU-eeee-4444)\nsome warning line\n")
+    fake_smi(
+        TWO_GPUS + "  MIG 1g.10gb     Device  0: (UUID: MIG-cccc-2222)\n"
+        "  MIG 1g.10gb     Device  1: (UUID: MIG-dddd-3333)\n"
+        "GPU 2: NVIDIA A100 (UUID: GPU-eeee-4444)\nsome warning line\n"
+    )
     assert devices.list_gpus() == ["GPU-aaaa-0000", "MIG-cccc-2222", "MIG-dddd-3333", "GPU-eeee-4444"]
 
 
@@ -103,9 +106,16 @@ CLAIMER = textwrap.dedent("""
 
 def _claimers(tmp_path: Path, count: int, processes: int, hold: float) -> list[tuple[dict, str]]:
     env = {**os.environ, "PYTHONPATH": str(Path(devices.__file__).parents[1])}
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(tmp_path / "locks"), str(count), str(hold)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(tmp_path / "locks"), str(count), str(hold)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(processes)
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)
@@ -120,7 +130,7 @@ def test_concurrent_jobs_never_share_a_gpu_and_the_extra_one_waits(fake_smi, tmp
     claims = [claim for claim, _ in results]
     assert {claim["gpus"] for claim in claims} == {"GPU-aaaa-0000", "GPU-bbbb-1111"}
     for i, a in enumerate(claims):  # brute force: intervals on the same GPU never overlap
-        for b in claims[i + 1:]:
+        for b in claims[i + 1 :]:
             if a["gpus"] == b["gpus"]:
                 assert a["released"] <= b["claimed"] or b["released"] <= a["claimed"], (a, b)
     assert sum("waiting for 1 free GPU(s)" in err for _, err in results) >= 2
@@ -137,8 +147,10 @@ def test_a_two_gpu_job_waits_for_both_without_holding_half(fake_smi, tmp_path):
 def test_a_crashed_job_releases_its_gpu(fake_smi, tmp_path):
     fake_smi(TWO_GPUS)
     env = {**os.environ, "PYTHONPATH": str(Path(devices.__file__).parents[1])}
-    crash = ("import os; from wsss.core.devices import assign_local_gpus; "
-             f"assign_local_gpus(2, lock_dir={str(tmp_path / 'locks')!r}); os._exit(1)")
+    crash = (
+        "import os; from wsss.core.devices import assign_local_gpus; "
+        f"assign_local_gpus(2, lock_dir={str(tmp_path / 'locks')!r}); os._exit(1)"
+    )
     assert subprocess.run([sys.executable, "-c", crash], env=env).returncode == 1
     started = time.monotonic()
     devices.assign_local_gpus(2, lock_dir=tmp_path / "locks", poll_seconds=0.05)

@@ -47,8 +47,11 @@ def test_training_inputs_change_with_one_image_or_one_label_and_not_with_the_roo
     moved = {**tiny_dataset, "voc_root": str(tmp_path / "VOC2012")}
     shutil.copytree(tiny_dataset["voc_root"], moved["voc_root"])
     reference = training_inputs(tiny_dataset, weights="w")
-    assert training_inputs(moved, weights="w") == reference and set(reference) == {"ids_and_labels", "images",
-                                                                                   "weights"}
+    assert training_inputs(moved, weights="w") == reference and set(reference) == {
+        "ids_and_labels",
+        "images",
+        "weights",
+    }
     first = tiny_dataset["splits"]["train_aug"][0]
     relabelled = {**tiny_dataset, "labels": {**tiny_dataset["labels"], first: [0, 1]}}
     assert changed_inputs(reference, training_inputs(relabelled, weights="w")) == ["ids_and_labels"]

@@ -83,9 +83,13 @@ def workflow_rules():
     from snakemake.settings.types import ConfigSettings, ResourceSettings, StorageSettings
 
     with SnakemakeApi() as api:
-        workflow = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(),
-                                storage_settings=StorageSettings(), snakefile=PROJECT_ROOT / "Snakefile",
-                                workdir=PROJECT_ROOT)
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(),
+            config_settings=ConfigSettings(),
+            storage_settings=StorageSettings(),
+            snakefile=PROJECT_ROOT / "Snakefile",
+            workdir=PROJECT_ROOT,
+        )
         linemaps = workflow._workflow.linemaps
         return [(rule, linemaps[str(rule.snakefile)][rule.lineno]) for rule in workflow._workflow.rules]
 
@@ -93,7 +97,7 @@ def workflow_rules():
 def rule_source(rule, lineno: int) -> str:
     """The rule's block of text in its .smk file: from its `rule` (or `use rule ... as`) line to the next
     unindented line."""
-    lines = Path(str(rule.snakefile)).read_text().splitlines()[lineno - 1:]
+    lines = Path(str(rule.snakefile)).read_text().splitlines()[lineno - 1 :]
     assert re.match(rf"(rule {rule.name}:|use rule \w+ as {rule.name} with:)", lines[0].lstrip()), lines[0]
     block = [lines[0]]
     for line in lines[1:]:

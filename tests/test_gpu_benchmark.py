@@ -29,7 +29,7 @@ def tables(output: str) -> dict[str, list[dict[str, str]]]:
             if columns is None:
                 columns = cells
             else:
-                found.setdefault(title, []).append(dict(zip(columns, cells)))
+                found.setdefault(title, []).append(dict(zip(columns, cells, strict=True)))
         elif not line.startswith("|"):
             title = None
     return found
@@ -42,8 +42,13 @@ def table(found: dict, prefix: str) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def tiny_run():
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "benchmarks/gpu.py", "--tiny", "--budget-s", "60"], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--tiny", "--budget-s", "60"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout, time.perf_counter() - start
 
@@ -51,8 +56,17 @@ def tiny_run():
 def test_tiny_run_checks_every_network_against_float64_within_tolerance(tiny_run):
     rows = table(tables(tiny_run[0]), "Correctness")
     quantities = {(row["network"], row["quantity"]) for row in rows}
-    for quantity in ("bottom-up scores Ŝ", "sign-flip EMA", "sign-flipped S", "refined S' (SPRefine)",
-                     "top-down target n", "adapted S''", "loss bottom-up", "loss top-down", "grad directions"):
+    for quantity in (
+        "bottom-up scores Ŝ",
+        "sign-flip EMA",
+        "sign-flipped S",
+        "refined S' (SPRefine)",
+        "top-down target n",
+        "adapted S''",
+        "loss bottom-up",
+        "loss top-down",
+        "grad directions",
+    ):
         assert ("ICD", quantity) in quantities
     for network in NETWORKS[1:]:
         assert {(network, quantity) for quantity in ("logits", "loss", "grad head", "grad first conv")} <= quantities
@@ -67,8 +81,14 @@ def test_tiny_run_times_training_and_prices_the_schedules(tiny_run):
     found = tables(output)
     training = table(found, "Training steps")
     for network in NETWORKS:
-        fp32 = [row for row in training if row["network"] == network and row["precision"] == "fp32"
-                and row["layout"] == "NCHW" and row["compiled"] == "no"]
+        fp32 = [
+            row
+            for row in training
+            if row["network"] == network
+            and row["precision"] == "fp32"
+            and row["layout"] == "NCHW"
+            and row["compiled"] == "no"
+        ]
         assert fp32 and float(fp32[0]["images/s"]) > 0, network
     assert {row["step"].split(" (")[0] for row in table(found, "Score inference")} == {"score inference", "seed CRF"}
     assert "DDP: skipped (the device is cpu; a two-process DDP step needs >= 2 GPUs)" in output
@@ -78,8 +98,12 @@ def test_tiny_run_times_training_and_prices_the_schedules(tiny_run):
     assert schedules["DeepLab ResNet101"]["schedule"] == "20,000 it, batch 10"
     assert all(row["one run"] and row["total"] for row in schedules.values()), schedules
     budget = table(found, "Budget")
-    assert [row["item"] for row in budget][:4] == ["matmul peak", "check ICD", "check DeepLab VGG16",
-                                                   "check DeepLab ResNet101"]  # most valuable first
+    assert [row["item"] for row in budget][:4] == [
+        "matmul peak",
+        "check ICD",
+        "check DeepLab VGG16",
+        "check DeepLab ResNet101",
+    ]  # most valuable first
     assert {row["outcome"] for row in budget if row["item"].endswith("compiled")} == {"skipped"}  # minutes on a CPU
     assert seconds < 90
 
@@ -98,6 +122,7 @@ def test_planner_keeps_order_and_skips_what_does_not_fit():
         def run():
             ran.append(name)
             now[0] += cost
+
         return Item(name, run, report=lambda text: None, estimate_s=lambda: cost)
 
     planner = BudgetPlanner(10.0, clock=lambda: now[0])
@@ -116,9 +141,13 @@ def test_planner_cuts_off_an_overrunning_item_and_goes_on_after_a_failure():
         return lambda text: reports.setdefault(name, text)
 
     planner = BudgetPlanner(30.0)
-    planner.run([Item("slow", lambda: time.sleep(5), report("slow"), limit_s=0.2),
-                 Item("failing", failing, report("failing")),
-                 Item("last", lambda: None, report("last"))])
+    planner.run(
+        [
+            Item("slow", lambda: time.sleep(5), report("slow"), limit_s=0.2),
+            Item("failing", failing, report("failing")),
+            Item("last", lambda: None, report("last")),
+        ]
+    )
     assert planner.outcomes == {"slow": "cut off", "failing": "failed", "last": "done"}
     assert reports["failing"] == "failed: RuntimeError: CUDA out of memory"
 

@@ -32,7 +32,10 @@ def test_the_scanner_sees_imports_anywhere_in_a_module():
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_imports_point_only_down_to_the_platform(package):
     forbidden = set(ALLOWED) - ALLOWED[package] - {package}
-    crossings = [f"{path.relative_to(PROJECT_ROOT)}:{line} imports {name}"
-                 for path in sorted((PROJECT_ROOT / package).rglob("*.py"))
-                 for line, name in imported_packages(path.read_text()) if name in forbidden]
+    crossings = [
+        f"{path.relative_to(PROJECT_ROOT)}:{line} imports {name}"
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py"))
+        for line, name in imported_packages(path.read_text())
+        if name in forbidden
+    ]
     assert crossings == []

@@ -119,8 +119,10 @@ def test_bottom_up_gradient_matches_finite_differences(variant):
         up, down = directions.copy(), directions.copy()
         up[index] += eps
         down[index] -= eps
-        numeric[index] = (numpy_bottom_up_loss(features, up, labels, variant, SCALE)
-                          - numpy_bottom_up_loss(features, down, labels, variant, SCALE)) / (2 * eps)
+        numeric[index] = (
+            numpy_bottom_up_loss(features, up, labels, variant, SCALE)
+            - numpy_bottom_up_loss(features, down, labels, variant, SCALE)
+        ) / (2 * eps)
     np.testing.assert_allclose(w.grad.numpy(), numeric, rtol=1e-5, atol=1e-8)
 
 
@@ -220,7 +222,7 @@ def test_warmup_curve():
     assert warmup_weight(total, total) == 1.0
     assert warmup_weight(10 * total, total) == 1.0
     curve = [warmup_weight(i, total) for i in range(total + 5)]
-    assert all(a < b for a, b in zip(curve[:total], curve[1:total + 1]))
+    assert all(curve[i] < curve[i + 1] for i in range(total))
     assert warmup_weight(0, 0) == 1.0
 
 

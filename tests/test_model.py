@@ -106,13 +106,14 @@ def test_sign_update_all_reduces_across_two_processes(tmp_path):
     shares = [[], []]
     pooled = []
     for batch in labels:
-        parts = [(rng.normal(size=(len(held), 4, 3, 5)), rng.normal(size=(len(held), 4, 3, 5)), np.array(held))
-                 for held in batch]
-        pooled.append(tuple(np.concatenate(arrays) for arrays in zip(*parts)))
+        parts = [
+            (rng.normal(size=(len(held), 4, 3, 5)), rng.normal(size=(len(held), 4, 3, 5)), np.array(held))
+            for held in batch
+        ]
+        pooled.append(tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
         for rank, (cam, raw, held) in enumerate(parts):
             shares[rank].append((torch.tensor(cam), torch.tensor(raw), torch.tensor(held, dtype=torch.float64)))
-    torch.multiprocessing.spawn(_sign_update_on_rank, args=(2, 4, str(tmp_path / "store"), shares, tmp_path),
-                                 nprocs=2)
+    torch.multiprocessing.spawn(_sign_update_on_rank, args=(2, 4, str(tmp_path / "store"), shares, tmp_path), nprocs=2)
     expected = numpy_sign_ema(pooled, 4)
     assert np.abs(expected[2]).sum() > 0 and np.abs(expected[3]).sum() == 0
     for rank in range(2):
@@ -145,11 +146,13 @@ def test_refinement_hand_built_example():
     labels = torch.tensor([[1.0, 1.0, 0.0]])
 
     refined = refine_with_superpixels(scores, superpixels, labels)
-    expected_columns = torch.tensor([
-        [2, 2, -1, -1, 0, 0, -2, -2],  # fg(0), bg: mean of min(S, 0), lost to class 1: min(1, 0), bg
-        [0, 0, 3, 3, 1.5, 1.5, -0.375, -0.375],  # bg, fg(1): 12*4/16, fg(1), bg: 12*-0.5/16
-        [0, 0, 0, 0, 0, 0, 0, 0],
-    ])
+    expected_columns = torch.tensor(
+        [
+            [2, 2, -1, -1, 0, 0, -2, -2],  # fg(0), bg: mean of min(S, 0), lost to class 1: min(1, 0), bg
+            [0, 0, 3, 3, 1.5, 1.5, -0.375, -0.375],  # bg, fg(1): 12*4/16, fg(1), bg: 12*-0.5/16
+            [0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+    )
     torch.testing.assert_close(refined[0], expected_columns[:, None, :].expand(3, 8, 8))
 
 
@@ -164,8 +167,12 @@ def numpy_resize_bilinear_align_corners(image, height, width):
             x = j * (in_w - 1) / (width - 1) if width > 1 else 0.0
             x0 = int(np.floor(x))
             x1, wx = min(x0 + 1, in_w - 1), x - x0
-            out[i, j] = ((1 - wy) * (1 - wx) * image[y0, x0] + (1 - wy) * wx * image[y0, x1]
-                         + wy * (1 - wx) * image[y1, x0] + wy * wx * image[y1, x1])
+            out[i, j] = (
+                (1 - wy) * (1 - wx) * image[y0, x0]
+                + (1 - wy) * wx * image[y0, x1]
+                + wy * (1 - wx) * image[y1, x0]
+                + wy * wx * image[y1, x1]
+            )
     return out
 
 
@@ -266,8 +273,15 @@ def gradients_after(net, keys, **loss_kwargs):
 def test_gradients_reach_the_right_parameters():
     net = make_net().train()
     total = gradients_after(net, ["total"])
-    for name in ("directions", "fc8.weight", "top_down_classifier.weight", "fc6_ft.weight",
-                 "feature_bn.bias", "backbone.features.0.weight", "backbone.fc7.weight"):
+    for name in (
+        "directions",
+        "fc8.weight",
+        "top_down_classifier.weight",
+        "fc6_ft.weight",
+        "feature_bn.bias",
+        "backbone.features.0.weight",
+        "backbone.fc7.weight",
+    ):
         assert total[name], name
 
     bottom_up = gradients_after(net, ["bottom_up"])
@@ -290,8 +304,16 @@ def test_structure_d_adapts_the_cam_branch_fc_layers():
     assert not hasattr(net, "fc6_ft")
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"batch_norm": True}, {"top_down_structure": "a", "bottom_up_feature": "fc6"},
-                                    {"top_down_structure": "d"}, {"top_down": False}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"batch_norm": True},
+        {"top_down_structure": "a", "bottom_up_feature": "fc6"},
+        {"top_down_structure": "d"},
+        {"top_down": False},
+    ],
+)
 def test_parameter_groups_cover_trainable_parameters_once(kwargs):
     net = make_net(**kwargs)
     groups = net.parameter_groups(lr=1e-3, weight_decay=5e-4, new_layer_lr_mult=10)
@@ -299,7 +321,7 @@ def test_parameter_groups_cover_trainable_parameters_once(kwargs):
     grouped = [names[id(p)] for g in groups for p in g["params"]]
     trainable = [n for n, p in net.named_parameters() if p.requires_grad]
     assert sorted(grouped) == sorted(trainable)
-    assert len(set(g["name"] for g in groups)) == len(groups)
+    assert len({g["name"] for g in groups}) == len(groups)
     assert not net.feature_bn.weight.requires_grad and "feature_bn.weight" not in grouped
     assert torch.all(net.feature_bn.weight == 1)
     by_param = {names[id(p)]: g for g in groups for p in g["params"]}

@@ -106,8 +106,11 @@ def torchvision_vgg16_state(features: nn.Module, seed: int = 0) -> OrderedDict:
     generator = torch.Generator().manual_seed(seed)
     state = OrderedDict()
     for key, value in features.state_dict().items():
-        state[key] = he_normal(generator, value.shape) if key.endswith("weight") else 0.1 * torch.randn(
-            value.shape, generator=generator)
+        state[key] = (
+            he_normal(generator, value.shape)
+            if key.endswith("weight")
+            else 0.1 * torch.randn(value.shape, generator=generator)
+        )
     for index, shape in ((0, (4096, 25088)), (3, (4096, 4096)), (6, (1000, 4096))):
         state[f"classifier.{index}.weight"] = he_normal(generator, shape)
         state[f"classifier.{index}.bias"] = 0.1 * torch.randn(shape[0], generator=generator)
@@ -125,8 +128,9 @@ class ReferenceBottleneck(nn.Module):
         self.conv3, self.bn3 = nn.Conv2d(planes, 4 * planes, 1, bias=False), nn.BatchNorm2d(4 * planes)
         self.downsample = None
         if stride != 1 or in_channels != 4 * planes:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, 4 * planes, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(4 * planes))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, 4 * planes, 1, stride=stride, bias=False), nn.BatchNorm2d(4 * planes)
+            )
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -143,9 +147,12 @@ class ReferenceResNetToLayer2(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.layer1 = nn.Sequential(ReferenceBottleneck(64, 64, 1), *(ReferenceBottleneck(256, 64, 1) for _ in range(2)))
-        self.layer2 = nn.Sequential(ReferenceBottleneck(256, 128, 2),
-                                    *(ReferenceBottleneck(512, 128, 1) for _ in range(3)))
+        self.layer1 = nn.Sequential(
+            ReferenceBottleneck(64, 64, 1), *(ReferenceBottleneck(256, 64, 1) for _ in range(2))
+        )
+        self.layer2 = nn.Sequential(
+            ReferenceBottleneck(256, 128, 2), *(ReferenceBottleneck(512, 128, 1) for _ in range(3))
+        )
 
     def forward(self, x):
         return self.layer2(self.layer1(self.maxpool(torch.relu(self.bn1(self.conv1(x))))))
@@ -207,8 +214,10 @@ def test_resnet101_layer2_from_a_torchvision_file_matches_torchvision_preprocess
     path = tmp_path / "resnet101-63fe2227.pth"
     torch.save(state, path)
     reference = ReferenceResNetToLayer2().eval()
-    missing, unexpected = reference.load_state_dict({key: value for key, value in state.items() if key.split(".")[0] in (
-        "conv1", "bn1", "layer1", "layer2")}, strict=False)
+    missing, unexpected = reference.load_state_dict(
+        {key: value for key, value in state.items() if key.split(".")[0] in ("conv1", "bn1", "layer1", "layer2")},
+        strict=False,
+    )
     assert not unexpected and all(key.endswith("num_batches_tracked") for key in missing)  # as in torchvision's file
     image = photograph()
     with torch.no_grad():
@@ -247,7 +256,7 @@ def test_each_normalisation_is_its_documented_formula():
         "caffe": x.flip(1) - torch.tensor([104.008, 116.669, 122.675], dtype=torch.float64).view(1, 3, 1, 1),
         "minus127": x - 127,
     }
-    assert set(NORMALISATIONS) == set(expected) and SETTINGS == ("auto", *expected)
+    assert set(NORMALISATIONS) == set(expected) and ("auto", *expected) == SETTINGS
     for name, normalise in NORMALISATIONS.items():
         found = normalise(image)
         assert found.dtype == torch.float32 and found.shape == (2, 3, 5, 7)
@@ -257,7 +266,7 @@ def test_each_normalisation_is_its_documented_formula():
 def test_the_pad_colour_of_each_normalisation_is_zero_input():
     assert {name: n.pad_rgb for name, n in NORMALISATIONS.items()} == {
         "torchvision": (124, 116, 104),  # round(255 * mean)
-        "caffe": (123, 117, 104),        # the BGR means (104.008, 116.669, 122.675) reversed to RGB
+        "caffe": (123, 117, 104),  # the BGR means (104.008, 116.669, 122.675) reversed to RGB
         "minus127": (127, 127, 127),
     }
     every_value = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)[None, None]  # 1 x 1 x 256 x 3
@@ -296,9 +305,15 @@ def test_each_layout_is_recognised_and_an_explicit_setting_wins_over_the_layout(
     assert weights_normalisation(deeplab_layout, "minus127", key=KEY).name == "minus127"
 
 
-@pytest.mark.parametrize("keys", [DEEPLAB_LAYOUT, [k for k in torchvision_keys("vgg16") if "classifier" not in k],
-                                  [k for k in torchvision_keys("resnet101") if not k.startswith("fc.")]],
-                         ids=["deeplab layout", "vgg16 without classifier", "resnet101 without fc"])
+@pytest.mark.parametrize(
+    "keys",
+    [
+        DEEPLAB_LAYOUT,
+        [k for k in torchvision_keys("vgg16") if "classifier" not in k],
+        [k for k in torchvision_keys("resnet101") if not k.startswith("fc.")],
+    ],
+    ids=["deeplab layout", "vgg16 without classifier", "resnet101 without fc"],
+)
 def test_an_unknown_layout_without_a_setting_is_a_clear_error_naming_the_key(tmp_path, keys):
     path = _save(tmp_path / "weights.pth", keys)
     with pytest.raises(ConfigError) as error:
@@ -312,8 +327,11 @@ def test_a_record_wins_and_an_explicit_setting_cannot_contradict_it(tmp_path):
     path = _save(tmp_path / "w.pth", torchvision_keys("vgg16"), record="caffe")  # a torchvision layout, recorded
     assert weights_normalisation(path, key=KEY).name == "caffe"
     assert weights_normalisation(path, "caffe", key=KEY).name == "caffe"
-    with pytest.raises(ConfigError, match=r"records that its weights were trained with the caffe input normalisation, "
-                                          r"but pretrain.normalisation is torchvision\. Set pretrain.normalisation: auto"):
+    with pytest.raises(
+        ConfigError,
+        match=r"records that its weights were trained with the caffe input normalisation, "
+        r"but pretrain.normalisation is torchvision\. Set pretrain.normalisation: auto",
+    ):
         weights_normalisation(path, "torchvision", key=KEY)
     with pytest.raises(ConfigError, match="weights file not found"):
         weights_normalisation(tmp_path / "missing.pth", key=KEY)
@@ -373,14 +391,19 @@ def _config(**overrides) -> dict:
 
 
 def test_the_synthetic_default_keeps_the_official_input_and_the_resnet_stand_in_torchvision():
-    assert backbone_normalisations(_config()) == {"icd": "minus127",
-                                                  "deeplab": {"vgg16": "minus127", "resnet101": "torchvision"}}
+    assert backbone_normalisations(_config()) == {
+        "icd": "minus127",
+        "deeplab": {"vgg16": "minus127", "resnet101": "torchvision"},
+    }
     # an explicit setting trains the pretext stand-in on it; DeepLab VGG16, started from ICD, follows
     plan = backbone_normalisations(_config(pretrain={"normalisation": "torchvision"}))
     assert plan == {"icd": "torchvision", "deeplab": {"vgg16": "torchvision", "resnet101": "torchvision"}}
-    with pytest.raises(ConfigError, match=r"'deeplab.normalisation.vgg16': it is caffe, but deeplab.weights.vgg16 is "
-                                          r"not set and DeepLab VGG16 starts from the trained ICD backbone, trained "
-                                          r"with the minus127 input normalisation"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'deeplab.normalisation.vgg16': it is caffe, but deeplab.weights.vgg16 is "
+        r"not set and DeepLab VGG16 starts from the trained ICD backbone, trained "
+        r"with the minus127 input normalisation",
+    ):
         backbone_normalisations(_config(deeplab={"normalisation": {"vgg16": "caffe"}}))
 
 
@@ -388,12 +411,16 @@ def test_real_data_takes_each_files_normalisation_and_a_missing_file_names_its_k
     vgg = _save(tmp_path / "vgg16.pth", torchvision_keys("vgg16"))
     resnet = _save(tmp_path / "resnet101.pth", torchvision_keys("resnet101"))
     caffe = _save(tmp_path / "vgg16_20M.pth", DEEPLAB_LAYOUT)
-    voc = {"data": {"source": "voc", "voc_root": str(tmp_path)}, "pretrain": {"weights": str(vgg)},
-           "deeplab": {"weights": {"resnet101": str(resnet)}}}
-    assert backbone_normalisations(_config(**voc)) == {"icd": "torchvision",
-                                                       "deeplab": {"vgg16": "torchvision", "resnet101": "torchvision"}}
-    voc["deeplab"] = {"weights": {"vgg16": str(caffe), "resnet101": str(resnet)},
-                      "normalisation": {"vgg16": "caffe"}}
+    voc = {
+        "data": {"source": "voc", "voc_root": str(tmp_path)},
+        "pretrain": {"weights": str(vgg)},
+        "deeplab": {"weights": {"resnet101": str(resnet)}},
+    }
+    assert backbone_normalisations(_config(**voc)) == {
+        "icd": "torchvision",
+        "deeplab": {"vgg16": "torchvision", "resnet101": "torchvision"},
+    }
+    voc["deeplab"] = {"weights": {"vgg16": str(caffe), "resnet101": str(resnet)}, "normalisation": {"vgg16": "caffe"}}
     assert backbone_normalisations(_config(**voc))["deeplab"] == {"vgg16": "caffe", "resnet101": "torchvision"}
     voc["pretrain"] = {"weights": str(tmp_path / "nowhere.pth")}
     with pytest.raises(ConfigError, match=r"'pretrain.weights': the weights file .*nowhere.pth does not exist"):
@@ -442,8 +469,11 @@ def test_planning_reads_the_weights_files_without_importing_torch(tmp_path):
     torch.save({key: torch.zeros(1) for key in torchvision_keys("vgg16")}, vgg, _use_new_zipfile_serialization=False)
     resnet = _save(tmp_path / "resnet101.pth", torchvision_keys("resnet101"))
     caffe = _save(tmp_path / "vgg16_20M.pth", DEEPLAB_LAYOUT, record="caffe")
-    overrides = {"data": {"source": "voc", "voc_root": str(tmp_path)}, "pretrain": {"weights": str(vgg)},
-                 "deeplab": {"weights": {"vgg16": str(caffe), "resnet101": str(resnet)}}}
+    overrides = {
+        "data": {"source": "voc", "voc_root": str(tmp_path)},
+        "pretrain": {"weights": str(vgg)},
+        "deeplab": {"weights": {"vgg16": str(caffe), "resnet101": str(resnet)}},
+    }
     script = (
         "import json, sys\n"
         "from wsss.core.config import load_config\n"
@@ -453,9 +483,10 @@ def test_planning_reads_the_weights_files_without_importing_torch(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"plan": {"icd": "torchvision", "deeplab": {"vgg16": "caffe",
-                                                                                   "resnet101": "torchvision"}},
-                                         "torch": False}
+    assert json.loads(result.stdout) == {
+        "plan": {"icd": "torchvision", "deeplab": {"vgg16": "caffe", "resnet101": "torchvision"}},
+        "torch": False,
+    }
 
 
 def test_the_schema_offers_exactly_the_settings():
@@ -474,11 +505,15 @@ def _voc_workdir(tmp_path: Path, weights_keys) -> tuple[Path, dict]:
     root = make_voc_tree(tmp_path / "data" / "VOC2012")
     _save(tmp_path / "data" / "vgg16.pth", weights_keys)
     _save(tmp_path / "data" / "resnet101.pth", torchvision_keys("resnet101"))
-    config = {"run": "voc", "data": {"source": "voc", "voc_root": str(root), "saliency_root": str(root / "Saliency")},
-              "pretrain": {"weights": str(tmp_path / "data" / "vgg16.pth")},
-              **copy.deepcopy(TINY["synthetic_overrides"])}
-    config["deeplab"].update(backbones=["vgg16", "resnet101"],
-                             weights={"resnet101": str(tmp_path / "data" / "resnet101.pth")})
+    config = {
+        "run": "voc",
+        "data": {"source": "voc", "voc_root": str(root), "saliency_root": str(root / "Saliency")},
+        "pretrain": {"weights": str(tmp_path / "data" / "vgg16.pth")},
+        **copy.deepcopy(TINY["synthetic_overrides"]),
+    }
+    config["deeplab"].update(
+        backbones=["vgg16", "resnet101"], weights={"resnet101": str(tmp_path / "data" / "resnet101.pth")}
+    )
     return tmp_path, config
 
 
@@ -502,8 +537,13 @@ def test_a_torchvision_file_gives_every_backbone_step_the_torchvision_input(tmp_
             backbone = words[words.index("--backbone") + 1] if "--backbone" in words else ""
             steps.setdefault(f"{words[0]} {words[1]} {backbone}".strip(), []).append(options.get("normalisation"))
     # superpixel features, both ICD networks and their score maps, DeepLab VGG16 and ResNet101 on every seed set
-    assert set(steps) == {"icd superpixels", "icd train-icd", "icd scores", "deeplab train vgg16",
-                          "deeplab train resnet101"}, steps
+    assert set(steps) == {
+        "icd superpixels",
+        "icd train-icd",
+        "icd scores",
+        "deeplab train vgg16",
+        "deeplab train resnet101",
+    }, steps
     assert {step: set(values) for step, values in steps.items()} == {step: {"torchvision"} for step in steps}
     assert len(steps["icd train-icd"]) == 2 and len(steps["deeplab train resnet101"]) == 2  # icd_crf and gt
     assert not (workdir / "results").exists()

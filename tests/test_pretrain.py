@@ -14,8 +14,18 @@ from wsss.data.io import write_jpeg, write_mask
 from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights
 from wsss.nets.normalisation import weights_normalisation
 
-TINY = dict(width=0.0625, batch_norm=True, num_images=80, image_size=32, batch_size=16, lr=0.05,
-            weight_decay=5e-4, normalisation="minus127", log=None, progress=False)
+TINY = dict(
+    width=0.0625,
+    batch_norm=True,
+    num_images=80,
+    image_size=32,
+    batch_size=16,
+    lr=0.05,
+    weight_decay=5e-4,
+    normalisation="minus127",
+    log=None,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +147,9 @@ def _write_toy_dataset(root, n=8, size=48):
 def test_measure_premise_on_toy_dataset(tmp_path):
     _write_toy_dataset(tmp_path)
     model = VGG16DeepLab(width=0.125, batch_norm=False)
-    result = measure_premise(model.state_dict(), tmp_path, width=0.125, batch_norm=False, compare_random=True,
-                             normalisation="minus127")
+    result = measure_premise(
+        model.state_dict(), tmp_path, width=0.125, batch_norm=False, compare_random=True, normalisation="minus127"
+    )
     assert set(result["per_class"]) == {"car", "cat"}
     assert result["per_class"]["cat"]["images"] == 3  # image 7 has two classes
     for run in (result, result["random_init"]):

@@ -36,8 +36,9 @@ from wsss.core.shards import ShardStore
 from wsss.data.io import image_size
 
 # Through the seeds, the stages these tests are about (the DeepLab stage has its own tests).
-SYNTHETIC_TARGETS = [f"results/tiny/{path}" for path in ("tables/seeds.csv", "tables/score_map_ap.csv",
-                                                          "figures/seeds_fig4.png")]
+SYNTHETIC_TARGETS = [
+    f"results/tiny/{path}" for path in ("tables/seeds.csv", "tables/score_map_ap.csv", "figures/seeds_fig4.png")
+]
 # The VOC-source runs train long enough to SIGKILL training between two checkpoints.
 ICD_EPOCHS = 20
 DEEPLAB_ITERATIONS = 40
@@ -46,8 +47,11 @@ SHARDS = [f"shard_{index}.npz" for index in range(TINY["synthetic_overrides"]["s
 
 def sha256_tree(root: Path) -> dict[str, str]:
     """sha256 of every file under root, by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def files_under(root: Path) -> set[str]:
@@ -65,7 +69,7 @@ def output(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def synthetic_runs(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("reliability")
-    quoted, plain = base / "it's a \"dir\"" / "run one", base / "plain"
+    quoted, plain = base / 'it\'s a "dir"' / "run one", base / "plain"
     for workdir in (quoted, plain):
         workdir.mkdir(parents=True)
         (workdir / "notes.txt").write_text("the user's own file\n")
@@ -161,6 +165,7 @@ def first_id(root: Path, split: str = "train_aug") -> str:
 
 def _reencode(mode: str) -> Callable[[Path, dict], None]:
     """Replace a training image by a JPEG of another colour mode, same size: must be accepted."""
+
     def change(root: Path, config: dict) -> None:
         path = root / "JPEGImages" / f"{first_id(root)}.jpg"
         with Image.open(path) as image:
@@ -168,24 +173,28 @@ def _reencode(mode: str) -> Callable[[Path, dict], None]:
         converted.save(path, format="JPEG")
         with Image.open(path) as image:
             assert image.mode == mode
+
     return change
 
 
 def _move_root_to_a_name_with_spaces_and_quotes(root: Path, config: dict) -> None:
-    moved = root.rename(root.with_name("it's a \"VOC\" root"))
+    moved = root.rename(root.with_name('it\'s a "VOC" root'))
     config["data"].update(voc_root=str(moved), saliency_root=str(moved / "Saliency"))
 
 
 def _set(section: str, key: str, value) -> Callable[[Path, dict], None]:
     def change(root: Path, config: dict) -> None:
         config.setdefault(section, {})[key] = value
+
     return change
 
 
 def _on_file(relative: str, action: Callable[[Path], None]) -> Callable[[Path, dict], None]:
     """Apply `action` to root/relative, with {id} the first training id."""
+
     def change(root: Path, config: dict) -> None:
         action(root / relative.format(id=first_id(root)))
+
     return change
 
 
@@ -195,43 +204,96 @@ def _write(data: bytes) -> Callable[[Path], None]:
 
 # name: (how to break the input, the step that must reject it (None: accepted), texts the user must see)
 BAD_INPUTS = {
-    "missing VOC root": (_set("data", "voc_root", "/nonexistent/VOC2012"), "config",
-                         ["invalid configuration at 'data.voc_root': the folder /nonexistent/VOC2012 does not exist",
-                          "Set data.voc_root to the VOC2012 folder"]),
-    "missing SBD root": (_set("data", "sbd_root", "/nonexistent/SBD"), "config",
-                         ["invalid configuration at 'data.sbd_root': the folder /nonexistent/SBD does not exist",
-                          "Set data.sbd_root to the folder holding SegmentationClassAug/"]),
-    "missing saliency root": (_set("data", "saliency_root", "/nonexistent/saliency"), "config",
-                              ["invalid configuration at 'data.saliency_root': the folder /nonexistent/saliency "
-                               "does not exist", "Set data.saliency_root to the folder of saliency PNGs"]),
-    "list id without image": (_on_file("JPEGImages/{id}.jpg", Path.unlink), "validate_data",
-                              ["JPEGImages/train_000001.jpg: image missing for id 'train_000001'",
-                               "Add the JPEG or remove the id from its split list"]),
-    "truncated JPEG": (_on_file("JPEGImages/{id}.jpg", _truncate), "validate_data",
-                       ["JPEGImages/train_000001.jpg: unreadable or truncated image", "Re-extract or re-download"]),
-    "corrupt JPEG": (_on_file("JPEGImages/{id}.jpg", _write(b"\xff\xd8\xff\xe0 not a jpeg")), "validate_data",
-                     ["JPEGImages/train_000001.jpg: unreadable or truncated image", "Re-extract or re-download"]),
+    "missing VOC root": (
+        _set("data", "voc_root", "/nonexistent/VOC2012"),
+        "config",
+        [
+            "invalid configuration at 'data.voc_root': the folder /nonexistent/VOC2012 does not exist",
+            "Set data.voc_root to the VOC2012 folder",
+        ],
+    ),
+    "missing SBD root": (
+        _set("data", "sbd_root", "/nonexistent/SBD"),
+        "config",
+        [
+            "invalid configuration at 'data.sbd_root': the folder /nonexistent/SBD does not exist",
+            "Set data.sbd_root to the folder holding SegmentationClassAug/",
+        ],
+    ),
+    "missing saliency root": (
+        _set("data", "saliency_root", "/nonexistent/saliency"),
+        "config",
+        [
+            "invalid configuration at 'data.saliency_root': the folder /nonexistent/saliency does not exist",
+            "Set data.saliency_root to the folder of saliency PNGs",
+        ],
+    ),
+    "list id without image": (
+        _on_file("JPEGImages/{id}.jpg", Path.unlink),
+        "validate_data",
+        [
+            "JPEGImages/train_000001.jpg: image missing for id 'train_000001'",
+            "Add the JPEG or remove the id from its split list",
+        ],
+    ),
+    "truncated JPEG": (
+        _on_file("JPEGImages/{id}.jpg", _truncate),
+        "validate_data",
+        ["JPEGImages/train_000001.jpg: unreadable or truncated image", "Re-extract or re-download"],
+    ),
+    "corrupt JPEG": (
+        _on_file("JPEGImages/{id}.jpg", _write(b"\xff\xd8\xff\xe0 not a jpeg")),
+        "validate_data",
+        ["JPEGImages/train_000001.jpg: unreadable or truncated image", "Re-extract or re-download"],
+    ),
     "grayscale JPEG": (_reencode("L"), None, []),
     "VOC root with spaces and quotes": (_move_root_to_a_name_with_spaces_and_quotes, None, []),
     "CMYK JPEG": (_reencode("CMYK"), None, []),
-    "ground truth size": (_on_file("SegmentationClassAug/{id}.png", _resize_png), "validate_data",
-                          ["SegmentationClassAug/train_000001.png: mask is", "Masks must have their image's size"]),
-    "saliency size": (_on_file("Saliency/{id}.png", _resize_png), "validate_data",
-                      ["Saliency/train_000001.png: saliency map is", "Resize the saliency maps"]),
-    "unknown class in XML": (_on_file("Annotations/{id}.xml", lambda p: write_annotation(p, [("unicorn", 0)])),
-                             "validate_data", ["Annotations/train_000001.xml: unknown class name 'unicorn'",
-                                               "must be one of the 20 VOC classes"]),
-    "image without labels": (_on_file("Annotations/{id}.xml", lambda p: write_annotation(p, [])), "validate_data",
-                             ["Annotations/train_000001.xml: no object", "Remove 'train_000001' from 'train_aug'"]),
-    "config wrong type": (_set("icd", "epochs", "many"), "config",
-                          ["invalid configuration at 'icd.epochs': 'many' is not of type 'integer'",
-                           "workflow/schemas/config.schema.yaml"]),
-    "config unknown key": (_set("seeds", "treshold", 0.3), "config",
-                           ["invalid configuration at 'seeds': Additional properties are not allowed ('treshold'",
-                            "workflow/schemas/config.schema.yaml"]),
-    "weights of another width": (_set("model", "width", 0.125), "validate_data",
-                                 ["data/backbone.pth: weights do not fit the model",
-                                  "features.0.weight: expected (8, 3, 3, 3), found (4, 3, 3, 3)", "Set model.width"]),
+    "ground truth size": (
+        _on_file("SegmentationClassAug/{id}.png", _resize_png),
+        "validate_data",
+        ["SegmentationClassAug/train_000001.png: mask is", "Masks must have their image's size"],
+    ),
+    "saliency size": (
+        _on_file("Saliency/{id}.png", _resize_png),
+        "validate_data",
+        ["Saliency/train_000001.png: saliency map is", "Resize the saliency maps"],
+    ),
+    "unknown class in XML": (
+        _on_file("Annotations/{id}.xml", lambda p: write_annotation(p, [("unicorn", 0)])),
+        "validate_data",
+        ["Annotations/train_000001.xml: unknown class name 'unicorn'", "must be one of the 20 VOC classes"],
+    ),
+    "image without labels": (
+        _on_file("Annotations/{id}.xml", lambda p: write_annotation(p, [])),
+        "validate_data",
+        ["Annotations/train_000001.xml: no object", "Remove 'train_000001' from 'train_aug'"],
+    ),
+    "config wrong type": (
+        _set("icd", "epochs", "many"),
+        "config",
+        [
+            "invalid configuration at 'icd.epochs': 'many' is not of type 'integer'",
+            "workflow/schemas/config.schema.yaml",
+        ],
+    ),
+    "config unknown key": (
+        _set("seeds", "treshold", 0.3),
+        "config",
+        [
+            "invalid configuration at 'seeds': Additional properties are not allowed ('treshold'",
+            "workflow/schemas/config.schema.yaml",
+        ],
+    ),
+    "weights of another width": (
+        _set("model", "width", 0.125),
+        "validate_data",
+        [
+            "data/backbone.pth: weights do not fit the model",
+            "features.0.weight: expected (8, 3, 3, 3), found (4, 3, 3, 3)",
+            "Set model.width",
+        ],
+    ),
 }
 
 # What a run may have written when the step in the key rejects the input: only logs, plus the
@@ -334,10 +396,13 @@ def test_a_checkpoint_of_another_configuration_is_retrained_not_resumed(voc_work
 
 def kill_snakemake_when(workdir: Path, config: dict, target: str, ready: Callable[[], bool]) -> None:
     """Run the `snakemake` helper in a new session; SIGKILL its process group (jobs included) once `ready()`."""
-    code = ("import json, sys; from pathlib import Path; from tests.workflow_helpers import snakemake; "
-            "snakemake(Path(sys.argv[1]), '--cores', '2', sys.argv[3], config=json.loads(sys.argv[2]))")
-    process = subprocess.Popen([sys.executable, "-c", code, str(workdir), json.dumps(config), target],
-                               cwd=PROJECT_ROOT, start_new_session=True)
+    code = (
+        "import json, sys; from pathlib import Path; from tests.workflow_helpers import snakemake; "
+        "snakemake(Path(sys.argv[1]), '--cores', '2', sys.argv[3], config=json.loads(sys.argv[2]))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(workdir), json.dumps(config), target], cwd=PROJECT_ROOT, start_new_session=True
+    )
     deadline = time.time() + 600
     while not ready() and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -403,11 +468,11 @@ def test_killed_in_a_sharded_step_and_in_icd_training_snakemake_resumes_to_ident
     def a_shard_job_runs() -> bool:
         """A superpixel job has started and Snakemake has marked its output incomplete (just after the start)."""
         marked = incomplete_markers(tmp_path)
-        return any(log.exists() and shard in marked for shard, log in zip(outputs, shard_logs))
+        return any(log.exists() and shard in marked for shard, log in zip(outputs, shard_logs, strict=True))
 
     kill_snakemake_when(tmp_path, config, target, a_shard_job_runs)
     unfinished = []
-    for index, (shard, log) in enumerate(zip(outputs, shard_logs)):
+    for index, (shard, log) in enumerate(zip(outputs, shard_logs, strict=True)):
         finished = log.exists() and f"shard {index}/{len(SHARDS)}:" in log.read_text()
         if (tmp_path / shard).exists():  # only a finished job's shard may sit at the final name, and it is whole
             assert finished, f"{shard} written by a killed job"
@@ -430,8 +495,13 @@ def test_killed_in_a_sharded_step_and_in_icd_training_snakemake_resumes_to_ident
     log = (results / "logs" / "train_icd.log").read_text()
     assert "resuming from results/voc/icd/checkpoint.pt" in log
     reference = voc_workdir / "results" / "voc" / "icd"
-    assert_resumed_after(log, "epoch", killed_after, json.loads((results / "icd" / "history.json").read_text()),
-                         json.loads((reference / "history.json").read_text()))
+    assert_resumed_after(
+        log,
+        "epoch",
+        killed_after,
+        json.loads((results / "icd" / "history.json").read_text()),
+        json.loads((reference / "history.json").read_text()),
+    )
     assert_same_weights(results / "icd" / "model.pt", reference / "model.pt")
     assert not temporaries(results)
 
@@ -450,8 +520,13 @@ def test_killed_deeplab_training_resumes_to_identical_weights(voc_workdir, tmp_p
     log = (tmp_path / "results" / "voc" / "logs" / "deeplab" / "train_vgg16_gt.log").read_text()
     assert "resuming from" in log
     reference = voc_workdir / Path(target).parent
-    assert_resumed_after(log, "iteration", killed_after, json.loads((folder / "history.json").read_text()),
-                         json.loads((reference / "history.json").read_text()))
+    assert_resumed_after(
+        log,
+        "iteration",
+        killed_after,
+        json.loads((folder / "history.json").read_text()),
+        json.loads((reference / "history.json").read_text()),
+    )
     assert_same_weights(folder / "model.pt", voc_workdir / target)
     assert not temporaries(tmp_path / "results")
 
@@ -463,35 +538,54 @@ SCANNED_SOURCES = ("wsss", "icd", "deeplab", "benchmarks", "workflow", "Snakefil
 
 
 def _is_weights_only(call: ast.Call) -> bool:
-    return any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-               for k in call.keywords)
+    return any(
+        k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True for k in call.keywords
+    )
 
 
 def torch_loads(source: str, python: bool = True) -> list[tuple[int, bool]]:
     """(line, weights_only=True?) of every `torch.load(` call: parsed for Python, per line for Snakemake files."""
     if not python:
-        return [(number, "weights_only=True" in line)
-                for number, line in enumerate(source.splitlines(), start=1) if "torch.load(" in line]
-    return [(node.lineno, _is_weights_only(node)) for node in ast.walk(ast.parse(source))
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
-            and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"]
+        return [
+            (number, "weights_only=True" in line)
+            for number, line in enumerate(source.splitlines(), start=1)
+            if "torch.load(" in line
+        ]
+    return [
+        (node.lineno, _is_weights_only(node))
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "load"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "torch"
+    ]
 
 
 def test_the_scanner_tells_safe_from_unsafe_loads():
-    assert torch_loads("import torch\ntorch.load(p)\ntorch.load(p, weights_only=False)\n"
-                       "torch.load(p, map_location='cpu', weights_only=True)\n") == [(2, False), (3, False), (4, True)]
-    assert torch_loads('shell: "python -c \'torch.load(p)\'"\n', python=False) == [(1, False)]
+    assert torch_loads(
+        "import torch\ntorch.load(p)\ntorch.load(p, weights_only=False)\n"
+        "torch.load(p, map_location='cpu', weights_only=True)\n"
+    ) == [(2, False), (3, False), (4, True)]
+    assert torch_loads("shell: \"python -c 'torch.load(p)'\"\n", python=False) == [(1, False)]
 
 
 def test_every_torch_load_in_the_sources_is_weights_only():
-    files = [path for name in SCANNED_SOURCES for path in ((PROJECT_ROOT / name).rglob("*")
-             if (PROJECT_ROOT / name).is_dir() else [PROJECT_ROOT / name])
-             if path.is_file() and (path.suffix in (".py", ".smk") or path.name == "Snakefile")]
-    calls = {f"{path.relative_to(PROJECT_ROOT)}:{line}": safe for path in files
-             for line, safe in torch_loads(path.read_text(), python=path.suffix == ".py")}
+    files = [
+        path
+        for name in SCANNED_SOURCES
+        for path in ((PROJECT_ROOT / name).rglob("*") if (PROJECT_ROOT / name).is_dir() else [PROJECT_ROOT / name])
+        if path.is_file() and (path.suffix in (".py", ".smk") or path.name == "Snakefile")
+    ]
+    calls = {
+        f"{path.relative_to(PROJECT_ROOT)}:{line}": safe
+        for path in files
+        for line, safe in torch_loads(path.read_text(), python=path.suffix == ".py")
+    }
     # the scan sees every loader: weights, the trainers' checkpoint resume, scores, DeepLab inference
     assert {"wsss/nets/normalisation.py", "wsss/core/checkpoints.py", "icd/scores.py", "deeplab/infer.py"} <= {
-        where.split(":")[0] for where in calls}
+        where.split(":")[0] for where in calls
+    }
     assert [where for where, safe in calls.items() if not safe] == []
 
 
@@ -502,12 +596,20 @@ def test_memory_benchmark_reports_peak_rss_per_stage_and_compact_scores(syntheti
     from benchmarks.memory import score_sizes
 
     results = synthetic_runs["plain"] / "results" / "tiny"
-    printed = subprocess.run([sys.executable, "benchmarks/memory.py", "--results", str(results)], cwd=PROJECT_ROOT,
-                             capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, "benchmarks/memory.py", "--results", str(results)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     benchmarks = results / "benchmarks"
-    expected = {"train_icd": pd.read_csv(benchmarks / "train_icd.tsv", sep="\t")["max_rss"].max(),
-                "superpixels": max(pd.read_csv(p, sep="\t")["max_rss"].max()
-                                   for p in (benchmarks / "superpixels").glob("*.tsv"))}
+    expected = {
+        "train_icd": pd.read_csv(benchmarks / "train_icd.tsv", sep="\t")["max_rss"].max(),
+        "superpixels": max(
+            pd.read_csv(p, sep="\t")["max_rss"].max() for p in (benchmarks / "superpixels").glob("*.tsv")
+        ),
+    }
     for stage, max_rss in expected.items():
         line = next(line for line in printed.splitlines() if line.startswith(f"{stage} "))
         assert f"{max_rss:.1f}" in line.split()

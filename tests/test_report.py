@@ -22,8 +22,14 @@ CLASSES = ("aeroplane", "boat", "cat")
 
 
 def record(epoch: int, signs: tuple[int, int, int], lr: float = 0.01) -> dict:
-    return {"epoch": epoch, "lr": lr, "sign": dict(zip(CLASSES, signs)), "loss_cam": 1.0 / epoch,
-            "loss_bottom_up": -float(epoch), "loss_total": 1.0 / epoch - epoch}
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "sign": dict(zip(CLASSES, signs, strict=True)),
+        "loss_cam": 1.0 / epoch,
+        "loss_bottom_up": -float(epoch),
+        "loss_total": 1.0 / epoch - epoch,
+    }
 
 
 def test_sign_flips_count_changes_from_the_previous_epoch_starting_at_plus_one():
@@ -32,7 +38,7 @@ def test_sign_flips_count_changes_from_the_previous_epoch_starting_at_plus_one()
     previous = (1, 1, 1)
     for entry in history:  # brute force over the tuples the records were made from
         signs = tuple(entry["sign"][name] for name in CLASSES)
-        expected.append(sum(a != b for a, b in zip(signs, previous)))
+        expected.append(sum(a != b for a, b in zip(signs, previous, strict=True)))
         previous = signs
     assert sign_flips(history) == expected == [1, 0, 3, 1]
     assert sign_flips([]) == []
@@ -45,8 +51,9 @@ def _pixels(path: Path) -> np.ndarray:
 
 def test_training_curves_and_iou_chart_are_drawn(tmp_path):
     training_curves(tmp_path / "curves.png", [record(e, (1, 1, -1), lr=0.01 * (1 - e / 5)) for e in range(1, 5)])
-    per_class_iou_chart(tmp_path / "iou.png", {"cam": {"background": 0.8, "cat": 0.3},
-                                               "icd": {"background": 0.7, "cat": 0.5}})
+    per_class_iou_chart(
+        tmp_path / "iou.png", {"cam": {"background": 0.8, "cat": 0.3}, "icd": {"background": 0.7, "cat": 0.5}}
+    )
     for name in ("curves.png", "iou.png"):
         pixels = _pixels(tmp_path / name)
         assert pixels.shape[0] > 200 and pixels.shape[1] > 500
@@ -66,7 +73,9 @@ def test_cli_verbs_read_the_artifacts_the_rules_give_them(tmp_path, monkeypatch)
     monkeypatch.setattr(wsss.plots, "per_class_iou_chart", lambda out, per_class: drawn.update(per_class))
     assert main(["seed-iou-chart", "--per-class", str(table), "--out", str(tmp_path / "iou.png")]) == 0
     with open(table, newline="") as handle:
-        expected = {row.pop("variant"): {name: float(value) for name, value in row.items()} for row in csv.DictReader(handle)}
+        expected = {
+            row.pop("variant"): {name: float(value) for name, value in row.items()} for row in csv.DictReader(handle)
+        }
     assert drawn == expected
     assert [list(per_class) for per_class in drawn.values()] == [["background", "aeroplane", "train"]] * 2
 
@@ -94,8 +103,16 @@ def chromium() -> str:
 
 def headless(binary: str, *args: str) -> subprocess.CompletedProcess:
     """Chromium without a display; the virtual-time budget lets the report's JavaScript render first."""
-    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--hide-scrollbars", "--virtual-time-budget=15000", *args]
+    command = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--virtual-time-budget=15000",
+        *args,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     return result
@@ -174,7 +191,8 @@ def test_report_renders_tables_and_figures(finished_run, tmp_path):
 
     for name in FIGURES:
         dom = rendered.dom(f"image=results/tiny/{name}")
-        assert f';filename={Path(name).name};base64,' in "".join(re.findall(r'<img src="(data:image/png;[^"]*)"', dom)), \
-            f"{name} is not displayed"
+        assert f";filename={Path(name).name};base64," in "".join(
+            re.findall(r'<img src="(data:image/png;[^"]*)"', dom)
+        ), f"{name} is not displayed"
         content = rendered.screenshot(f"image=results/tiny/{name}")[:, 300:]  # right of the navigation bar
         assert content.std() > 10, f"{name} renders blank"

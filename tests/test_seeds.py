@@ -49,7 +49,9 @@ def test_icd_seed_matches_the_pixel_loop(seed_value, threshold):
     classes = sorted(rng.choice(np.arange(1, 21), k, replace=False).tolist())
     scores = rng.normal(size=(k, 9, 13))
     cam = rng.normal(size=(k, 9, 13))
-    assert np.array_equal(icd_seed(scores, classes, cam, threshold=threshold), reference_seed(scores, classes, cam, threshold))
+    assert np.array_equal(
+        icd_seed(scores, classes, cam, threshold=threshold), reference_seed(scores, classes, cam, threshold)
+    )
 
 
 def test_hand_built_two_class_seed():
@@ -123,7 +125,7 @@ def test_saliency_seed_matches_the_official_saliency_path(seed_value):
 
 @pytest.mark.parametrize("seed_value", range(3))
 def test_a_failed_saliency_map_keeps_only_the_background_icd_agrees_on(seed_value):
-    rng, classes, scores, cam = random_image_case(seed_value)
+    _rng, classes, scores, cam = random_image_case(seed_value)
     saliency = np.zeros(scores.shape[1:])
     saliency[0, :3] = 0.8  # salient area under 1 % of the image
     expected = official_generate_seed(scores, np.asarray(classes) - 1, cam, saliency)
@@ -168,15 +170,18 @@ def test_cam_sp_averages_the_normalised_cam_inside_superpixels(seed_value):
     k = 1 + seed_value % 3
     classes = sorted(rng.choice(np.arange(1, 21), k, replace=False).tolist())
     cam = rng.normal(size=(k, 20, 27)) * rng.uniform(0.5, 5, size=(k, 1, 1))
-    superpixels = (rng.integers(0, 4, size=(5, 7)).repeat(4, 0).repeat(4, 1)[:20, :27]
-                   + 4 * (np.arange(27) >= 13)).astype(np.uint8)  # ids 0..7, a few missing
+    superpixels = (
+        rng.integers(0, 4, size=(5, 7)).repeat(4, 0).repeat(4, 1)[:20, :27] + 4 * (np.arange(27) >= 13)
+    ).astype(np.uint8)  # ids 0..7, a few missing
     for background in (0.1, 0.3):
         got = cam_seed(cam, classes, background_threshold=background, superpixels=superpixels)
         assert np.array_equal(got, brute_force_cam_sp_seed(cam, classes, superpixels, background))
     # Every pixel its own superpixel: the plain CAM baseline.
     singletons = np.arange(20 * 27).reshape(20, 27)
-    assert np.array_equal(cam_seed(cam, classes, background_threshold=0.2, superpixels=singletons),
-                          cam_seed(cam, classes, background_threshold=0.2))
+    assert np.array_equal(
+        cam_seed(cam, classes, background_threshold=0.2, superpixels=singletons),
+        cam_seed(cam, classes, background_threshold=0.2),
+    )
 
 
 def image_case():
@@ -218,8 +223,15 @@ def test_every_seed_variant_is_made_from_its_own_source():
 @pytest.mark.parametrize("ablation_network", [False, True])
 def test_seed_variants_name_exactly_the_folders_image_seeds_writes(saliency, ablation_network):
     classes, full, ablation, image, superpixels, options = image_case()
-    seeds = image_seeds(image, full, classes, superpixels, ablation_scores=ablation if ablation_network else None,
-                        saliency=np.full(image.shape[:2], 0.5) if saliency else None, **options)
+    seeds = image_seeds(
+        image,
+        full,
+        classes,
+        superpixels,
+        ablation_scores=ablation if ablation_network else None,
+        saliency=np.full(image.shape[:2], 0.5) if saliency else None,
+        **options,
+    )
     variants = seed_variants(saliency=saliency, ablation_network=ablation_network)
     assert sorted(seeds) == sorted(variants) and len(set(variants)) == len(variants)
     assert variants[:3] == ["cam", "cam_crf", "cam_sp"]
@@ -228,8 +240,7 @@ def test_seed_variants_name_exactly_the_folders_image_seeds_writes(saliency, abl
 def test_without_top_down_adaptation_no_adapted_seed_variant_is_listed_or_written():
     classes, full, _, image, superpixels, options = image_case()
     without_adapted = np.concatenate([full[:3], np.full_like(full[3:], np.nan)])  # what such a network infers
-    seeds = image_seeds(image, without_adapted, classes, superpixels, saliency=np.full(image.shape[:2], 0.5),
-                        **options)
+    seeds = image_seeds(image, without_adapted, classes, superpixels, saliency=np.full(image.shape[:2], 0.5), **options)
     assert sorted(seeds) == sorted(seed_variants(saliency=True, ablation_network=False, top_down=False))
     assert not {"icd", "icd_crf", "icd_sal"} & set(seeds)
 

@@ -56,8 +56,9 @@ def test_profile_keeps_the_placeholders_a_user_replaces():
 def planned_jobs(output: str) -> list[tuple[str, int, dict, str]]:
     """(rule, threads, resources, shell command or "") of each job Snakemake lists (--printshellcmds)."""
     jobs = []
-    for rule, block, command in re.findall(r"^rule (\w+):\n((?:    .*\n)+)(?:Shell command: (.*)$)?", output,
-                                           re.MULTILINE):
+    for rule, block, command in re.findall(
+        r"^rule (\w+):\n((?:    .*\n)+)(?:Shell command: (.*)$)?", output, re.MULTILINE
+    ):
         threads = re.search(r"^    threads: (\d+)$", block, re.MULTILINE)
         listing = re.search(r"^    resources: (.*)$", block, re.MULTILINE).group(1)
         resources = dict(item.split("=", 1) for item in listing.split(", "))
@@ -80,8 +81,14 @@ def test_gpu_steps_get_gpus_and_cpus_per_gpu_in_their_sbatch_line(tmp_path):
     assert gpu_rules == set(profile()["set-resources"]) and "train_icd" in gpu_rules
     for rule, threads, resources, command in jobs:
         job = SimpleNamespace(resources=SimpleNamespace(**resources, get=resources.get), threads=threads)
-        params = {"run_uuid": "run", "slurm_logfile": "log", "comment_str": rule, "account": "", "partition": "",
-                  "workdir": ""}
+        params = {
+            "run_uuid": "run",
+            "slurm_logfile": "log",
+            "comment_str": rule,
+            "account": "",
+            "partition": "",
+            "workdir": "",
+        }
         sbatch = (get_submit_command(job, params) + set_gres_string(job)).split()
         if rule in gpu_rules:
             assert " --gpus 1 " in command, (rule, command)
@@ -138,6 +145,7 @@ def cluster_overrides(settings: dict, cluster: OneNodeCluster) -> list[str]:
     """The edits a user makes to the profile, for this cluster: its partition, no GPUs, small memory
     requests and no account (without slurmdbd the plugin fails to guess one and submits without);
     plus status checks through squeue, as there is no accounting."""
+
     def resource_list(resources: dict) -> list[str]:
         resources = {**resources, "slurm_partition": cluster.partition, "mem_mb": 500}
         for key in ("slurm_account", "gpu_model", "cpus_per_gpu"):
@@ -146,11 +154,20 @@ def cluster_overrides(settings: dict, cluster: OneNodeCluster) -> list[str]:
             resources["gpu"] = 0
         return [f"{key}={value}" for key, value in resources.items()]
 
-    per_rule = [f"{rule}:{item}" for rule, resources in settings["set-resources"].items()
-                for item in resource_list(resources)]
-    return ["--default-resources", *resource_list(settings["default-resources"]), "--set-resources", *per_rule,
-            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-            "--slurm-keep-successful-logs"]
+    per_rule = [
+        f"{rule}:{item}" for rule, resources in settings["set-resources"].items() for item in resource_list(resources)
+    ]
+    return [
+        "--default-resources",
+        *resource_list(settings["default-resources"]),
+        "--set-resources",
+        *per_rule,
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-keep-successful-logs",
+    ]
 
 
 @pytest.mark.slow
@@ -173,10 +190,21 @@ def test_pipeline_runs_through_the_slurm_profile_on_a_real_cluster(cluster, tmp_
     assert all(superpixels[image_id].ndim == 2 for image_id in superpixels.ids())
 
     threads = {rule: count for rule, count, _, _ in planned_jobs(output)}
-    submitted = [(job_id, Path(log).relative_to(tmp_path / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_"),
-                  Path(log)) for job_id, log in SUBMITTED.findall(output)]
+    submitted = [
+        (
+            job_id,
+            Path(log).relative_to(tmp_path / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_"),
+            Path(log),
+        )
+        for job_id, log in SUBMITTED.findall(output)
+    ]
     assert sorted(rule for _, rule, _ in submitted) == [
-        "pretrain_backbone", "superpixels", "superpixels", "synthesize_data", "validate_data"]
+        "pretrain_backbone",
+        "superpixels",
+        "superpixels",
+        "synthesize_data",
+        "validate_data",
+    ]
     run_id = re.search(r"SLURM run ID: (\S+)", output).group(1)
     for job_id, rule, log in submitted:
         job = cluster.job(job_id)

@@ -62,8 +62,13 @@ def test_a_seed_threshold_change_retrains_deeplab_from_scratch_on_the_new_seeds(
     run(workdir, config)
     seeds_after = {path.name: path.read_bytes() for path in (workdir / RUN / "seeds" / "icd_crf").iterdir()}
     assert seeds_after.keys() == seeds_before.keys() and seeds_after != seeds_before  # the threshold reached them
-    reference = from_scratch(workdir, tmp_path / "scratch", config, list(trained.values()),
-                             [f"{folder}/model.pt" for folder in trained.values()])
+    reference = from_scratch(
+        workdir,
+        tmp_path / "scratch",
+        config,
+        list(trained.values()),
+        [f"{folder}/model.pt" for folder in trained.values()],
+    )
     for backbone, folder in trained.items():
         log = (workdir / RUN / "logs" / "deeplab" / f"train_{backbone}_icd_crf.log").read_text()
         assert "checkpoint.pt was trained on other inputs (changed: labels); training from scratch" in log
@@ -85,8 +90,7 @@ def test_a_superpixel_change_retrains_both_icd_networks_from_scratch(finished_ru
     targets = [f"{RUN}/{name}/model.pt" for name in ICD_NETWORKS]
 
     run(workdir, config, *targets)
-    reference = from_scratch(workdir, tmp_path / "scratch", config, [f"{RUN}/{name}" for name in ICD_NETWORKS],
-                             targets)
+    reference = from_scratch(workdir, tmp_path / "scratch", config, [f"{RUN}/{name}" for name in ICD_NETWORKS], targets)
     for name, log_name in zip(ICD_NETWORKS, ("train_icd", "train_icd_without_top_down"), strict=True):
         log = (workdir / RUN / "logs" / f"{log_name}.log").read_text()
         assert "checkpoint.pt was trained on other inputs (changed: superpixels); training from scratch" in log
@@ -108,8 +112,9 @@ def test_a_weights_file_replaced_at_the_same_path_retrains_icd_from_scratch(fini
     before = weights(workdir / target)
 
     state = torch.load(user_weights, weights_only=True)  # the user downloads other weights to the same path
-    torch.save({key: value * 1.05 if value.is_floating_point() else value for key, value in state.items()},
-               user_weights)
+    torch.save(
+        {key: value * 1.05 if value.is_floating_point() else value for key, value in state.items()}, user_weights
+    )
     run(workdir, config, target)
     log = (workdir / RUN / "logs" / "train_icd.log").read_text()
     assert "checkpoint.pt was trained on other inputs (changed: " in log and "weights); training from scratch" in log

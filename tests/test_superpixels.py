@@ -100,14 +100,18 @@ def test_shards_store_non_square_maps_in_their_orientation(tmp_path):
 
     rng = np.random.default_rng(0)
     height, width = 37, 53
-    maps = {"tall": rng.integers(0, 64, (width, height), dtype=np.uint8),
-            "wide": np.repeat(np.arange(width, dtype=np.uint8)[None], height, axis=0)}
+    maps = {
+        "tall": rng.integers(0, 64, (width, height), dtype=np.uint8),
+        "wide": np.repeat(np.arange(width, dtype=np.uint8)[None], height, axis=0),
+    }
     save_shard(tmp_path / "shard_0.npz", maps)
     store = ShardStore([tmp_path / "shard_0.npz"])
     for image_id, expected in maps.items():
         assert np.array_equal(store[image_id], expected) and store[image_id].dtype == np.uint8
     wide = maps["wide"]
-    official = np.array([wide, np.zeros_like(wide), np.zeros_like(wide)]).astype(np.uint8).T.reshape(height, width, 3)[..., 0]
+    official = (
+        np.array([wide, np.zeros_like(wide), np.zeros_like(wide)]).astype(np.uint8).T.reshape(height, width, 3)[..., 0]
+    )
     assert not np.array_equal(official, wide)  # the bug this layout avoids
     assert "missing" not in store
     with pytest.raises(Exception, match="no entry for image 'missing'"):

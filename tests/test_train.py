@@ -39,16 +39,35 @@ def prepared(tiny_dataset, tmp_path_factory):
     shards = []
     for index in range(2):
         path = folder / f"shard_{index}.npz"
-        compute_superpixel_shard(path, shard_ids(ids, index, 2), voc_root=tiny_dataset["voc_root"], weights=weights,
-                                 width=WIDTH, batch_norm=True, normalisation="minus127", progress=False,
-                                 **options)
+        compute_superpixel_shard(
+            path,
+            shard_ids(ids, index, 2),
+            voc_root=tiny_dataset["voc_root"],
+            weights=weights,
+            width=WIDTH,
+            batch_norm=True,
+            normalisation="minus127",
+            progress=False,
+            **options,
+        )
         shards.append(str(path))
     return weights, shards
 
 
 def icd_options(**overrides) -> dict:
-    config = load_config(overrides={"icd": {"epochs": 3, "batch_size": 8, "crop_size": 48, "lr": 0.01,
-                                            "dropout": 0.0, "warmup_epochs": 1, **overrides}})
+    config = load_config(
+        overrides={
+            "icd": {
+                "epochs": 3,
+                "batch_size": 8,
+                "crop_size": 48,
+                "lr": 0.01,
+                "dropout": 0.0,
+                "warmup_epochs": 1,
+                **overrides,
+            }
+        }
+    )
     return {"model": {**config["model"], "width": WIDTH}, "icd": config["icd"], "seed": 0, "normalisation": "minus127"}
 
 
@@ -63,8 +82,22 @@ def test_superpixel_shards_cover_the_split_with_bounded_regions(tiny_dataset, pr
 
 
 def _train_command(dataset_file, shards, weights, out_dir, options) -> list[str]:
-    return [sys.executable, "-m", "icd", "train-icd", "--dataset", str(dataset_file), "--superpixels", *shards,
-            "--weights", str(weights), "--options", json.dumps(options), "--out-dir", str(out_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "icd",
+        "train-icd",
+        "--dataset",
+        str(dataset_file),
+        "--superpixels",
+        *shards,
+        "--weights",
+        str(weights),
+        "--options",
+        json.dumps(options),
+        "--out-dir",
+        str(out_dir),
+    ]
 
 
 def _state(path):
@@ -79,7 +112,9 @@ def test_training_lowers_the_cam_loss_and_a_killed_run_resumes_to_identical_weig
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     full = tmp_path / "full"
-    subprocess.run(_train_command(dataset_file, shards, weights, full, options), check=True, env=env, capture_output=True)
+    subprocess.run(
+        _train_command(dataset_file, shards, weights, full, options), check=True, env=env, capture_output=True
+    )
     history = json.loads((full / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     assert history[-1]["loss_cam"] < history[0]["loss_cam"]
@@ -91,12 +126,14 @@ def test_training_lowers_the_cam_loss_and_a_killed_run_resumes_to_identical_weig
     kill_at_first_checkpoint(_train_command(dataset_file, shards, weights, killed, options), killed, env)
     killed_after = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
     assert killed_after < 3
-    result = subprocess.run(_train_command(dataset_file, shards, weights, killed, options), env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        _train_command(dataset_file, shards, weights, killed, options), env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stderr
-    assert_resumed_after(result.stderr, "epoch", killed_after, json.loads((killed / "history.json").read_text()),
-                         history)
+    assert_resumed_after(
+        result.stderr, "epoch", killed_after, json.loads((killed / "history.json").read_text()), history
+    )
     expected, resumed = _state(full / "model.pt"), _state(killed / "model.pt")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[key], resumed[key]) for key in expected)
@@ -104,11 +141,23 @@ def test_training_lowers_the_cam_loss_and_a_killed_run_resumes_to_identical_weig
 
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_dataset, prepared, tmp_path, caplog):
     weights, shards = prepared
-    train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
-              **icd_options(epochs=1))
+    train_icd(
+        tmp_path,
+        dataset=tiny_dataset,
+        superpixel_shards=shards,
+        weights=weights,
+        progress=False,
+        **icd_options(epochs=1),
+    )
     with caplog.at_level("WARNING"):
-        result = train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
-                           **icd_options(epochs=1, lr=0.02))
+        result = train_icd(
+            tmp_path,
+            dataset=tiny_dataset,
+            superpixel_shards=shards,
+            weights=weights,
+            progress=False,
+            **icd_options(epochs=1, lr=0.02),
+        )
     assert "written by a different configuration" in caplog.text
     assert len(result["history"]) == 1
 
@@ -130,7 +179,8 @@ def _same_weights(first: dict, second: dict) -> bool:
 
 
 def test_a_checkpoint_from_other_superpixels_or_weights_is_not_resumed_and_the_run_equals_a_fresh_one(
-        tiny_dataset, prepared, tmp_path, caplog):
+    tiny_dataset, prepared, tmp_path, caplog
+):
     """Same config, other input bytes (the superpixels remade, the weights file replaced at the same path):
     the finished checkpoint must not be resumed; the rerun equals a training from scratch on the new inputs."""
     weights, shards = prepared
@@ -138,8 +188,14 @@ def test_a_checkpoint_from_other_superpixels_or_weights_is_not_resumed_and_the_r
     other_shards = _merged_superpixel_shards(shards, tmp_path / "merged")
 
     def train(out_dir, shards_used, weights_used):
-        train_icd(tmp_path / out_dir, dataset=tiny_dataset, superpixel_shards=shards_used, weights=weights_used,
-                  progress=False, **options)
+        train_icd(
+            tmp_path / out_dir,
+            dataset=tiny_dataset,
+            superpixel_shards=shards_used,
+            weights=weights_used,
+            progress=False,
+            **options,
+        )
         return _state(tmp_path / out_dir / "model.pt")
 
     old = train("run", shards, weights)
@@ -180,19 +236,42 @@ def test_an_epoch_visits_full_batches_only_and_every_rank_the_same_number_of_ima
     assert len(shares[0]) == len(shares[1]) == 12
     assert sorted(shares[0][:4] + shares[1][:4]) == sorted(order[:8])  # batch 0 = the first 8 positions
     with pytest.raises(ConfigError, match="icd.batch_size 32 is larger than the 24 training images"):
-        train_icd("unused", dataset={"roles": {"train": "t"}, "splits": {"t": [str(i) for i in range(24)]},
-                                     "labels": {str(i): [0] for i in range(24)}, "voc_root": "v", "sbd_root": "v"},
-                  superpixel_shards=[], weights="unused", progress=False, **icd_options(batch_size=32))
+        train_icd(
+            "unused",
+            dataset={
+                "roles": {"train": "t"},
+                "splits": {"t": [str(i) for i in range(24)]},
+                "labels": {str(i): [0] for i in range(24)},
+                "voc_root": "v",
+                "sbd_root": "v",
+            },
+            superpixel_shards=[],
+            weights="unused",
+            progress=False,
+            **icd_options(batch_size=32),
+        )
 
 
 def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, prepared, tmp_path):
     weights, shards = prepared
-    train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
-              **icd_options(epochs=1))
+    train_icd(
+        tmp_path,
+        dataset=tiny_dataset,
+        superpixel_shards=shards,
+        weights=weights,
+        progress=False,
+        **icd_options(epochs=1),
+    )
     before = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(TrainingDiverged, match=r"became (nan|inf).*checkpoint is kept at"):
-        train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False,
-                  **icd_options(epochs=1, lr=1e12))
+        train_icd(
+            tmp_path,
+            dataset=tiny_dataset,
+            superpixel_shards=shards,
+            weights=weights,
+            progress=False,
+            **icd_options(epochs=1, lr=1e12),
+        )
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
@@ -204,9 +283,18 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     options = icd_options(epochs=1)
     train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False, **options)
     ids = tiny_dataset["splits"]["train_aug"]
-    infer_scores_shard(tmp_path / "scores.npz", ids, dataset=tiny_dataset, model_path=tmp_path / "model.pt",
-                       superpixel_shards=shards, model=options["model"], icd=options["icd"], normalisation="minus127",
-                       inference_size=65, progress=False)
+    infer_scores_shard(
+        tmp_path / "scores.npz",
+        ids,
+        dataset=tiny_dataset,
+        model_path=tmp_path / "model.pt",
+        superpixel_shards=shards,
+        model=options["model"],
+        icd=options["icd"],
+        normalisation="minus127",
+        inference_size=65,
+        progress=False,
+    )
     store = ShardStore([tmp_path / "scores.npz"])
     for image_id in ids:
         scores = store[image_id]
@@ -221,20 +309,28 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
 
     rng = np.random.default_rng(0)
     save_shard(tmp_path / "ablation.npz", {i: rng.normal(size=store[i].shape).astype(np.float16) for i in ids})
-    ablation_alone = score_map_average_precision(tiny_dataset, [str(tmp_path / "ablation.npz")], canvas=65,
-                                                 progress=False)
-    mixed = score_map_average_precision(tiny_dataset, [str(tmp_path / "scores.npz")], canvas=65, progress=False,
-                                        ablation_shards=[str(tmp_path / "ablation.npz")])
+    ablation_alone = score_map_average_precision(
+        tiny_dataset, [str(tmp_path / "ablation.npz")], canvas=65, progress=False
+    )
+    mixed = score_map_average_precision(
+        tiny_dataset,
+        [str(tmp_path / "scores.npz")],
+        canvas=65,
+        progress=False,
+        ablation_shards=[str(tmp_path / "ablation.npz")],
+    )
     # Table 1 with an ablation network: its rows are added as `*_no_td`, exactly that network's own AP; the
     # unsuffixed rows stay the full network's.
     assert {name: mixed[f"{name}_no_td"] for name in ("bottom_up", "refined")} == {
-        name: ablation_alone[name] for name in ("bottom_up", "refined")}
+        name: ablation_alone[name] for name in ("bottom_up", "refined")
+    }
     assert {name: mixed[name] for name in SCORE_MAPS} == table
     assert list(mixed) == [*SCORE_MAPS, "bottom_up_no_td", "refined_no_td"]
     assert mixed["bottom_up_no_td"] != table["bottom_up"]
     with pytest.raises(ConfigError, match="trained with other model/icd settings"):
-        load_trained(tmp_path / "model.pt", model=options["model"], icd={**options["icd"], "lr": 0.5},
-                     normalisation="minus127")
+        load_trained(
+            tmp_path / "model.pt", model=options["model"], icd={**options["icd"], "lr": 0.5}, normalisation="minus127"
+        )
     with pytest.raises(ConfigError, match="or input normalisation than the current configuration"):
         load_trained(tmp_path / "model.pt", model=options["model"], icd=options["icd"], normalisation="torchvision")
 
@@ -243,16 +339,22 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     from icd.scores import image_scores
     from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to
 
-    net, normalise = load_trained(tmp_path / "model.pt", model=options["model"], icd=options["icd"],
-                                  normalisation="minus127")
+    net, normalise = load_trained(
+        tmp_path / "model.pt", model=options["model"], icd=options["icd"], normalisation="minus127"
+    )
     assert normalise.name == "minus127"  # model.pt's record
     image = read_rgb(f"{tiny_dataset['voc_root']}/JPEGImages/{ids[0]}.jpg")
     regions, classes = ShardStore(shards)[ids[0]], tiny_dataset["labels"][ids[0]]
     scaled = image_scores(net, image, regions, classes, canvas=65, inference_scale=2.0, normalise=normalise)
     assert scaled.shape == (len(SCORE_MAPS), len(classes), 17, 17)
-    by_hand = image_scores(net, bilinear_resize(pad_to(image, 65, 65, np.uint8(127)), 129, 129),
-                           nearest_resize(pad_to(regions.astype(np.int64), 65, 65, int(regions.max()) + 1), 129, 129),
-                           classes, canvas=129, normalise=normalise)
+    by_hand = image_scores(
+        net,
+        bilinear_resize(pad_to(image, 65, 65, np.uint8(127)), 129, 129),
+        nearest_resize(pad_to(regions.astype(np.int64), 65, 65, int(regions.max()) + 1), 129, 129),
+        classes,
+        canvas=129,
+        normalise=normalise,
+    )
     np.testing.assert_array_equal(scaled, by_hand)
 
     # The trained backbone as a weights file (deeplab.init_from_icd): it loads strictly, equal to the network's.
@@ -260,8 +362,13 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     from wsss.nets.backbones import load_vgg16_weights
     from wsss.nets.normalisation import weights_normalisation
 
-    export_backbone(tmp_path / "model.pt", tmp_path / "backbone.pth", model=options["model"], icd=options["icd"],
-                    normalisation="minus127")
+    export_backbone(
+        tmp_path / "model.pt",
+        tmp_path / "backbone.pth",
+        model=options["model"],
+        icd=options["icd"],
+        normalisation="minus127",
+    )
     assert weights_normalisation(tmp_path / "backbone.pth", key="deeplab.normalisation.vgg16").name == "minus127"
     exported = VGG16DeepLab(width=options["model"]["width"], batch_norm=True)
     load_vgg16_weights(exported, tmp_path / "backbone.pth")
@@ -274,8 +381,9 @@ def test_distributed_training_with_two_processes(tiny_dataset, prepared, tmp_pat
     weights, shards = prepared
     dataset_file = tmp_path / "dataset.json"
     dataset_file.write_text(json.dumps(tiny_dataset))
-    result = run_under_torchrun(_train_command(dataset_file, shards, weights, tmp_path / "out", icd_options(epochs=1)),
-                                port=29517)
+    result = run_under_torchrun(
+        _train_command(dataset_file, shards, weights, tmp_path / "out", icd_options(epochs=1)), port=29517
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert len(history) == 1 and np.isfinite(history[0]["loss_total"])
@@ -298,14 +406,31 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False, **options)
     ids = tiny_dataset["splits"]["train_aug"]
     scores = [str(tmp_path / "scores.npz")]
-    infer_scores_shard(scores[0], ids, dataset=tiny_dataset, model_path=tmp_path / "model.pt",
-                       superpixel_shards=shards, model=options["model"], icd=options["icd"], normalisation="minus127",
-                       inference_size=65, progress=False)
-    rows, best = threshold_sweep(tiny_dataset, scores, shards, canvas=65, thresholds=[0.0, 0.3],
-                                 cam_backgrounds=[0.2, 0.4], progress=False)
+    infer_scores_shard(
+        scores[0],
+        ids,
+        dataset=tiny_dataset,
+        model_path=tmp_path / "model.pt",
+        superpixel_shards=shards,
+        model=options["model"],
+        icd=options["icd"],
+        normalisation="minus127",
+        inference_size=65,
+        progress=False,
+    )
+    rows, best = threshold_sweep(
+        tiny_dataset, scores, shards, canvas=65, thresholds=[0.0, 0.3], cam_backgrounds=[0.2, 0.4], progress=False
+    )
     assert {(r["table"], r["variant"], r["threshold"]) for r in rows} == {
-        (2, "cam", 0.0), (2, "cam", 0.3), (2, "icd", 0.0), (2, "icd", 0.3), ("cam sweep", "cam", 0.2),
-        ("cam sweep", "cam", 0.4), ("cam sweep", "cam_sp", 0.2), ("cam sweep", "cam_sp", 0.4)}
+        (2, "cam", 0.0),
+        (2, "cam", 0.3),
+        (2, "icd", 0.0),
+        (2, "icd", 0.3),
+        ("cam sweep", "cam", 0.2),
+        ("cam sweep", "cam", 0.4),
+        ("cam sweep", "cam_sp", 0.2),
+        ("cam sweep", "cam_sp", 0.4),
+    }
     for variant in ("cam", "cam_sp"):  # each baseline's own best threshold against the ground truth
         sweep = {r["threshold"]: r["miou"] for r in rows if r["table"] == "cam sweep" and r["variant"] == variant}
         assert best[variant] == max(sweep, key=sweep.get)
@@ -313,17 +438,29 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     parts = []
     for index in range(2):
         parts.append(str(tmp_path / f"seeds_{index}"))
-        generate_seed_shard(parts[-1], shard_ids(ids, index, 2), dataset=tiny_dataset, score_shards=scores,
-                            superpixel_shards=shards, canvas=65, threshold=0.0, cam_backgrounds=best,
-                            saliency_background=0.01, crf=crf, ablation_shards=scores, progress=False)
+        generate_seed_shard(
+            parts[-1],
+            shard_ids(ids, index, 2),
+            dataset=tiny_dataset,
+            score_shards=scores,
+            superpixel_shards=shards,
+            canvas=65,
+            threshold=0.0,
+            cam_backgrounds=best,
+            saliency_background=0.01,
+            crf=crf,
+            ablation_shards=scores,
+            progress=False,
+        )
     variants = seed_variants(saliency=True, ablation_network=True)
     collect_seed_shards(parts, tmp_path / "seeds", variants)
     for variant in variants:
         pngs = sorted((tmp_path / "seeds" / variant).glob("*.png"))
         assert [p.stem for p in pngs] == sorted(ids)
         assert read_mask(pngs[0]).shape == image_size(f"{tiny_dataset['voc_root']}/JPEGImages/{pngs[0].stem}.jpg")
-    table, per_class = evaluate_seed_folders(tiny_dataset, tmp_path / "seeds", dict.fromkeys(variants, 0.0),
-                                             progress=False)
+    table, per_class = evaluate_seed_folders(
+        tiny_dataset, tmp_path / "seeds", dict.fromkeys(variants, 0.0), progress=False
+    )
     assert [row["variant"] for row in table] == variants
     assert all(0 <= row["miou_strict"] <= row["miou"] <= 1 and 0 <= row["recall"] <= 1 for row in table)
     # Recall and precision recounted from the written PNGs and the GT (read with PIL, not icd's readers):
@@ -336,8 +473,8 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     for row in table:
         seeds = [np.asarray(Image.open(tmp_path / "seeds" / row["variant"] / f"{image_id}.png")) for image_id in ids]
         valid = sum(int((truth != 255).sum()) for truth in truths)
-        labelled = sum(int(((seed != 255) & (truth != 255)).sum()) for seed, truth in zip(seeds, truths))
-        right = sum(int(((seed == truth) & (truth != 255)).sum()) for seed, truth in zip(seeds, truths))
+        labelled = sum(int(((seed != 255) & (truth != 255)).sum()) for seed, truth in zip(seeds, truths, strict=True))
+        right = sum(int(((seed == truth) & (truth != 255)).sum()) for seed, truth in zip(seeds, truths, strict=True))
         assert row["recall"] == pytest.approx(labelled / valid), row["variant"]
         assert row["precision"] == pytest.approx(right / labelled), row["variant"]
     # The CRF's 0.1 rule leaves pixels at 255 on these seeds, so the recount above sees unlabelled pixels.
@@ -360,14 +497,34 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     try:
         Image.open(saliency).resize((7, 5)).save(saliency)
         with pytest.raises(DataError, match=rf"{ids[0]}.png: saliency map is 7x5 but its image is"):
-            generate_seed_shard(parts[0], shard_ids(ids, 0, 2), dataset=tiny_dataset, score_shards=scores,
-                                superpixel_shards=shards, canvas=65, threshold=0.0, cam_backgrounds=best,
-                                saliency_background=0.01, crf=crf, progress=False)
+            generate_seed_shard(
+                parts[0],
+                shard_ids(ids, 0, 2),
+                dataset=tiny_dataset,
+                score_shards=scores,
+                superpixel_shards=shards,
+                canvas=65,
+                threshold=0.0,
+                cam_backgrounds=best,
+                saliency_background=0.01,
+                crf=crf,
+                progress=False,
+            )
     finally:
         saliency.write_bytes(original)
     missing = tmp_path / "scores_missing.npz"
     with pytest.raises(DataError, match=rf"{missing}: unreadable shard .*rerun the step that writes it"):
-        generate_seed_shard(parts[0], shard_ids(ids, 0, 2), dataset=tiny_dataset, score_shards=[missing],
-                            superpixel_shards=shards, canvas=65, threshold=0.0, cam_backgrounds=best,
-                            saliency_background=0.01, crf=crf, progress=False)
+        generate_seed_shard(
+            parts[0],
+            shard_ids(ids, 0, 2),
+            dataset=tiny_dataset,
+            score_shards=[missing],
+            superpixel_shards=shards,
+            canvas=65,
+            threshold=0.0,
+            cam_backgrounds=best,
+            saliency_background=0.01,
+            crf=crf,
+            progress=False,
+        )
     assert (tmp_path / "seeds_0" / "icd").is_dir() and len(snapshot(tmp_path / "seeds")) == len(before) - 1

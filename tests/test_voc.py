@@ -42,7 +42,9 @@ def test_difficult_objects_dropped_unless_all_difficult(tmp_path):
 
 def test_deeplab_style_list_lines(voc_tree):
     list_file = voc_tree / "ImageSets" / "SegmentationAug" / "train_aug.txt"
-    list_file.write_text("/JPEGImages/a1.jpg /SegmentationClassAug/a1.png\n/JPEGImages/a2.jpg /SegmentationClassAug/a2.png\n")
+    list_file.write_text(
+        "/JPEGImages/a1.jpg /SegmentationClassAug/a1.png\n/JPEGImages/a2.jpg /SegmentationClassAug/a2.png\n"
+    )
     assert read_split(VOCPaths.create(voc_tree), "train_aug") == ["a1", "a2"]
 
 
@@ -62,19 +64,34 @@ MALFORMED = {
     "missing JPEGImages": (lambda r: (r / "JPEGImages").rename(r / "x"), "JPEGImages: directory not found"),
     "missing list": (lambda r: (r / "ImageSets/Segmentation/val.txt").unlink(), "val.txt: split list 'val' not found"),
     "empty list": (lambda r: (r / "ImageSets/Segmentation/test.txt").write_text("\n"), "split list 'test' is empty"),
-    "duplicate id": (lambda r: (r / "ImageSets/Segmentation/val.txt").write_text("v1\nv1\n"), "val.txt:2: id 'v1' is listed twice"),
+    "duplicate id": (
+        lambda r: (r / "ImageSets/Segmentation/val.txt").write_text("v1\nv1\n"),
+        "val.txt:2: id 'v1' is listed twice",
+    ),
     "id without jpeg": (lambda r: (r / "JPEGImages/v2.jpg").unlink(), "v2.jpg: image missing for id 'v2'"),
     "id without xml": (lambda r: (r / "Annotations/a3.xml").unlink(), "a3.xml: annotation missing for id 'a3'"),
     "truncated jpeg": (lambda r: _truncate(r / "JPEGImages/a2.jpg"), "a2.jpg: unreadable or truncated image"),
     "not a jpeg": (lambda r: (r / "JPEGImages/t1.jpg").write_bytes(b"hello"), "t1.jpg: unreadable or truncated image"),
-    "mask size": (lambda r: _resize_png(r / "SegmentationClassAug/a1.png"), "a1.png: mask is 20x30 (WxH) but its image is 40x30"),
+    "mask size": (
+        lambda r: _resize_png(r / "SegmentationClassAug/a1.png"),
+        "a1.png: mask is 20x30 (WxH) but its image is 40x30",
+    ),
     "val mask missing": (lambda r: (r / "SegmentationClass/v1.png").unlink(), "v1.png: ground-truth mask missing"),
-    "unknown class": (lambda r: write_annotation(r / "Annotations/a1.xml", [("unicorn", 0)]), "a1.xml: unknown class name 'unicorn'"),
-    "empty labels": (lambda r: write_annotation(r / "Annotations/a2.xml", []), "a2.xml: no object, so the image has an empty label set"),
+    "unknown class": (
+        lambda r: write_annotation(r / "Annotations/a1.xml", [("unicorn", 0)]),
+        "a1.xml: unknown class name 'unicorn'",
+    ),
+    "empty labels": (
+        lambda r: write_annotation(r / "Annotations/a2.xml", []),
+        "a2.xml: no object, so the image has an empty label set",
+    ),
     "malformed xml": (lambda r: (r / "Annotations/a3.xml").write_text("<annotation><object>"), "a3.xml: malformed XML"),
     "saliency size": (lambda r: _resize_png(r / "Saliency/a3.png"), "a3.png: saliency map is 20x30 (WxH)"),
     "saliency missing": (lambda r: (r / "Saliency/a2.png").unlink(), "a2.png: saliency map missing"),
-    "colour mask": (lambda r: Image.new("RGB", (40, 30)).save(r / "SegmentationClass/v2.png"), "v2.png: label mask has mode 'RGB'"),
+    "colour mask": (
+        lambda r: Image.new("RGB", (40, 30)).save(r / "SegmentationClass/v2.png"),
+        "v2.png: label mask has mode 'RGB'",
+    ),
 }
 
 
@@ -163,10 +180,9 @@ def test_atomic_writes_get_the_usual_permissions_and_replace_only_on_success(tmp
         with atomic_dir(tmp_path / "folder") as folder:
             (folder / "x").write_text("1")
         assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
-        with pytest.raises(RuntimeError):
-            with atomic_dir(tmp_path / "folder") as folder:
-                (folder / "y").write_text("2")
-                raise RuntimeError("interrupted")
+        with pytest.raises(RuntimeError), atomic_dir(tmp_path / "folder") as folder:
+            (folder / "y").write_text("2")
+            raise RuntimeError("interrupted")
         assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["x"]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "folder"]  # no temporaries left
     finally:

@@ -36,17 +36,39 @@ def test_default_target_builds_every_stage(finished_run):
     assert "model" in torch.load(results / "icd" / "model.pt", weights_only=True)
     table = (results / "tables" / "score_map_ap.csv").read_text().splitlines()
     assert table[0].startswith("scores,mAP") and [row.split(",")[0] for row in table[1:]] == [
-        "cam", "bottom_up", "refined", "adapted", "bottom_up_no_td", "refined_no_td"]
+        "cam",
+        "bottom_up",
+        "refined",
+        "adapted",
+        "bottom_up_no_td",
+        "refined_no_td",
+    ]
     seeds = (results / "tables" / "seeds.csv").read_text().splitlines()
     assert seeds[0] == "table,variant,threshold,miou,miou_strict,recall,precision"
     assert [row.split(",")[1] for row in seeds if row.startswith("3,")] == [
-        "cam", "cam_crf", "cam_sp", "icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_bottom_up_no_td",
-        "icd_refined_no_td", "icd_sal"]
+        "cam",
+        "cam_crf",
+        "cam_sp",
+        "icd_bottom_up",
+        "icd_refined",
+        "icd",
+        "icd_crf",
+        "icd_bottom_up_no_td",
+        "icd_refined_no_td",
+        "icd_sal",
+    ]
     assert set(json.loads((results / "seeds" / "cam_background.json").read_text())) == {"cam", "cam_sp"}
     assert len(list((results / "seeds" / "icd_crf").glob("*.png"))) == 16
     assert (results / "figures" / "seeds_fig4.png").stat().st_size > 10_000
-    for rule in ("synthesize_data", "validate_data", "pretrain_backbone", "measure_premise", "pretrain_resnet101",
-                 "train_icd", "train_icd_without_top_down"):
+    for rule in (
+        "synthesize_data",
+        "validate_data",
+        "pretrain_backbone",
+        "measure_premise",
+        "pretrain_resnet101",
+        "train_icd",
+        "train_icd_without_top_down",
+    ):
         assert (results / "logs" / f"{rule}.log").is_file()
     stand_in = json.loads((results / "pretrain" / "resnet101_metrics.json").read_text())
     assert [record["iteration"] for record in stand_in["history"]] == [1, 2]
@@ -63,21 +85,34 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
     dry = snakemake(finished_run, "-n", config=changed).stdout
     jobs = [line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()]
     assert {"train_icd", "train_icd_without_top_down"} <= set(jobs)
-    assert not {"superpixels", "pretrain_backbone", "pretrain_resnet101", "synthesize_data",
-                "validate_data"} & set(jobs)
+    assert not {"superpixels", "pretrain_backbone", "pretrain_resnet101", "synthesize_data", "validate_data"} & set(
+        jobs
+    )
 
 
 # A seed setting reruns exactly these jobs of the finished TINY run ({rule: jobs}, the dry run's "Job stats"): the
 # seed shards, what is made of the seeds (tables, figures; DeepLab trained on the ICD+CRF seeds with both backbones,
 # evaluated, tabled, drawn) and the default target. Nothing upstream of the seeds: superpixels, ICD, score maps,
 # Table 1 (score_map_ap), the CAM sweep; nor DeepLab's runs on ground truth.
-SEED_RERUNS = {"make_seeds": 2, "collect_seeds": 1, "seed_table": 1, "seed_figure": 1, "seed_iou_chart": 1,
-               "train_deeplab": 2, "predict_deeplab": 2, "evaluate_deeplab": 2, "segmentation_table": 1,
-               "deeplab_figure": 1, "all": 1}
+SEED_RERUNS = {
+    "make_seeds": 2,
+    "collect_seeds": 1,
+    "seed_table": 1,
+    "seed_figure": 1,
+    "seed_iou_chart": 1,
+    "train_deeplab": 2,
+    "predict_deeplab": 2,
+    "evaluate_deeplab": 2,
+    "segmentation_table": 1,
+    "deeplab_figure": 1,
+    "all": 1,
+}
 # name: (the setting, the seed folders whose PNGs it changes; the others must stay byte-identical)
 SEED_SETTINGS = {
-    "seeds.threshold": ({"seeds": {"threshold": 0.2}}, {"icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal",
-                                                        "icd_bottom_up_no_td", "icd_refined_no_td"}),
+    "seeds.threshold": (
+        {"seeds": {"threshold": 0.2}},
+        {"icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal", "icd_bottom_up_no_td", "icd_refined_no_td"},
+    ),
     "crf.min_probability": ({"crf": {"min_probability": 0.9}}, {"icd_crf", "cam_crf"}),
 }
 
@@ -104,14 +139,19 @@ def test_a_seed_setting_reruns_exactly_the_seeds_and_what_is_made_of_them(finish
     reasons = job_reasons(dry)
     assert len(reasons) == sum(SEED_RERUNS.values())
     assert sorted(rule for rule, reason in reasons if not reason.startswith("Input files updated by another job:")) == [
-        "make_seeds", "make_seeds"]
+        "make_seeds",
+        "make_seeds",
+    ]
     assert all(reason.startswith("Params have changed") for rule, reason in reasons if rule == "make_seeds")
 
 
 def seed_digests(seeds: Path) -> dict[str, dict[str, str]]:
     """{variant: {png: sha256}} of the collected seed folders."""
-    return {folder.name: {png.name: hashlib.sha256(png.read_bytes()).hexdigest() for png in folder.glob("*.png")}
-            for folder in seeds.iterdir() if folder.is_dir() and folder.name != "shards"}
+    return {
+        folder.name: {png.name: hashlib.sha256(png.read_bytes()).hexdigest() for png in folder.glob("*.png")}
+        for folder in seeds.iterdir()
+        if folder.is_dir() and folder.name != "shards"
+    }
 
 
 @pytest.mark.slow
@@ -128,7 +168,8 @@ def test_a_new_seed_threshold_and_crf_setting_reach_the_seeds(finished_run, tmp_
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         after = seed_digests(seeds)
         assert {variant: pngs.keys() for variant, pngs in after.items()} == {
-            variant: pngs.keys() for variant, pngs in before.items()}  # the same folders of the same images
+            variant: pngs.keys() for variant, pngs in before.items()
+        }  # the same folders of the same images
         changed = {variant for variant in after if after[variant] != before[variant]}
         assert changed == changing, name
 
@@ -143,6 +184,8 @@ def test_without_the_ablation_network_its_no_td_rows_are_absent(finished_run):
 
 
 def test_lint_is_clean():
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr

@@ -28,8 +28,16 @@ TINY = {
         "model": {"backbone": "vgg16_bn", "width": 0.0625},
         "superpixels": {"shards": 2, "feature_input_size": 65, "max_regions": 8},
         "icd": {"epochs": 2, "batch_size": 8, "crop_size": 48, "workers": 0},
-        "deeplab": {"width": 0.0625, "seeds": ["icd_crf"], "baselines": ["gt"], "iterations": 2, "batch_size": 2,
-                    "crop_size": 48, "checkpoint_interval": 2, "log_interval": 1},
+        "deeplab": {
+            "width": 0.0625,
+            "seeds": ["icd_crf"],
+            "baselines": ["gt"],
+            "iterations": 2,
+            "batch_size": 2,
+            "crop_size": 48,
+            "checkpoint_interval": 2,
+            "log_interval": 1,
+        },
     },
 }
 
@@ -37,15 +45,34 @@ TINY = {
 def snakemake(workdir: Path, *args: str, config: dict = TINY) -> subprocess.CompletedProcess:
     """Snakemake on the project's Snakefile in `workdir`, config.yaml overridden by `config` (workdir/tiny.yaml)."""
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "-s", str(PROJECT_ROOT / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(PROJECT_ROOT / "config.yaml"), str(workdir / "tiny.yaml"), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(PROJECT_ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(PROJECT_ROOT / "config.yaml"),
+        str(workdir / "tiny.yaml"),
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True)
 
 
 def run_under_torchrun(command: list[str], port: int) -> subprocess.CompletedProcess:
     """A `python -m <package> <verb> ...` command as 2 CPU processes under torchrun (gloo), one thread each."""
-    launched = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-                *command[1:]]
+    launched = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        *command[1:],
+    ]
     return subprocess.run(launched, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -74,8 +101,9 @@ def timeless(history: list[dict]) -> list[dict]:
     return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
 
 
-def assert_resumed_after(log_text: str, unit: str, checkpoint_step: int, history: list[dict],
-                         reference: list[dict]) -> None:
+def assert_resumed_after(
+    log_text: str, unit: str, checkpoint_step: int, history: list[dict], reference: list[dict]
+) -> None:
     """The process logged exactly the records after its checkpoint's step (0-based `checkpoint_step`), so it
     resumed: a restart from scratch, even a deterministic one, logs the first records again. Its whole
     history, the checkpoint's part included, equals the uninterrupted run's `reference`."""

@@ -87,7 +87,9 @@ class PixelAveragePrecision:
         self.positives = np.zeros((num_classes, self.BINS), np.int64)
         self.negatives = np.zeros((num_classes, self.BINS), np.int64)
 
-    def add(self, class_index: int, scores: np.ndarray, is_foreground: np.ndarray, valid: np.ndarray | None = None) -> None:
+    def add(
+        self, class_index: int, scores: np.ndarray, is_foreground: np.ndarray, valid: np.ndarray | None = None
+    ) -> None:
         """Add one image's pixels for a class present in it (`valid` masks out ignored pixels)."""
         keys = _float16_order_keys(scores).ravel()
         foreground = np.asarray(is_foreground, bool).ravel()
@@ -100,7 +102,7 @@ class PixelAveragePrecision:
     def per_class(self) -> np.ndarray:
         """AP per class (NaN where a class never had a positive pixel)."""
         result = np.full(len(self.positives), np.nan)
-        for index, (pos, neg) in enumerate(zip(self.positives, self.negatives)):
+        for index, (pos, neg) in enumerate(zip(self.positives, self.negatives, strict=True)):
             if pos.sum() == 0:
                 continue
             true_positive = np.cumsum(pos[::-1])

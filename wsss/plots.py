@@ -30,7 +30,7 @@ def _save(figure, out_path) -> None:
 
 def sign_flips(history: Sequence[Mapping]) -> list[int]:
     """Classes whose sign changed during each epoch; every sign starts at +1 (icd.model.SignFlip)."""
-    previous: Mapping[str, int] = {name: 1 for name in history[0]["sign"]} if history else {}
+    previous: Mapping[str, int] = dict.fromkeys(history[0]["sign"], 1) if history else {}
     flips = []
     for record in history:
         flips.append(sum(record["sign"][name] != previous[name] for name in record["sign"]))
@@ -48,8 +48,9 @@ def training_curves(out_path, history: Sequence[Mapping]) -> None:
     epochs = [record["epoch"] for record in history]
     figure, (losses, lr, flips) = plt.subplots(1, 3, figsize=(14, 3.8))
     for key in sorted(key for key in history[0] if key.startswith("loss_")):
-        losses.plot(epochs, [record[key] for record in history], marker="o", markersize=3,
-                    label=key.removeprefix("loss_"))
+        losses.plot(
+            epochs, [record[key] for record in history], marker="o", markersize=3, label=key.removeprefix("loss_")
+        )
     losses.set(title="losses (mean per batch)", xlabel="epoch")
     losses.legend(fontsize=8)
     lr.plot(epochs, [record["lr"] for record in history], marker="o", markersize=3, label="lr")
@@ -73,8 +74,12 @@ def per_class_iou_chart(out_path, per_class: Mapping[str, Mapping[str, float]]) 
     width = 0.8 / len(variants)
     figure, axis = plt.subplots(figsize=(max(8.0, 0.6 * len(classes) * len(variants) ** 0.5), 4))
     for index, variant in enumerate(variants):
-        axis.bar(positions + (index - (len(variants) - 1) / 2) * width,
-                 [per_class[variant][name] for name in classes], width, label=variant)
+        axis.bar(
+            positions + (index - (len(variants) - 1) / 2) * width,
+            [per_class[variant][name] for name in classes],
+            width,
+            label=variant,
+        )
     axis.set_xticks(positions, classes, rotation=45, ha="right")
     axis.set(ylabel="IoU", ylim=(0, 1), title="seed IoU per class on the training split")
     # Beside the axes: with the CAM baselines and both Table 3 readings there are up to 10 variants,

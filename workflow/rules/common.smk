@@ -15,8 +15,9 @@ RESULTS = f"results/{config['run']}"
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
 # DeepLab ResNet101 starts from the synthetic stand-in for ImageNet weights unless the user gives a file.
-RESNET101_STAND_IN = (SYNTHETIC and "resnet101" in config["deeplab"]["backbones"]
-                      and not config["deeplab"]["weights"]["resnet101"])
+RESNET101_STAND_IN = (
+    SYNTHETIC and "resnet101" in config["deeplab"]["backbones"] and not config["deeplab"]["weights"]["resnet101"]
+)
 check_data_roots(config)  # a missing dataset folder fails here, naming the key, not later as a missing input
 # The input normalisation of each backbone, decided by its weights (wsss.nets.normalisation): {"icd": ..., "deeplab":
 # {backbone: ...}}. A weights file of unknown normalisation fails here, naming the key to set.
@@ -75,8 +76,11 @@ def stage_targets(stage):
         "icd": [f"{RESULTS}/icd/model.pt", f"{RESULTS}/figures/icd_training.png"]
         + ([f"{RESULTS}/icd_without_top_down/model.pt"] if ABLATION_NETWORK else []),
         "scores": [f"{RESULTS}/tables/score_map_ap.csv"],
-        "seeds": [f"{RESULTS}/tables/seeds.csv", f"{RESULTS}/figures/seeds_fig4.png",
-                  f"{RESULTS}/figures/seeds_per_class_iou.png"],
+        "seeds": [
+            f"{RESULTS}/tables/seeds.csv",
+            f"{RESULTS}/figures/seeds_fig4.png",
+            f"{RESULTS}/figures/seeds_per_class_iou.png",
+        ],
     }[stage]
 
 
@@ -90,8 +94,11 @@ def all_targets():
 def backbone_options():
     """The ICD backbone's architecture and input normalisation, shared by every step that runs it."""
     model = config["model"]
-    return {"width": model["width"], "batch_norm": model["backbone"] == "vgg16_bn",
-            "normalisation": NORMALISATION["icd"]}
+    return {
+        "width": model["width"],
+        "batch_norm": model["backbone"] == "vgg16_bn",
+        "normalisation": NORMALISATION["icd"],
+    }
 
 
 def pretrain_options():
@@ -119,15 +126,22 @@ ICD_WITHOUT_TOP_DOWN = {**config["icd"], "top_down": False}
 
 def icd_training_options(icd):
     """`train-icd --options` for an ICD network with these `icd` settings (the full one or the ablation one)."""
-    return as_json({"model": config["model"], "icd": icd, "seed": config["seed"],
-                    "normalisation": NORMALISATION["icd"]})
+    return as_json(
+        {"model": config["model"], "icd": icd, "seed": config["seed"], "normalisation": NORMALISATION["icd"]}
+    )
 
 
 def score_inference_options(icd):
     """`scores --options` for the network trained with these `icd` settings."""
-    return as_json({"model": config["model"], "icd": icd, "normalisation": NORMALISATION["icd"],
-                    "inference_size": config["seeds"]["inference_size"],
-                    "inference_scale": config["seeds"]["inference_scale"]})
+    return as_json(
+        {
+            "model": config["model"],
+            "icd": icd,
+            "normalisation": NORMALISATION["icd"],
+            "inference_size": config["seeds"]["inference_size"],
+            "inference_scale": config["seeds"]["inference_scale"],
+        }
+    )
 
 
 def ablation_score_shards():
@@ -142,5 +156,6 @@ def ablation_scores_option(wildcards, input):
     return "--ablation-scores " + " ".join(map(shlex.quote, input.ablation)) if input.ablation else ""
 
 
-SEED_VARIANTS = seed_variants(saliency=dataset_roots()[2] is not None, ablation_network=ABLATION_NETWORK,
-                              top_down=config["icd"]["top_down"])
+SEED_VARIANTS = seed_variants(
+    saliency=dataset_roots()[2] is not None, ablation_network=ABLATION_NETWORK, top_down=config["icd"]["top_down"]
+)

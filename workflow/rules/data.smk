@@ -7,15 +7,15 @@ rule synthesize_data:
     output:
         root=directory(f"{RESULTS}/data/VOC2012"),
         stats=f"{RESULTS}/data/synthetic_stats.json",
-    params:
-        options=as_json(config["synthetic"]),
     log:
         f"{LOGS}/synthesize_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/synthesize_data.tsv"
-    threads: 1
     conda:
         "../../envs/data.yaml"
+    threads: 1
+    params:
+        options=as_json(config["synthetic"]),
     shell:
         "icd synthesize --out {output.root:q} --stats {output.stats:q} --options {params.options:q} > {log:q} 2>&1"
 
@@ -26,9 +26,12 @@ rule synthesize_data:
 DATASET_CHECK = {
     "roots": [root or "" for root in dataset_roots()],
     "splits": [config["data"][key] for key in ("train_split", "eval_split", "test_split")],
-    "weights": (f"--weights {shlex.quote(config['pretrain']['weights'])} --backbone "
-                + shlex.quote(as_json({key: backbone_options()[key] for key in ("width", "batch_norm")}))
-                if config["pretrain"]["weights"] else ""),
+    "weights": (
+        f"--weights {shlex.quote(config['pretrain']['weights'])} --backbone "
+        + shlex.quote(as_json({key: backbone_options()[key] for key in ("width", "batch_norm")}))
+        if config["pretrain"]["weights"]
+        else ""
+    ),
 }
 CHECKED_DATASET = f"{RESULTS}/data/checked/{hashlib.sha256(as_json(DATASET_CHECK).encode()).hexdigest()[:16]}.json"
 
@@ -39,15 +42,15 @@ rule validate_data:
         weights=config["pretrain"]["weights"] if config["pretrain"]["weights"] else [],
     output:
         temp(CHECKED_DATASET),
-    params:
-        **DATASET_CHECK,
     log:
         f"{LOGS}/validate_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/validate_data.tsv"
-    threads: 2
     conda:
         "../../envs/data.yaml"
+    threads: 2
+    params:
+        **DATASET_CHECK,
     shell:
         "icd validate-data --voc-root {params.roots[0]:q} --sbd-root {params.roots[1]:q}"
         " --saliency-root {params.roots[2]:q} --train-split {params.splits[0]:q}"
@@ -63,11 +66,11 @@ rule accept_data:
         rules.validate_data.output[0],
     output:
         f"{RESULTS}/data/dataset.json",
-    localrule: True
     log:
         f"{LOGS}/accept_data.log",
-    threads: 1
+    localrule: True
     conda:
         "../../envs/data.yaml"
+    threads: 1
     shell:
         "icd accept-data --candidate {input:q} --out {output:q} > {log:q} 2>&1"

@@ -13,10 +13,16 @@ DEEPLAB_TARGETS = deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT)
 # or the weights ICD started from, and ResNet101 the synthetic stand-in for ImageNet (real data requires
 # deeplab.weights.resnet101, see check_config).
 DEEPLAB_WEIGHTS = {
-    "vgg16": DEEPLAB["weights"]["vgg16"] if DEEPLAB["weights"]["vgg16"]
-    else rules.export_icd_backbone.output[0] if DEEPLAB["init_from_icd"] else backbone_weights(),
-    "resnet101": DEEPLAB["weights"]["resnet101"] if DEEPLAB["weights"]["resnet101"]
-    else rules.pretrain_resnet101.output.weights if RESNET101_STAND_IN else [],
+    "vgg16": (
+        DEEPLAB["weights"]["vgg16"]
+        if DEEPLAB["weights"]["vgg16"]
+        else rules.export_icd_backbone.output[0] if DEEPLAB["init_from_icd"] else backbone_weights()
+    ),
+    "resnet101": (
+        DEEPLAB["weights"]["resnet101"]
+        if DEEPLAB["weights"]["resnet101"]
+        else rules.pretrain_resnet101.output.weights if RESNET101_STAND_IN else []
+    ),
 }
 
 
@@ -34,23 +40,28 @@ rule train_deeplab:
     output:
         model=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/model.pt",
         history=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/history.json",
-    params:
-        options=lambda wildcards: as_json(
-            deeplab_plan.training_options(DEEPLAB, wildcards.backbone, backbone_options(), config["seed"],
-                                          NORMALISATION["deeplab"][wildcards.backbone])
-        ),
-        labels=lambda wildcards, input: f"--labels-root {shlex.quote(input.labels)}" if input.labels else "",
-        weights=lambda wildcards, input: f"--weights {shlex.quote(input.weights)}" if input.weights else "",
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
     log:
         f"{LOGS}/deeplab/train_{{backbone}}_{{seeds}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/deeplab/train_{{backbone}}_{{seeds}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: DEEPLAB["workers"] + 1
     resources:
         gpu=1 if not SYNTHETIC else 0,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        options=lambda wildcards: as_json(
+            deeplab_plan.training_options(
+                DEEPLAB,
+                wildcards.backbone,
+                backbone_options(),
+                config["seed"],
+                NORMALISATION["deeplab"][wildcards.backbone],
+            )
+        ),
+        labels=lambda wildcards, input: f"--labels-root {shlex.quote(input.labels)}" if input.labels else "",
+        weights=lambda wildcards, input: f"--weights {shlex.quote(input.weights)}" if input.weights else "",
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         "deeplab train --dataset {input.dataset:q} {params.labels} {params.weights} --backbone {wildcards.backbone}"
         " --options {params.options:q} --gpus {resources.gpu} --out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -65,17 +76,17 @@ rule predict_deeplab:
         eval=directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{EVAL_SPLIT}"),
         test=directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}"),
         tar=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}.tar",
-    params:
-        options=as_json(deeplab_plan.prediction_options(DEEPLAB)),
     log:
         f"{LOGS}/deeplab/predict_{{backbone}}_{{seeds}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/deeplab/predict_{{backbone}}_{{seeds}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         gpu=1 if not SYNTHETIC else 0,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        options=as_json(deeplab_plan.prediction_options(DEEPLAB)),
     shell:
         "deeplab predict --dataset {input.dataset:q} --model {input.model:q} --split eval --options {params.options:q}"
         " --gpus {resources.gpu} --out-dir {output.eval:q} > {log:q} 2>&1;"
@@ -90,13 +101,13 @@ rule evaluate_deeplab:
         data=dataset_inputs(),
     output:
         f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/evaluation.json",
-    params:
-        multiscale="--multiscale" if len(DEEPLAB["test_scales"]) > 1 or DEEPLAB["test_flip"] else "",
     log:
         f"{LOGS}/deeplab/evaluate_{{backbone}}_{{seeds}}.log",
-    threads: 1
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    params:
+        multiscale="--multiscale" if len(DEEPLAB["test_scales"]) > 1 or DEEPLAB["test_flip"] else "",
     shell:
         "deeplab evaluate --dataset {input.dataset:q} --predictions {input.predictions:q} --backbone {wildcards.backbone}"
         " --seeds {wildcards.seeds} {params.multiscale} --out {output:q} > {log:q} 2>&1"
@@ -107,14 +118,15 @@ rule segmentation_table:
         [f"{folder}/evaluation.json" for _, _, folder in DEEPLAB_RUNS],
     output:
         table=report(f"{RESULTS}/tables/segmentation.csv", caption="../report/deeplab_tables.rst", category="DeepLab"),
-        per_class=report(f"{RESULTS}/tables/segmentation_per_class.csv", caption="../report/deeplab_tables.rst",
-                         category="DeepLab"),
+        per_class=report(
+            f"{RESULTS}/tables/segmentation_per_class.csv", caption="../report/deeplab_tables.rst", category="DeepLab"
+        ),
         markdown=report(f"{RESULTS}/tables/segmentation.md", caption="../report/deeplab_tables.rst", category="DeepLab"),
     log:
         f"{LOGS}/segmentation_table.log",
-    threads: 1
     conda:
         "../../envs/torch.yaml"
+    threads: 1
     shell:
         "deeplab table --evaluations {input:q} --out {output.table:q} --per-class {output.per_class:q}"
         " --markdown {output.markdown:q} > {log:q} 2>&1"
@@ -127,15 +139,15 @@ rule deeplab_figure:
         data=dataset_inputs(),
     output:
         report(f"{RESULTS}/figures/deeplab_fig6.png", caption="../report/deeplab_fig6.rst", category="DeepLab"),
+    log:
+        f"{LOGS}/deeplab_figure.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
     params:
         # eval-split predictions after the CRF when it runs
         folders=[f"{folder}/{EVAL_SPLIT}/{'crf' if DEEPLAB['test_crf'] else 'raw'}" for _, _, folder in DEEPLAB_RUNS],
         titles=[f"{backbone} {seeds}" for backbone, seeds, _ in DEEPLAB_RUNS],
-    log:
-        f"{LOGS}/deeplab_figure.log",
-    threads: 1
-    conda:
-        "../../envs/torch.yaml"
     shell:
         "deeplab figure --dataset {input.dataset:q} --predictions {params.folders:q} --titles {params.titles:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -8,18 +8,18 @@ rule superpixels:
         data=dataset_inputs(),
     output:
         f"{RESULTS}/superpixels/shard_{{shard}}.npz",
-    params:
-        shards=config["superpixels"]["shards"],
-        options=as_json(superpixel_options()),
     log:
         f"{LOGS}/superpixels/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/superpixels/shard_{{shard}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         gpu=1 if not SYNTHETIC else 0,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        shards=config["superpixels"]["shards"],
+        options=as_json(superpixel_options()),
     shell:
         "icd superpixels --dataset {input.dataset:q} --weights {input.weights:q} --shard {wildcards.shard}"
         " --shards {params.shards} --options {params.options:q} --gpus {resources.gpu} --out {output:q} > {log:q} 2>&1"
@@ -34,18 +34,18 @@ rule train_icd:
     output:
         model=f"{RESULTS}/icd/model.pt",
         history=f"{RESULTS}/icd/history.json",
-    params:
-        options=icd_training_options(config["icd"]),
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
     log:
         f"{LOGS}/train_icd.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_icd.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         gpu=1 if not SYNTHETIC else 0,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        options=icd_training_options(config["icd"]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         "icd train-icd --dataset {input.dataset:q} --superpixels {input.superpixels:q} --weights {input.weights:q}"
         " --options {params.options:q} --gpus {resources.gpu} --out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -55,13 +55,13 @@ use rule train_icd as train_icd_without_top_down with:
     output:
         model=f"{RESULTS}/icd_without_top_down/model.pt",
         history=f"{RESULTS}/icd_without_top_down/history.json",
-    params:
-        options=icd_training_options(ICD_WITHOUT_TOP_DOWN),
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
     log:
         f"{LOGS}/train_icd_without_top_down.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_icd_without_top_down.tsv"
+    params:
+        options=icd_training_options(ICD_WITHOUT_TOP_DOWN),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
 
 
 rule training_curves:
@@ -71,9 +71,9 @@ rule training_curves:
         report(f"{RESULTS}/figures/icd_training.png", caption="../report/icd_training.rst", category="ICD"),
     log:
         f"{LOGS}/training_curves.log",
-    threads: 1
     conda:
         "../../envs/report.yaml"
+    threads: 1
     shell:
         "icd training-curves --history {input:q} --out {output:q} > {log:q} 2>&1"
 
@@ -83,12 +83,12 @@ rule export_icd_backbone:
         f"{RESULTS}/icd/model.pt",
     output:
         f"{RESULTS}/icd/backbone.pth",
-    params:
-        options=as_json({"model": config["model"], "icd": config["icd"], "normalisation": NORMALISATION["icd"]}),
     log:
         f"{LOGS}/export_icd_backbone.log",
-    threads: 1
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    params:
+        options=as_json({"model": config["model"], "icd": config["icd"], "normalisation": NORMALISATION["icd"]}),
     shell:
         "icd export-backbone --model {input:q} --options {params.options:q} --out {output:q} > {log:q} 2>&1"

@@ -6,15 +6,15 @@ rule pretrain_backbone:
     output:
         weights=f"{RESULTS}/pretrain/backbone.pth",
         metrics=f"{RESULTS}/pretrain/metrics.json",
-    params:
-        options=as_json(pretrain_options()),
     log:
         f"{LOGS}/pretrain_backbone.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_backbone.tsv"
-    threads: 2  # a small CPU job: the pretext network is tiny and the task synthetic-only
     conda:
         "../../envs/torch.yaml"
+    threads: 2  # a small CPU job: the pretext network is tiny and the task synthetic-only
+    params:
+        options=as_json(pretrain_options()),
     shell:
         "icd pretrain --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q} > {log:q} 2>&1"
 
@@ -26,16 +26,16 @@ rule measure_premise:
         data=dataset_inputs(),
     output:
         f"{RESULTS}/pretrain/premise.json",
-    params:
-        root=lambda wildcards, input: input.data[0],
-        options=as_json(backbone_options()),
     log:
         f"{LOGS}/measure_premise.log",
     benchmark:
         f"{RESULTS}/benchmarks/measure_premise.tsv"
-    threads: 2
     conda:
         "../../envs/torch.yaml"
+    threads: 2
+    params:
+        root=lambda wildcards, input: input.data[0],
+        options=as_json(backbone_options()),
     shell:
         "icd premise --weights {input.weights:q} --data-root {params.root:q} --options {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"
@@ -51,20 +51,25 @@ rule pretrain_resnet101:
     output:
         weights=f"{RESULTS}/pretrain/resnet101.pth",
         metrics=f"{RESULTS}/pretrain/resnet101_metrics.json",
-    params:
-        # a function: the normalisation exists only when DeepLab trains ResNet101, the only case this rule runs
-        options=lambda wildcards: as_json({**config["resnet_pretrain"], "width": config["deeplab"]["width"],
-                                           "seed": config["seed"],
-                                           "normalisation": NORMALISATION["deeplab"]["resnet101"]}),
     log:
         f"{LOGS}/pretrain_resnet101.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_resnet101.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: config["resnet_pretrain"]["workers"] + 1
     resources:
         gpu=0,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        # a function: the normalisation exists only when DeepLab trains ResNet101, the only case this rule runs
+        options=lambda wildcards: as_json(
+            {
+                **config["resnet_pretrain"],
+                "width": config["deeplab"]["width"],
+                "seed": config["seed"],
+                "normalisation": NORMALISATION["deeplab"]["resnet101"],
+            }
+        ),
     shell:
         "deeplab pretrain --dataset {input.dataset:q} --options {params.options:q} --out {output.weights:q}"
         " --metrics {output.metrics:q} --gpus {resources.gpu} > {log:q} 2>&1"

@@ -9,18 +9,18 @@ rule infer_scores:
         data=dataset_inputs(),
     output:
         f"{RESULTS}/scores/shard_{{shard}}.npz",
-    params:
-        shards=config["seeds"]["shards"],
-        options=score_inference_options(config["icd"]),
     log:
         f"{LOGS}/scores/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/scores/shard_{{shard}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         gpu=1 if not SYNTHETIC else 0,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        shards=config["seeds"]["shards"],
+        options=score_inference_options(config["icd"]),
     shell:
         "icd scores --dataset {input.dataset:q} --model {input.model:q} --superpixels {input.superpixels:q}"
         " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --gpus {resources.gpu}"
@@ -36,13 +36,13 @@ use rule infer_scores as infer_scores_without_top_down with:
         data=dataset_inputs(),
     output:
         f"{RESULTS}/scores_without_top_down/shard_{{shard}}.npz",
-    params:
-        shards=config["seeds"]["shards"],
-        options=score_inference_options(ICD_WITHOUT_TOP_DOWN),
     log:
         f"{LOGS}/scores_without_top_down/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/scores_without_top_down/shard_{{shard}}.tsv"
+    params:
+        shards=config["seeds"]["shards"],
+        options=score_inference_options(ICD_WITHOUT_TOP_DOWN),
 
 
 rule score_map_ap:
@@ -53,16 +53,16 @@ rule score_map_ap:
         data=dataset_inputs(),
     output:
         report(f"{RESULTS}/tables/score_map_ap.csv", caption="../report/score_map_ap.rst", category="ICD"),
-    params:
-        inference_size=config["seeds"]["inference_size"],
-        ablation=ablation_scores_option,
     log:
         f"{LOGS}/score_map_ap.log",
     benchmark:
         f"{RESULTS}/benchmarks/score_map_ap.tsv"
-    threads: 1
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    params:
+        inference_size=config["seeds"]["inference_size"],
+        ablation=ablation_scores_option,
     shell:
         "icd score-ap --dataset {input.dataset:q} --scores {input.scores:q}"
         " --inference-size {params.inference_size} {params.ablation} --out {output:q} > {log:q} 2>&1"

@@ -10,17 +10,21 @@ rule seed_sweep:
     output:
         table=f"{RESULTS}/tables/seed_thresholds.csv",
         choice=f"{RESULTS}/seeds/cam_background.json",
-    params:
-        options=as_json({"canvas": config["seeds"]["inference_size"],
-                         "thresholds": config["seeds"]["table_thresholds"],
-                         "cam_backgrounds": config["seeds"]["cam_backgrounds"]}),
     log:
         f"{LOGS}/seed_sweep.log",
     benchmark:
         f"{RESULTS}/benchmarks/seed_sweep.tsv"
-    threads: 1
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    params:
+        options=as_json(
+            {
+                "canvas": config["seeds"]["inference_size"],
+                "thresholds": config["seeds"]["table_thresholds"],
+                "cam_backgrounds": config["seeds"]["cam_backgrounds"],
+            }
+        ),
     shell:
         "icd seed-sweep --dataset {input.dataset:q} --scores {input.scores:q} --superpixels {input.superpixels:q}"
         " --options {params.options:q}"
@@ -37,18 +41,24 @@ rule make_seeds:
         data=dataset_inputs(),
     output:
         directory(f"{RESULTS}/seeds/shards/shard_{{shard}}"),
-    params:
-        shards=config["seeds"]["shards"],
-        ablation=ablation_scores_option,
-        options=as_json({"canvas": config["seeds"]["inference_size"], "threshold": config["seeds"]["threshold"],
-                         "saliency_background": config["seeds"]["saliency_background"], "crf": config["crf"]}),
     log:
         f"{LOGS}/seeds/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/seeds/shard_{{shard}}.tsv"
-    threads: 1
     conda:
         "../../envs/crf.yaml"
+    threads: 1
+    params:
+        shards=config["seeds"]["shards"],
+        ablation=ablation_scores_option,
+        options=as_json(
+            {
+                "canvas": config["seeds"]["inference_size"],
+                "threshold": config["seeds"]["threshold"],
+                "saliency_background": config["seeds"]["saliency_background"],
+                "crf": config["crf"],
+            }
+        ),
     shell:
         "icd seeds --dataset {input.dataset:q} --scores {input.scores:q} --superpixels {input.superpixels:q}"
         " --cam-background {input.cam_background:q} --shard {wildcards.shard} --shards {params.shards}"
@@ -62,14 +72,14 @@ rule collect_seeds:
         expand(f"{RESULTS}/seeds/shards/shard_{{shard}}", shard=range(config["seeds"]["shards"])),
     output:
         [directory(f"{RESULTS}/seeds/{variant}") for variant in SEED_VARIANTS],
+    log:
+        f"{LOGS}/collect_seeds.log",
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
     params:
         variants=SEED_VARIANTS,
         root=lambda wildcards, output: os.path.dirname(output[0]),
-    log:
-        f"{LOGS}/collect_seeds.log",
-    threads: 1
-    conda:
-        "../../envs/data.yaml"
     shell:
         "icd collect-seeds --shards {input:q} --variants {params.variants:q} --out-root {params.root:q} > {log:q} 2>&1"
 
@@ -83,19 +93,20 @@ rule seed_table:
         data=dataset_inputs(),
     output:
         table=report(f"{RESULTS}/tables/seeds.csv", caption="../report/seeds.rst", category="Seeds"),
-        per_class=report(f"{RESULTS}/tables/seeds_per_class.csv", caption="../report/seeds_per_class.rst",
-                          category="Seeds"),
-    params:
-        variants=SEED_VARIANTS,
-        threshold=config["seeds"]["threshold"],
-        root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
+        per_class=report(
+            f"{RESULTS}/tables/seeds_per_class.csv", caption="../report/seeds_per_class.rst", category="Seeds"
+        ),
     log:
         f"{LOGS}/seed_table.log",
     benchmark:
         f"{RESULTS}/benchmarks/seed_table.tsv"
-    threads: 1
     conda:
         "../../envs/torch.yaml"
+    threads: 1
+    params:
+        variants=SEED_VARIANTS,
+        threshold=config["seeds"]["threshold"],
+        root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
     shell:
         "icd seed-table --dataset {input.dataset:q} --seeds-root {params.root:q} --variants {params.variants:q}"
         " --threshold {params.threshold} --cam-background {input.cam_background:q} --sweep {input.sweep:q}"
@@ -110,14 +121,14 @@ rule seed_figure:
         data=dataset_inputs(),
     output:
         report(f"{RESULTS}/figures/seeds_fig4.png", caption="../report/seeds_fig4.rst", category="Seeds"),
+    log:
+        f"{LOGS}/seed_figure.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
     params:
         canvas=config["seeds"]["inference_size"],
         root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
-    log:
-        f"{LOGS}/seed_figure.log",
-    threads: 1
-    conda:
-        "../../envs/torch.yaml"
     shell:
         "icd seed-figure --dataset {input.dataset:q} --scores {input.scores:q} --seeds-root {params.root:q}"
         " --canvas {params.canvas} --out {output:q} > {log:q} 2>&1"
@@ -127,11 +138,13 @@ rule seed_iou_chart:
     input:
         f"{RESULTS}/tables/seeds_per_class.csv",
     output:
-        report(f"{RESULTS}/figures/seeds_per_class_iou.png", caption="../report/seeds_per_class_iou.rst", category="Seeds"),
+        report(
+            f"{RESULTS}/figures/seeds_per_class_iou.png", caption="../report/seeds_per_class_iou.rst", category="Seeds"
+        ),
     log:
         f"{LOGS}/seed_iou_chart.log",
-    threads: 1
     conda:
         "../../envs/report.yaml"
+    threads: 1
     shell:
         "icd seed-iou-chart --per-class {input:q} --out {output:q} > {log:q} 2>&1"

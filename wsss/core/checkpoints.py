@@ -1,11 +1,11 @@
 """Training checkpoints and processes, shared by the ICD and DeepLab trainers.
 
-A checkpoint holds the model, the optimiser, the history so far, the last finished step (an epoch
-for ICD, an iteration for DeepLab, stored under "epoch"), the input normalisation it is trained on
-(`wsss.nets.normalisation`), the fingerprint of the run's options and the content digest of each of its inputs (`wsss.core.digests`): a run resumes only from a checkpoint of the
-same configuration over the same input bytes, so changed settings, new seeds, new superpixels or a
-replaced weights file retrain from scratch instead of silently continuing another run. Under
-torchrun every process trains and rank 0 writes.
+A checkpoint holds the model, the optimiser, the history so far, the last finished step (an epoch for ICD, an iteration
+for DeepLab, stored under "epoch"), the input normalisation it is trained on (`wsss.nets.normalisation`), the
+fingerprint of the run's options and the content digest of each of its inputs (`wsss.core.digests`): a run resumes only
+from a checkpoint of the same configuration over the same input bytes, so changed settings, new seeds, new superpixels
+or a replaced weights file retrain from scratch instead of silently continuing another run. Under torchrun every process
+trains and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 def check_intervals(section: str, checkpoint_interval: int, log_interval: int) -> None:
     """A checkpoint must fall on a history record, or a resumed run could not rebuild its history."""
     if checkpoint_interval % log_interval:
-        raise ConfigError(f"{section}.checkpoint_interval {checkpoint_interval} is not a multiple of "
-                          f"{section}.log_interval {log_interval}: a resumed run could not rebuild the history. "
-                          "Make it a multiple.")
+        raise ConfigError(
+            f"{section}.checkpoint_interval {checkpoint_interval} is not a multiple of "
+            f"{section}.log_interval {log_interval}: a resumed run could not rebuild the history. "
+            "Make it a multiple."
+        )
 
 
 def fingerprint(options: dict) -> str:
@@ -58,8 +60,16 @@ def process_device(rank: int) -> torch.device:
     return device
 
 
-def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, history: list[dict], run_id: str,
-                    inputs: dict[str, str], normalisation: str) -> None:
+def save_checkpoint(
+    path: Path,
+    net: torch.nn.Module,
+    optimizer,
+    step: int,
+    history: list[dict],
+    run_id: str,
+    inputs: dict[str, str],
+    normalisation: str,
+) -> None:
     """Write the state after finished `step` atomically: a kill mid-write leaves the previous checkpoint.
 
     `inputs`: the content digest of each input, by name, so a rerun on other inputs never resumes it.
@@ -79,18 +89,34 @@ def save_checkpoint(path: Path, net: torch.nn.Module, optimizer, step: int, hist
         torch.save(state, tmp)
 
 
-def save_trained(out_dir: Path, net: torch.nn.Module, history: list[dict], run_id: str, inputs: dict[str, str],
-                 normalisation: str, **metadata: str) -> None:
+def save_trained(
+    out_dir: Path,
+    net: torch.nn.Module,
+    history: list[dict],
+    run_id: str,
+    inputs: dict[str, str],
+    normalisation: str,
+    **metadata: str,
+) -> None:
     """The finished run's `model.pt` (weights, `metadata` to rebuild the network, fingerprint and input
     digests: what it was trained from; the input `normalisation` it expects) and `history.json`."""
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"model": net.state_dict(), **metadata, "fingerprint": run_id, "inputs": inputs,
-                    "normalisation": normalisation}, tmp)
+        torch.save(
+            {
+                "model": net.state_dict(),
+                **metadata,
+                "fingerprint": run_id,
+                "inputs": inputs,
+                "normalisation": normalisation,
+            },
+            tmp,
+        )
     write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
 
 
-def resume(path: Path, run_id: str, inputs: dict[str, str], net: torch.nn.Module, optimizer,
-           device: torch.device, unit: str) -> tuple[list[dict], int]:
+def resume(
+    path: Path, run_id: str, inputs: dict[str, str], net: torch.nn.Module, optimizer, device: torch.device, unit: str
+) -> tuple[list[dict], int]:
     """Load `path` into `net` and `optimizer` if it exists and was written by run `run_id` from `inputs`.
 
     Returns (history so far, first step to run); ([], 0) without a usable checkpoint. A checkpoint of

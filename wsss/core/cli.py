@@ -28,8 +28,12 @@ def read_json(path: str | Path) -> dict:
 
 def add_gpus(verb: argparse.ArgumentParser) -> None:
     """The GPU count a step claims on a local node (its rule's `resources: gpu`); see wsss.core.devices."""
-    verb.add_argument("--gpus", type=int, help="claim this many free GPUs unless CUDA_VISIBLE_DEVICES is set "
-                      "(0: CPU only); without it, use whatever devices are visible")
+    verb.add_argument(
+        "--gpus",
+        type=int,
+        help="claim this many free GPUs unless CUDA_VISIBLE_DEVICES is set "
+        "(0: CPU only); without it, use whatever devices are visible",
+    )
 
 
 def run_verb(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:

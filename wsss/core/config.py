@@ -107,12 +107,16 @@ def _check_synthetic(config: dict) -> None:
     synthetic = config["synthetic"]
     strays = sorted(set(synthetic["context_classes"]) - set(synthetic["classes"]))
     if strays:
-        raise ConfigError(f"invalid configuration at 'synthetic.context_classes': {strays} not in synthetic.classes. "
-                          "A context class must be one of the generated classes.")
+        raise ConfigError(
+            f"invalid configuration at 'synthetic.context_classes': {strays} not in synthetic.classes. "
+            "A context class must be one of the generated classes."
+        )
     low, high = synthetic["objects_per_image"]
     if low > high or synthetic["min_size"] > synthetic["max_size"]:
-        raise ConfigError("invalid configuration at 'synthetic': objects_per_image and min_size/max_size must be "
-                          "[low, high] pairs with low <= high.")
+        raise ConfigError(
+            "invalid configuration at 'synthetic': objects_per_image and min_size/max_size must be "
+            "[low, high] pairs with low <= high."
+        )
 
 
 def _check_real_data(config: dict) -> None:
@@ -130,7 +134,7 @@ def _check_real_data(config: dict) -> None:
 _DATA_ROOT_FIXES = {
     "voc_root": "Set data.voc_root to the VOC2012 folder (JPEGImages/, Annotations/, ImageSets/).",
     "sbd_root": "Set data.sbd_root to the folder holding SegmentationClassAug/ and ImageSets/SegmentationAug/, "
-                "or leave it unset to read them from data.voc_root.",
+    "or leave it unset to read them from data.voc_root.",
     "saliency_root": "Set data.saliency_root to the folder of saliency PNGs, or null to skip the I+S seeds.",
 }
 

@@ -60,7 +60,7 @@ def default_lock_dir() -> Path:
 
 def _try_lock(path: Path):
     """The open lock file if this process got the exclusive lock, else None."""
-    handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+")
+    handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+")  # noqa: SIM115 (held while the GPU is claimed)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -106,8 +106,10 @@ def assign_local_gpus(count: int, *, lock_dir: str | os.PathLike | None = None, 
         log.info("no NVIDIA GPU found (nvidia-smi -L): running on the CPU")
         return
     if count > len(gpus):
-        raise ConfigError(f"--gpus {count}: this node has only {len(gpus)} GPU(s) ({', '.join(gpus)}). "
-                          "Lower the rule's `resources: gpu` or run on a bigger node.")
+        raise ConfigError(
+            f"--gpus {count}: this node has only {len(gpus)} GPU(s) ({', '.join(gpus)}). "
+            "Lower the rule's `resources: gpu` or run on a bigger node."
+        )
     lock_dir = Path(lock_dir) if lock_dir is not None else default_lock_dir()
     _open_lock_dir(lock_dir)
     waited = False
@@ -124,8 +126,9 @@ def assign_local_gpus(count: int, *, lock_dir: str | os.PathLike | None = None, 
         for _, handle in claimed:  # release a partial claim so two jobs never deadlock on halves
             handle.close()
         if not waited:
-            log.info("waiting for %d free GPU(s): all %d are claimed by other jobs (locks in %s)",
-                     count, len(gpus), lock_dir)
+            log.info(
+                "waiting for %d free GPU(s): all %d are claimed by other jobs (locks in %s)", count, len(gpus), lock_dir
+            )
             waited = True
         time.sleep(poll_seconds)
     _held.extend(handle for _, handle in claimed)

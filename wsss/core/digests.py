@@ -63,5 +63,8 @@ def training_inputs(dataset: dict, **others: str) -> dict[str, str]:
     ids and labels, and its images' bytes) and the digests of its `others` inputs, by name."""
     ids = dataset["splits"][dataset["roles"]["train"]]
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
-    return {"ids_and_labels": value_digest({"ids": ids, "labels": {i: dataset["labels"][i] for i in ids}}),
-            "images": files_digest(paths.image(image_id) for image_id in ids), **others}
+    return {
+        "ids_and_labels": value_digest({"ids": ids, "labels": {i: dataset["labels"][i] for i in ids}}),
+        "images": files_digest(paths.image(image_id) for image_id in ids),
+        **others,
+    }

@@ -36,7 +36,7 @@ def _temporary_prefix(parent: Path, name: str, suffix: str) -> str:
     another one sharing the folder, is never touched.
     """
     for leftover in parent.glob(f".{glob.escape(name)}.*{glob.escape(suffix)}"):
-        pid = leftover.name[len(name) + 2:].split(".", 1)[0]
+        pid = leftover.name[len(name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not _process_alive(int(pid)):
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -54,8 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = f".tmp{path.suffix}"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path.parent, path.stem, suffix),
-                               suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path.parent, path.stem, suffix), suffix=suffix)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -74,8 +73,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path.parent, path.name, ".tmp"),
-                                suffix=".tmp"))
+    tmp = Path(
+        tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path.parent, path.name, ".tmp"), suffix=".tmp")
+    )
     try:
         yield tmp
         os.chmod(tmp, _default_mode(directory=True))

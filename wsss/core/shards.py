@@ -22,7 +22,7 @@ def shard_ids(ids: Sequence[str], index: int, count: int) -> list[str]:
     if not 0 <= index < count:
         raise ValueError(f"shard index {index} outside 0..{count - 1}")
     bounds = np.linspace(0, len(ids), count + 1).round().astype(int)
-    return list(ids[bounds[index]:bounds[index + 1]])
+    return list(ids[bounds[index] : bounds[index + 1]])
 
 
 # np.savez_compressed stamps every member with the time of writing; a fixed stamp makes a shard's bytes a
@@ -32,13 +32,12 @@ MEMBER_DATE = (1980, 1, 1, 0, 0, 0)
 
 def save_shard(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """Write {id: array} as one compressed npz (np.load reads it as savez_compressed's), atomically."""
-    with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, array in arrays.items():
-                member = zipfile.ZipInfo(f"{name}.npy", date_time=MEMBER_DATE)
-                member.compress_type = zipfile.ZIP_DEFLATED
-                with archive.open(member, "w", force_zip64=True) as handle:
-                    np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=MEMBER_DATE)
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(member, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
 
 
 class ShardStore:
@@ -51,7 +50,9 @@ class ShardStore:
                 with zipfile.ZipFile(path) as archive:
                     names = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
             except (OSError, zipfile.BadZipFile) as exc:
-                raise DataError(f"{path}: unreadable shard ({exc}). Delete it and rerun the step that writes it.") from None
+                raise DataError(
+                    f"{path}: unreadable shard ({exc}). Delete it and rerun the step that writes it."
+                ) from None
             self._where.update(dict.fromkeys(names, path))
         self._open: dict[Path, np.lib.npyio.NpzFile] = {}
         self._pid = os.getpid()
@@ -67,8 +68,11 @@ class ShardStore:
 
     def __getitem__(self, image_id: str) -> np.ndarray:
         if image_id not in self._where:
-            raise DataError(f"no entry for image '{image_id}' in the shards ({sorted({str(p) for p in self._where.values()})[:3]}...). "
-                            "The shards were made for another image list: rerun the step that writes them.")
+            shards = sorted({str(path) for path in self._where.values()})[:3]
+            raise DataError(
+                f"no entry for image '{image_id}' in the shards ({shards}...). "
+                "The shards were made for another image list: rerun the step that writes them."
+            )
         if os.getpid() != self._pid:  # a forked data-loader worker must not share zip handles
             self._open, self._pid = {}, os.getpid()
         path = self._where[image_id]

@@ -24,8 +24,9 @@ import torch
 __all__ = ["LatticeFilter", "mean_field", "pixel_features", "spatial_filter"]
 
 
-def pixel_features(height: int, width: int, sxy: float, image: np.ndarray | None = None,
-                   srgb: float = 1.0) -> np.ndarray:
+def pixel_features(
+    height: int, width: int, sxy: float, image: np.ndarray | None = None, srgb: float = 1.0
+) -> np.ndarray:
     """d x N float32 features as DenseCRF2D builds them: (x, y) / sxy, then (r, g, b) / srgb if given."""
     ys, xs = np.divmod(np.arange(height * width, dtype=np.float32), np.float32(width))
     rows = [xs / np.float32(sxy), ys / np.float32(sxy)]
@@ -38,11 +39,11 @@ def _pack(columns: list[np.ndarray], margin: int) -> tuple[np.ndarray, np.ndarra
     """Integer columns (each N) -> one int64 per row, mixed radix over the observed ranges widened by
     `margin` (keys shifted by up to `margin` per coordinate pack linearly too). Returns (packed, radix)."""
     lows = [int(column.min()) - margin for column in columns]
-    spans = [int(column.max()) + margin - low + 1 for column, low in zip(columns, lows)]
+    spans = [int(column.max()) + margin - low + 1 for column, low in zip(columns, lows, strict=True)]
     if np.log2(np.asarray(spans, dtype=np.float64)).sum() > 62:
         raise ValueError(f"lattice key ranges {spans} are too wide to pack into int64")
     packed = np.zeros(columns[0].shape, dtype=np.int64)
-    for column, low, span in zip(columns[::-1], lows[::-1], spans[::-1]):
+    for column, low, span in zip(columns[::-1], lows[::-1], spans[::-1], strict=True):
         packed *= span
         packed += column
         packed -= low
@@ -89,7 +90,7 @@ def _simplices(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
             np.minimum(ordered[i], ordered[i + 1], out=ordered[i + 1])
             ordered[i] = larger
     barycentric = np.empty((n, d1), dtype=np.float32)
-    np.subtract(ordered[d - 1::-1], ordered[:0:-1], out=barycentric.T[1:])
+    np.subtract(ordered[d - 1 :: -1], ordered[:0:-1], out=barycentric.T[1:])
     np.subtract(ordered[d] + 1, ordered[0], out=barycentric.T[0])
     return down, rank, barycentric
 
@@ -107,8 +108,7 @@ def _vertices(down: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarra
     first[which] = np.arange(n)
     # Corner r: remainder-0 vertex + canonical[r, rank], canonical[r, k] = r, or r - (d+1) if k > d - r.
     corner = np.arange(d1)[:, None]
-    keys = [d1 * down[i, first].astype(np.int32) + corner - d1 * (rank[i, first] > d - corner)
-            for i in range(d)]
+    keys = [d1 * down[i, first].astype(np.int32) + corner - d1 * (rank[i, first] > d - corner) for i in range(d)]
     packed, radix = _pack(keys, margin=d1)
     vertex, vertex_keys = pandas.factorize(packed.reshape(-1))
     lookup = pandas.Index(vertex_keys)
@@ -126,8 +126,9 @@ def _vertices(down: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _torch_csr(matrix: scipy.sparse.csr_matrix) -> torch.Tensor:
     """Torch view of a scipy CSR matrix (torch's sparse products use MKL: several times faster than
     scipy's on one core); read-only arrays (a cached canvas) are copied, torch wants writable ones."""
-    indptr, indices, data = (torch.from_numpy(np.require(array, requirements="W"))
-                             for array in (matrix.indptr, matrix.indices, matrix.data))
+    indptr, indices, data = (
+        torch.from_numpy(np.require(array, requirements="W")) for array in (matrix.indptr, matrix.indices, matrix.data)
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(indptr, indices, data, size=matrix.shape, check_invariants=False)
@@ -151,11 +152,17 @@ class LatticeFilter:
         for axis, sides in enumerate(neighbours):
             present = sides < m
             columns = np.stack([own, *np.where(present, sides, own)], axis=1)
-            weights = np.stack([np.ones(m, dtype=np.float32), *np.where(present, np.float32(0.5), np.float32(0))],
-                               axis=1) * np.float32(alpha if axis == 0 else 1)
-            self._blurs.append(_torch_csr(scipy.sparse.csr_matrix(
-                (weights.reshape(-1), columns.reshape(-1), np.arange(0, 3 * m + 1, 3, dtype=np.int32)),
-                shape=(m, m))))
+            weights = np.stack(
+                [np.ones(m, dtype=np.float32), *np.where(present, np.float32(0.5), np.float32(0))], axis=1
+            ) * np.float32(alpha if axis == 0 else 1)
+            self._blurs.append(
+                _torch_csr(
+                    scipy.sparse.csr_matrix(
+                        (weights.reshape(-1), columns.reshape(-1), np.arange(0, 3 * m + 1, 3, dtype=np.int32)),
+                        shape=(m, m),
+                    )
+                )
+            )
         # Slice: N x M with the d+1 weights of each point; splat: its transpose (a linear-time conversion).
         rows = np.arange(0, n * d1 + 1, d1, dtype=np.int32)
         slicing = scipy.sparse.csr_matrix((barycentric.reshape(-1), corners.reshape(-1), rows), shape=(n, m))
@@ -163,8 +170,9 @@ class LatticeFilter:
         norm = 1.0 / np.sqrt(self._blur_and_slice(slicing.T @ np.ones(n, dtype=np.float32)) + 1e-20)  # D^-1/2
         # Fold D^-1/2 into the slice (per row = point; new values, the inputs stay untouched), then into
         # the splat by transposing.
-        slicing = scipy.sparse.csr_matrix(((barycentric * norm.astype(np.float32)[:, None]).reshape(-1),
-                                           corners.reshape(-1), rows), shape=(n, m))
+        slicing = scipy.sparse.csr_matrix(
+            ((barycentric * norm.astype(np.float32)[:, None]).reshape(-1), corners.reshape(-1), rows), shape=(n, m)
+        )
         self._slice = _torch_csr(slicing)
         splatting = slicing.T.tocsr()
         self._splat = _torch_csr(splatting)
@@ -185,8 +193,7 @@ class LatticeFilter:
     def _blur_and_slice(self, lattice: np.ndarray) -> np.ndarray:
         return (self._slice @ self._blur(torch.from_numpy(lattice.astype(np.float32))[:, None]))[:, 0].numpy()
 
-    def __call__(self, values: torch.Tensor, weight: float = 1.0, add_to: torch.Tensor | None = None
-                 ) -> torch.Tensor:
+    def __call__(self, values: torch.Tensor, weight: float = 1.0, add_to: torch.Tensor | None = None) -> torch.Tensor:
         """weight K~ values for N x C float32 values, added in place to `add_to` if given."""
         lattice = self._blur(self._splat @ values)
         if add_to is not None:
@@ -229,13 +236,19 @@ def spatial_filter(height: int, width: int, sxy: float) -> LatticeFilter:
     kept = np.flatnonzero(touched)
     renumber = np.full(total + 1, kept.size, dtype=np.int32)
     renumber[kept] = np.arange(kept.size, dtype=np.int32)
-    return LatticeFilter(np.take(renumber, corners),
-                         canvas_weights[:height, :width].reshape(-1, d1),
-                         renumber[canvas_neighbours[:, :, kept]])
+    return LatticeFilter(
+        np.take(renumber, corners),
+        canvas_weights[:height, :width].reshape(-1, d1),
+        renumber[canvas_neighbours[:, :, kept]],
+    )
 
 
-def mean_field(unary: np.ndarray, kernels: list[tuple[LatticeFilter, float]], iterations: int,
-               label_weights: np.ndarray | None = None) -> np.ndarray:
+def mean_field(
+    unary: np.ndarray,
+    kernels: list[tuple[LatticeFilter, float]],
+    iterations: int,
+    label_weights: np.ndarray | None = None,
+) -> np.ndarray:
     """Marginals Q (L x N float32) after `iterations` mean-field updates from Q = softmax(-unary).
 
     unary: L x N energies, L >= 2. Each update adds the message g_l sum_k w_k K~_k Q_l to label l's
@@ -244,10 +257,13 @@ def mean_field(unary: np.ndarray, kernels: list[tuple[LatticeFilter, float]], it
     """
     labels = unary.shape[0]
     if labels < 2 or not kernels:
-        raise ValueError(f"mean_field needs at least 2 labels and a kernel, got unary of shape {unary.shape} "
-                         f"and {len(kernels)} kernels")
-    scale = torch.ones(labels) if label_weights is None else torch.as_tensor(
-        np.asarray(label_weights, dtype=np.float32))
+        raise ValueError(
+            f"mean_field needs at least 2 labels and a kernel, got unary of shape {unary.shape} "
+            f"and {len(kernels)} kernels"
+        )
+    scale = (
+        torch.ones(labels) if label_weights is None else torch.as_tensor(np.asarray(label_weights, dtype=np.float32))
+    )
     base = torch.from_numpy(-np.asarray(unary, dtype=np.float32))  # a fresh array: safe to modify
     q = torch.softmax(base, dim=0)
     # Only the first L - 1 channels are filtered (F); the last label's message uses K~ Q_last =

@@ -29,8 +29,7 @@ def _check_inputs(image, seed) -> tuple[np.ndarray, np.ndarray]:
         )
     if seed.ndim != 2 or seed.shape != image.shape[:2]:
         raise ValueError(
-            f"seed must be an H x W label map of the image's size: image shape {image.shape}, "
-            f"seed shape {seed.shape}"
+            f"seed must be an H x W label map of the image's size: image shape {image.shape}, seed shape {seed.shape}"
         )
     if not np.issubdtype(seed.dtype, np.integer):
         raise ValueError(f"seed must hold integer labels, got dtype {seed.dtype}")
@@ -43,8 +42,9 @@ def _check_inputs(image, seed) -> tuple[np.ndarray, np.ndarray]:
     return np.require(image, requirements=["C", "W"]), seed.astype(np.uint8, copy=False)
 
 
-def pydensecrf_marginals(image, unary, compat_gaussian, compat_bilateral, *, gaussian_sxy, bilateral_sxy,
-                         bilateral_srgb, iterations) -> np.ndarray:
+def pydensecrf_marginals(
+    image, unary, compat_gaussian, compat_bilateral, *, gaussian_sxy, bilateral_sxy, bilateral_srgb, iterations
+) -> np.ndarray:
     """pydensecrf mean-field over `unary` (M x H*W) with Gaussian + bilateral Potts terms; Q as M x H x W float32.
 
     The reference engine: the official seed CRF and DeepLab's post-processing CRF both run it.
@@ -61,8 +61,19 @@ def pydensecrf_marginals(image, unary, compat_gaussian, compat_bilateral, *, gau
     return np.array(d.inference(int(iterations)), dtype=np.float32).reshape(m, h, w)
 
 
-def crf_official(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilateral_sxy,
-                 bilateral_srgb, bilateral_compat, iterations, min_probability) -> np.ndarray:
+def crf_official(
+    image,
+    seed,
+    *,
+    confidence,
+    gaussian_sxy,
+    gaussian_compat,
+    bilateral_sxy,
+    bilateral_srgb,
+    bilateral_compat,
+    iterations,
+    min_probability,
+) -> np.ndarray:
     """The official seed CRF (js-fan/ICD `run_icd.py` `_generate_seed`) over all 21 labels.
 
     image: H x W x 3 uint8 RGB; seed: H x W labels 0..20 or 255 (ignore: uniform unary).
@@ -78,16 +89,35 @@ def crf_official(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bila
     prob = prob[:NUM_CLASSES]
     prob /= prob.sum(axis=0, keepdims=True)
     unary = -np.log(np.maximum(prob, 1e-5))
-    q = pydensecrf_marginals(image, unary, gaussian_compat, bilateral_compat, gaussian_sxy=gaussian_sxy,
-                             bilateral_sxy=bilateral_sxy, bilateral_srgb=bilateral_srgb, iterations=iterations)
+    q = pydensecrf_marginals(
+        image,
+        unary,
+        gaussian_compat,
+        bilateral_compat,
+        gaussian_sxy=gaussian_sxy,
+        bilateral_sxy=bilateral_sxy,
+        bilateral_srgb=bilateral_srgb,
+        iterations=iterations,
+    )
     q /= q.sum(axis=0)
     out = q.argmax(axis=0).astype(np.uint8)
     out[q.max(axis=0) < min_probability] = IGNORE_LABEL
     return out
 
 
-def refine_seed(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilateral_sxy,
-                bilateral_srgb, bilateral_compat, iterations, min_probability) -> np.ndarray:
+def refine_seed(
+    image,
+    seed,
+    *,
+    confidence,
+    gaussian_sxy,
+    gaussian_compat,
+    bilateral_sxy,
+    bilateral_srgb,
+    bilateral_compat,
+    iterations,
+    min_probability,
+) -> np.ndarray:
     """Same labels as `crf_official`, with the CRF run over the P seeded labels + 1 channel (not 21).
 
     Why it is exact (up to float32 rounding): in the official unary each absent class a (A of them)
@@ -123,8 +153,10 @@ def refine_seed(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilat
     seed_prob = float(confidence)
     res_prob = (1.0 - seed_prob) / NUM_CLASSES
     seeded_sum, ignored_sum = seed_prob + (NUM_CLASSES - 1) * res_prob, NUM_CLASSES * res_prob
-    seeded, other, ignored = (-np.log(max(prob / total, 1e-5)) for prob, total in
-                              ((seed_prob, seeded_sum), (res_prob, seeded_sum), (res_prob, ignored_sum)))
+    seeded, other, ignored = (
+        -np.log(max(prob / total, 1e-5))
+        for prob, total in ((seed_prob, seeded_sum), (res_prob, seeded_sum), (res_prob, ignored_sum))
+    )
     rows = p + (a > 0)
     unary = np.empty((rows, n), dtype=np.float32)
     unary[:] = np.where(labelled, np.float32(other), np.float32(ignored))
@@ -138,9 +170,10 @@ def refine_seed(image, seed, *, confidence, gaussian_sxy, gaussian_compat, bilat
     if rows == 1:  # an all-255 seed: one channel, Q = 1 (every official marginal is 1/21)
         q = np.ones((1, h, w), dtype=np.float32)
     else:
-        kernels = [(spatial_filter(h, w, gaussian_sxy), gaussian_compat),
-                   (LatticeFilter.from_features(pixel_features(h, w, bilateral_sxy, image, bilateral_srgb)),
-                    bilateral_compat)]
+        kernels = [
+            (spatial_filter(h, w, gaussian_sxy), gaussian_compat),
+            (LatticeFilter.from_features(pixel_features(h, w, bilateral_sxy, image, bilateral_srgb)), bilateral_compat),
+        ]
         q = mean_field(unary, kernels, iterations, label_weights=group).reshape(rows, h, w)
     if p:  # argmax over the present labels, the first on ties (numpy's argmax along axis 0 is slow)
         best, best_q = np.zeros((h, w), dtype=np.intp), q[0].copy()

@@ -6,10 +6,26 @@ import numpy as np
 
 VOC_CLASSES: tuple[str, ...] = (
     "background",
-    "aeroplane", "bicycle", "bird", "boat", "bottle",
-    "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person",
-    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 FOREGROUND_CLASSES: tuple[str, ...] = VOC_CLASSES[1:]
 NUM_CLASSES = len(VOC_CLASSES)  # 21, background included

@@ -40,11 +40,26 @@ _SALIENCY_FALSE_PROBABILITY = 0.35  # per image: a false-positive blob in the ba
 
 # Background context of each VOC class (used for the configured `context_classes` only).
 _CONTEXT_KIND = {
-    "aeroplane": "sky", "bird": "sky", "boat": "water", "train": "rails",
-    "bicycle": "road", "bus": "road", "car": "road", "motorbike": "road",
-    "cow": "grass", "dog": "grass", "horse": "grass", "person": "grass", "sheep": "grass",
-    "bottle": "floor", "cat": "floor", "chair": "floor", "diningtable": "floor",
-    "pottedplant": "floor", "sofa": "floor", "tvmonitor": "floor",
+    "aeroplane": "sky",
+    "bird": "sky",
+    "boat": "water",
+    "train": "rails",
+    "bicycle": "road",
+    "bus": "road",
+    "car": "road",
+    "motorbike": "road",
+    "cow": "grass",
+    "dog": "grass",
+    "horse": "grass",
+    "person": "grass",
+    "sheep": "grass",
+    "bottle": "floor",
+    "cat": "floor",
+    "chair": "floor",
+    "diningtable": "floor",
+    "pottedplant": "floor",
+    "sofa": "floor",
+    "tvmonitor": "floor",
 }
 
 
@@ -370,7 +385,7 @@ def _annotation_xml(image_id: str, objects: list[_Object], instances: np.ndarray
             f"<xmax>{xs.max() + 1}</xmax><ymax>{ys.max() + 1}</ymax></bndbox>",
             "\t</object>",
         ]
-    return "\n".join(lines + ["</annotation>"]) + "\n"
+    return "\n".join([*lines, "</annotation>"]) + "\n"
 
 
 # ----------------------------------------------------------------------------- one image
@@ -533,14 +548,16 @@ def generate_dataset(
     o["classes"], o["context_classes"] = list(classes), list(context_classes)
     o["objects_per_image"] = tuple(int(v) for v in objects_per_image)
     _validate(o)
-    ids = {split: _split_ids(split, n) for split, n in zip(SPLITS, (num_train, num_val, num_test))}
+    ids = {split: _split_ids(split, n) for split, n in zip(SPLITS, (num_train, num_val, num_test), strict=True)}
     ids["train_aug"], ids["train"] = ids["train"], ids["train"][: round(train_gt_fraction * num_train)]
     segmented = set(ids["train"]) | set(ids["val"])
 
     records = []
     bar = tqdm(total=num_train + num_val + num_test, desc="synthetic VOC", disable=not progress)
     with atomic_dir(root) as tmp, bar:
-        for code, (split, split_ids) in enumerate(zip(SPLITS, (ids["train_aug"], ids["val"], ids["test"]))):
+        for code, (split, split_ids) in enumerate(
+            zip(SPLITS, (ids["train_aug"], ids["val"], ids["test"]), strict=True)
+        ):
             for index, image_id in enumerate(split_ids):
                 rng = np.random.default_rng([seed, code, index])
                 sample = _render(rng, o)

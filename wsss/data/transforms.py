@@ -35,7 +35,7 @@ def pad_to(array: np.ndarray, height: int, width: int, value) -> np.ndarray:
         return array
     padded = np.empty((array.shape[0] + pad_h, array.shape[1] + pad_w, *array.shape[2:]), array.dtype)
     padded[:] = value
-    padded[:array.shape[0], :array.shape[1]] = array
+    padded[: array.shape[0], : array.shape[1]] = array
     return padded
 
 

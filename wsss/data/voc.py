@@ -35,7 +35,7 @@ class VOCPaths:
     saliency_root: Path | None = None
 
     @classmethod
-    def create(cls, voc_root, sbd_root=None, saliency_root=None) -> "VOCPaths":
+    def create(cls, voc_root, sbd_root=None, saliency_root=None) -> VOCPaths:
         voc_root = Path(voc_root)
         return cls(voc_root, Path(sbd_root) if sbd_root else voc_root, Path(saliency_root) if saliency_root else None)
 
@@ -187,8 +187,10 @@ def validate_dataset(
     labels: dict[str, list[int]] = {}
     for image_id in splits["train"]:
         if not paths.annotation(image_id).is_file():
-            problems.append(f"{paths.annotation(image_id)}: annotation missing for id '{image_id}' of '{roles.train}'. "
-                            "Add the XML or remove the id from the split list.")
+            problems.append(
+                f"{paths.annotation(image_id)}: annotation missing for id '{image_id}' of '{roles.train}'. "
+                "Add the XML or remove the id from the split list."
+            )
             continue
         try:
             found = parse_annotation(paths.annotation(image_id))
@@ -196,13 +198,17 @@ def validate_dataset(
             problems.append(str(exc))
             continue
         if not found:
-            problems.append(f"{paths.annotation(image_id)}: no object, so the image has an empty label set; "
-                            f"weak supervision needs at least one class. Remove '{image_id}' from '{roles.train}'.")
+            problems.append(
+                f"{paths.annotation(image_id)}: no object, so the image has an empty label set; "
+                f"weak supervision needs at least one class. Remove '{image_id}' from '{roles.train}'."
+            )
         labels[image_id] = list(found)
 
     all_ids = sorted(set().union(*splits.values()))
     missing = [paths.image(i) for i in all_ids if not paths.image(i).is_file()]
-    problems += [f"{p}: image missing for id '{p.stem}'. Add the JPEG or remove the id from its split list." for p in missing]
+    problems += [
+        f"{p}: image missing for id '{p.stem}'. Add the JPEG or remove the id from its split list." for p in missing
+    ]
     to_decode = [paths.image(i) for i in all_ids if paths.image(i).is_file()]
     problems += [p for p in _map(_check_image, to_decode, workers, progress, "decode images") if p]
 
@@ -219,8 +225,9 @@ def validate_dataset(
             if not saliency.is_file():
                 problems.append(f"{saliency}: saliency map missing. Add it or unset data.saliency_root.")
             elif paths.image(image_id).is_file():
-                problem = _check_same_size(paths.image(image_id), saliency, "saliency map",
-                                           "Resize the saliency maps to their images' sizes.")
+                problem = _check_same_size(
+                    paths.image(image_id), saliency, "saliency map", "Resize the saliency maps to their images' sizes."
+                )
                 if problem:
                     problems.append(problem)
 

@@ -22,7 +22,24 @@ from wsss.nets.normalisation import load_weights_file, with_record
 
 # torchvision's VGG16 configuration ("D"): channel counts, "M" = max pool.
 VGG16_CFG: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
 )
 FEATURE_KEYS: tuple[str, ...] = ("conv4", "conv5", "pool5", "fc6", "fc7")
 IMAGENET_FC_CHANNELS = 4096
@@ -36,7 +53,7 @@ def default_device() -> torch.device:
 
 def scaled(channels: int, width: float) -> int:
     """Channel count at a width multiplier: max(1, round(channels * width))."""
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 class VGG16DeepLab(nn.Module):

@@ -71,7 +71,9 @@ class Normalisation:
         import torch
 
         if not isinstance(images, torch.Tensor):
-            images = torch.from_numpy(np.array(images, dtype=np.uint8))  # a writable copy: torch refuses read-only views
+            images = torch.from_numpy(
+                np.array(images, dtype=np.uint8)
+            )  # a writable copy: torch refuses read-only views
         x = images.permute(0, 3, 1, 2).float()
         if self.channels == "BGR":
             x = x.flip(1)
@@ -89,16 +91,28 @@ NORMALISATIONS: dict[str, Normalisation] = {
     # Computed as (x - 255 m) / (255 s) on 0..255: algebraically ToTensor's x / 255 then Normalize(m, s), equal to
     # float32 rounding, and the exact arithmetic the ResNet101 stand-in has always been trained with.
     "torchvision": Normalisation(
-        "torchvision", "RGB", tuple(255.0 * m for m in IMAGENET_MEAN), tuple(255.0 * s for s in IMAGENET_STD),
+        "torchvision",
+        "RGB",
+        tuple(255.0 * m for m in IMAGENET_MEAN),
+        tuple(255.0 * s for s in IMAGENET_STD),
         "torchvision's ImageNet files (vgg16-397923af.pth, resnet101-63fe2227.pth): RGB / 255, minus mean "
-        "(0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225)"),
+        "(0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225)",
+    ),
     "caffe": Normalisation(
-        "caffe", "BGR", CAFFE_BGR_MEAN, (1.0, 1.0, 1.0),
+        "caffe",
+        "BGR",
+        CAFFE_BGR_MEAN,
+        (1.0, 1.0, 1.0),
         "Caffe VGG16 converted to PyTorch (DeepLab's vgg16_20M): BGR on 0..255 minus (104.008, 116.669, 122.675), "
-        "no scaling"),
+        "no scaling",
+    ),
     "minus127": Normalisation(
-        "minus127", "RGB", (127.0, 127.0, 127.0), (1.0, 1.0, 1.0),
-        "the official ICD input (run_icd.py): RGB on 0..255 minus 127"),
+        "minus127",
+        "RGB",
+        (127.0, 127.0, 127.0),
+        (1.0, 1.0, 1.0),
+        "the official ICD input (run_icd.py): RGB on 0..255 minus 127",
+    ),
 }
 # The values of a normalisation setting: `auto` asks the weights file.
 SETTINGS = ("auto", *NORMALISATIONS)
@@ -119,8 +133,9 @@ def named(name: str, source: str = "the normalisation setting") -> Normalisation
     try:
         return NORMALISATIONS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"{source}: unknown input normalisation {name!r}; choose one of "
-                          f"{', '.join(NORMALISATIONS)}.") from None
+        raise ConfigError(
+            f"{source}: unknown input normalisation {name!r}; choose one of {', '.join(NORMALISATIONS)}."
+        ) from None
 
 
 def from_scratch(setting: str, backbone: str) -> Normalisation:
@@ -146,8 +161,10 @@ def load_weights_file(path: str | os.PathLike, name: str | None = None, *, mmap:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ConfigError(f"{name}: weights file not found. Check pretrain.weights / deeplab.weights (or rerun the "
-                          "step that writes it).") from None
+        raise ConfigError(
+            f"{name}: weights file not found. Check pretrain.weights / deeplab.weights (or rerun the "
+            "step that writes it)."
+        ) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
@@ -206,7 +223,8 @@ def weights_normalisation(weights: str | os.PathLike | Mapping, setting: str = "
             raise ConfigError(
                 f"invalid configuration at '{key}': {source} records that its weights were trained with the "
                 f"{recorded} input normalisation, but {key} is {setting}. Set {key}: auto (or {recorded}); other "
-                "input needs other weights.")
+                "input needs other weights."
+            )
         return named(recorded)
     if setting != "auto":
         return named(setting)
@@ -225,25 +243,31 @@ def weights_normalisation(weights: str | os.PathLike | Mapping, setting: str = "
 def trained_normalisation(saved: Mapping, path) -> Normalisation:
     """The normalisation a training file (`checkpoint.pt`/`model.pt` of ICD or DeepLab) records."""
     if not isinstance(saved.get("normalisation"), str):
-        raise ConfigError(f"{path}: records no input normalisation (written before the pipeline recorded it). "
-                          "Retrain it: delete the file and rerun its step.")
+        raise ConfigError(
+            f"{path}: records no input normalisation (written before the pipeline recorded it). "
+            "Retrain it: delete the file and rerun its step."
+        )
     return named(saved["normalisation"], f"{path} (its recorded normalisation)")
 
 
 def _agreeing(name: str, setting: str, key: str, weights_key: str, source: str) -> str:
     """`name`, the normalisation of a file the pipeline makes; a ConfigError if an explicit `setting` differs."""
     if setting not in ("auto", name):
-        raise ConfigError(f"invalid configuration at '{key}': it is {setting}, but {weights_key} is not set and "
-                          f"{source}, trained with the {name} input normalisation. {key} describes the file "
-                          f"{weights_key} names: set {key}: auto, or give that file.")
+        raise ConfigError(
+            f"invalid configuration at '{key}': it is {setting}, but {weights_key} is not set and "
+            f"{source}, trained with the {name} input normalisation. {key} describes the file "
+            f"{weights_key} names: set {key}: auto, or give that file."
+        )
     return name
 
 
 def _user_file(weights_key: str, path: str, setting: str, key: str) -> str:
     """The normalisation of a weights file the config names; a missing file fails naming `weights_key`."""
     if not Path(path).is_file():
-        raise ConfigError(f"invalid configuration at '{weights_key}': the weights file {path} does not exist. "
-                          f"Set {weights_key} to the backbone weights file.")
+        raise ConfigError(
+            f"invalid configuration at '{weights_key}': the weights file {path} does not exist. "
+            f"Set {weights_key} to the backbone weights file."
+        )
     return weights_normalisation(path, setting, key=key).name
 
 
@@ -270,8 +294,11 @@ def backbone_normalisations(config: dict) -> dict:
         if path:
             chosen[backbone] = _user_file(f"deeplab.weights.{backbone}", path, setting, key)
         elif backbone == "vgg16":  # the trained ICD backbone (init_from_icd) or the weights ICD started from
-            source = ("DeepLab VGG16 starts from the trained ICD backbone" if deeplab["init_from_icd"]
-                      else "DeepLab VGG16 starts from the weights ICD starts from")
+            source = (
+                "DeepLab VGG16 starts from the trained ICD backbone"
+                if deeplab["init_from_icd"]
+                else "DeepLab VGG16 starts from the weights ICD starts from"
+            )
             chosen[backbone] = _agreeing(icd, setting, key, "deeplab.weights.vgg16", source)
         else:  # the synthetic ResNet101 stand-in, trained from scratch (real data requires a file: deeplab.workflow)
             chosen[backbone] = from_scratch(setting, backbone).name

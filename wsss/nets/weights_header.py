@@ -88,8 +88,18 @@ def read_header(path: str | os.PathLike) -> Mapping | None:
     file is not a plain state dict of tensors in torch's zip or pre-1.6 format (or cannot be read)."""
     try:
         state = _from_zip(path) if zipfile.is_zipfile(path) else _from_legacy(path)
-    except (_NotAStateDict, pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, zipfile.BadZipFile):
+    except (
+        _NotAStateDict,
+        pickle.UnpicklingError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        zipfile.BadZipFile,
+    ):
         return None
     if not isinstance(state, Mapping) or not all(isinstance(value, TensorPlaceholder) for value in state.values()):
         return None

@@ -15,18 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.workflow_helpers import TINY, snakemake
+from tests.workflow_helpers import TINY, differing_weights, snakemake, trained_weights
 
 RUN = "results/tiny"
 ICD_NETWORKS = ("icd", "icd_without_top_down")
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
-
-
-def same(first: dict, second: dict) -> bool:
-    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
 
 
 def run(workdir: Path, config: dict, *targets: str) -> None:
@@ -54,7 +46,7 @@ def test_a_seed_threshold_change_retrains_deeplab_from_scratch_on_the_new_seeds(
     workdir = copy_run(finished_run, tmp_path / "run")
     trained = {backbone: f"{RUN}/deeplab/{backbone}/icd_crf" for backbone in ("vgg16", "resnet101")}
     ground_truth = [f"{RUN}/deeplab/{backbone}/gt/model.pt" for backbone in ("vgg16", "resnet101")]
-    before = {backbone: weights(workdir / folder / "model.pt") for backbone, folder in trained.items()}
+    before = {backbone: trained_weights(workdir / folder / "model.pt") for backbone, folder in trained.items()}
     untouched = {path: (workdir / path).read_bytes() for path in ground_truth}
     seeds_before = {path.name: path.read_bytes() for path in (workdir / RUN / "seeds" / "icd_crf").iterdir()}
     config = {**TINY, "seeds": {"threshold": 0.2}}
@@ -73,9 +65,9 @@ def test_a_seed_threshold_change_retrains_deeplab_from_scratch_on_the_new_seeds(
         log = (workdir / RUN / "logs" / "deeplab" / f"train_{backbone}_icd_crf.log").read_text()
         assert "checkpoint.pt was trained on other inputs (changed: labels); training from scratch" in log
         assert "resuming" not in log
-        after = weights(workdir / folder / "model.pt")
-        assert not same(after, before[backbone]), backbone
-        assert same(after, weights(reference / folder / "model.pt")), backbone
+        after = trained_weights(workdir / folder / "model.pt")
+        assert differing_weights(after, before[backbone]), backbone
+        assert not differing_weights(after, trained_weights(reference / folder / "model.pt")), backbone
     # Ground truth cannot change with a seed threshold: those networks are not retrained at all.
     assert {path: (workdir / path).read_bytes() for path in ground_truth} == untouched
     assert not (workdir / RUN / "logs" / "deeplab" / "train_vgg16_gt.log").read_text().count("other inputs")
@@ -84,7 +76,7 @@ def test_a_seed_threshold_change_retrains_deeplab_from_scratch_on_the_new_seeds(
 @pytest.mark.slow
 def test_a_superpixel_change_retrains_both_icd_networks_from_scratch(finished_run, tmp_path):
     workdir = copy_run(finished_run, tmp_path / "run")
-    before = {name: weights(workdir / RUN / name / "model.pt") for name in ICD_NETWORKS}
+    before = {name: trained_weights(workdir / RUN / name / "model.pt") for name in ICD_NETWORKS}
     config = copy.deepcopy(TINY)
     config["synthetic_overrides"]["superpixels"]["max_regions"] = 4
     targets = [f"{RUN}/{name}/model.pt" for name in ICD_NETWORKS]
@@ -94,10 +86,10 @@ def test_a_superpixel_change_retrains_both_icd_networks_from_scratch(finished_ru
     for name, log_name in zip(ICD_NETWORKS, ("train_icd", "train_icd_without_top_down"), strict=True):
         log = (workdir / RUN / "logs" / f"{log_name}.log").read_text()
         assert "checkpoint.pt was trained on other inputs (changed: superpixels); training from scratch" in log
-        after = weights(workdir / RUN / name / "model.pt")
-        assert same(after, weights(reference / RUN / name / "model.pt")), name
+        after = trained_weights(workdir / RUN / name / "model.pt")
+        assert not differing_weights(after, trained_weights(reference / RUN / name / "model.pt")), name
     # Superpixels shape only the top-down target: the ablation network (no top-down) may come out the same.
-    assert not same(weights(workdir / RUN / "icd" / "model.pt"), before["icd"])
+    assert differing_weights(trained_weights(workdir / RUN / "icd" / "model.pt"), before["icd"])
 
 
 @pytest.mark.slow
@@ -109,7 +101,7 @@ def test_a_weights_file_replaced_at_the_same_path_retrains_icd_from_scratch(fini
     config = {**TINY, "pretrain": {**TINY["pretrain"], "weights": str(user_weights), "normalisation": "minus127"}}
     target = f"{RUN}/icd/model.pt"
     run(workdir, config, target)
-    before = weights(workdir / target)
+    before = trained_weights(workdir / target)
 
     state = torch.load(user_weights, weights_only=True)  # the user downloads other weights to the same path
     torch.save(
@@ -118,7 +110,7 @@ def test_a_weights_file_replaced_at_the_same_path_retrains_icd_from_scratch(fini
     run(workdir, config, target)
     log = (workdir / RUN / "logs" / "train_icd.log").read_text()
     assert "checkpoint.pt was trained on other inputs (changed: " in log and "weights); training from scratch" in log
-    after = weights(workdir / target)
-    assert not same(after, before)
+    after = trained_weights(workdir / target)
+    assert differing_weights(after, before)
     reference = from_scratch(workdir, tmp_path / "scratch", config, [f"{RUN}/icd"], [target])
-    assert same(after, weights(reference / target))
+    assert not differing_weights(after, trained_weights(reference / target))

@@ -15,7 +15,13 @@ import torch
 
 from icd.superpixels import compute_superpixel_shard
 from icd.train import epoch_order, train_icd
-from tests.workflow_helpers import assert_resumed_after, kill_at_first_checkpoint, run_under_torchrun
+from tests.workflow_helpers import (
+    assert_resumed_after,
+    differing_weights,
+    kill_at_first_checkpoint,
+    run_under_torchrun,
+    trained_weights,
+)
 from wsss.core.config import load_config
 from wsss.core.errors import ConfigError
 from wsss.core.shards import ShardStore, save_shard, shard_ids
@@ -100,10 +106,6 @@ def _train_command(dataset_file, shards, weights, out_dir, options) -> list[str]
     ]
 
 
-def _state(path):
-    return torch.load(path, weights_only=True)["model"]
-
-
 def test_training_lowers_the_cam_loss_and_a_killed_run_resumes_to_identical_weights(tiny_dataset, prepared, tmp_path):
     weights, shards = prepared
     dataset_file = tmp_path / "dataset.json"
@@ -134,9 +136,7 @@ def test_training_lowers_the_cam_loss_and_a_killed_run_resumes_to_identical_weig
     assert_resumed_after(
         result.stderr, "epoch", killed_after, json.loads((killed / "history.json").read_text()), history
     )
-    expected, resumed = _state(full / "model.pt"), _state(killed / "model.pt")
-    assert expected.keys() == resumed.keys()
-    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+    assert differing_weights(trained_weights(full / "model.pt"), trained_weights(killed / "model.pt")) == []
 
 
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_dataset, prepared, tmp_path, caplog):
@@ -174,10 +174,6 @@ def _merged_superpixel_shards(shards: list[str], folder: Path) -> list[str]:
     return merged
 
 
-def _same_weights(first: dict, second: dict) -> bool:
-    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
-
-
 def test_a_checkpoint_from_other_superpixels_or_weights_is_not_resumed_and_the_run_equals_a_fresh_one(
     tiny_dataset, prepared, tmp_path, caplog
 ):
@@ -196,7 +192,7 @@ def test_a_checkpoint_from_other_superpixels_or_weights_is_not_resumed_and_the_r
             progress=False,
             **options,
         )
-        return _state(tmp_path / out_dir / "model.pt")
+        return trained_weights(tmp_path / out_dir / "model.pt")
 
     old = train("run", shards, weights)
     fresh = train("fresh", other_shards, weights)
@@ -205,13 +201,13 @@ def test_a_checkpoint_from_other_superpixels_or_weights_is_not_resumed_and_the_r
         rerun = train("run", other_shards, weights)
     assert "was trained on other inputs (changed: superpixels); training from scratch" in caplog.text
     assert "resuming" not in caplog.text
-    assert not _same_weights(rerun, old) and _same_weights(rerun, fresh)
+    assert differing_weights(rerun, old) and not differing_weights(rerun, fresh)
     assert [r["epoch"] for r in json.loads((tmp_path / "run" / "history.json").read_text())] == [1, 2]
 
     caplog.clear()
     with caplog.at_level("INFO"):  # the same inputs again: the finished checkpoint is resumed, nothing retrains
         again = train("run", other_shards, weights)
-    assert "resuming from" in caplog.text and "after epoch 2" in caplog.text and _same_weights(again, fresh)
+    assert "resuming from" in caplog.text and "after epoch 2" in caplog.text and not differing_weights(again, fresh)
 
     replaced = tmp_path / "weights.pth"  # one path, two contents
     shutil.copy(weights, replaced)
@@ -223,7 +219,7 @@ def test_a_checkpoint_from_other_superpixels_or_weights_is_not_resumed_and_the_r
     with caplog.at_level("INFO"):
         rerun = train("weights_run", shards, replaced)
     assert "(changed: weights); training from scratch" in caplog.text
-    assert not _same_weights(rerun, old) and _same_weights(rerun, fresh)
+    assert differing_weights(rerun, old) and not differing_weights(rerun, fresh)
 
 
 def test_an_epoch_visits_full_batches_only_and_every_rank_the_same_number_of_images():

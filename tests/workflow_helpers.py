@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from wsss.core.config import PROJECT_ROOT
@@ -111,3 +112,16 @@ def assert_resumed_after(
     assert after_checkpoint, "the checkpoint was the last step: nothing was left to resume"
     assert [record[unit] for record in trained_records(log_text, unit)] == after_checkpoint
     assert timeless(history) == timeless(reference)
+
+
+def trained_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The network weights a trainer's `model.pt` or `checkpoint.pt` holds."""
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def differing_weights(first: dict, second: dict) -> list[str]:
+    """Names whose tensors differ between two state dicts (those in only one of them, if their keys differ); [] when
+    every tensor is equal."""
+    if first.keys() != second.keys():
+        return sorted(set(first) ^ set(second))
+    return [key for key in first if not torch.equal(first[key], second[key])]

@@ -58,7 +58,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from deeplab.model import build_model, parameter_groups
-from deeplab.resnet import Bottleneck
 from deeplab.train import segmentation_loss
 from icd.losses import icd_losses, normalise_target
 from icd.scores import image_scores
@@ -67,6 +66,7 @@ from wsss.core.config import SCHEMA_PATH, deep_merge, load_config
 from wsss.crf.refine import refine_seed
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES, NUM_FOREGROUND
 from wsss.nets.normalisation import named
+from wsss.nets.resnet import Bottleneck
 
 VOC_TRAIN_AUG_IMAGES = 10_582
 VOC_IMAGE_SIZE = (375, 500)  # height, width

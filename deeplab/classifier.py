@@ -2,7 +2,7 @@
 
 DeepLab's ResNet101 starts from ImageNet weights, which already recognise VOC's objects; from random
 init it stays at chance in a CPU budget, even on ground-truth masks. No ImageNet weights exist for the
-synthetic classes, so `train_classifier` teaches the same backbone (`deeplab.resnet`, same width) to
+synthetic classes, so `train_classifier` teaches the same backbone (`wsss.nets.resnet`, same width) to
 recognise them from what weak supervision allows: the training split's image-level labels, never masks.
 Global average pooling + a linear layer, the CAM branch's multi-label loss (`wsss.training.cam_loss`), SGD
 with momentum, weight decay on weights only, poly decay per iteration, DeepLab's random scale, flip and
@@ -31,7 +31,6 @@ from tqdm import tqdm
 
 from deeplab.data import SeedTrainingSet, augment
 from deeplab.model import parameter_groups
-from deeplab.resnet import ResNet101
 from wsss.core.checkpoints import check_intervals, fingerprint, process_device, resume, save_checkpoint
 from wsss.core.digests import training_inputs
 from wsss.core.errors import ConfigError
@@ -39,6 +38,7 @@ from wsss.core.files import atomic_path
 from wsss.data.classes import NUM_FOREGROUND
 from wsss.data.io import read_rgb
 from wsss.nets.normalisation import from_scratch, with_record
+from wsss.nets.resnet import ResNet101
 from wsss.training import TrainingDiverged, cam_loss, multi_hot, poly_lr, rank_accuracy
 
 log = logging.getLogger(__name__)

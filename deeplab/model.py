@@ -2,7 +2,7 @@
 
 - VGG16: `wsss.nets.backbones.VGG16DeepLab` with fc6 a 3x3 convolution of dilation 12 (the "large field of
   view"), fc6/fc7 1024 channels with dropout 0.5 and a 1x1 fc8 classifier: 20.5M parameters at full width.
-- ResNet101 (`deeplab.resnet`, output stride 8): DeepLab v2's classifier is a sum of 3x3 convolutions
+- ResNet101 (`wsss.nets.resnet`, output stride 8): DeepLab v2's classifier is a sum of 3x3 convolutions
   straight to the classes, dilated 12 for LargeFOV or 6/12/18/24 for ASPP.
 
 Every network returns logits at 1/8 of the input; the input is normalised by the caller as the weights
@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deeplab.resnet import ResNet101
 from wsss.core.errors import ConfigError
 from wsss.data.classes import NUM_CLASSES
 from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights, read_state_dict
+from wsss.nets.resnet import ResNet101
 
 BACKBONES = ("vgg16", "resnet101")
 HEADS = ("largefov", "aspp")

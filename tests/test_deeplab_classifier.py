@@ -13,13 +13,13 @@ import torch
 import deeplab.classifier as classifier
 from deeplab.classifier import ResNet101Classifier, train_classifier
 from deeplab.model import DeepLabResNet101, load_imagenet_weights
-from deeplab.resnet import Bottleneck, ResNet101
 from tests.test_deeplab_model import resnet101_torchvision_shapes
 from wsss.core.errors import ConfigError
 from wsss.data.io import read_rgb, write_jpeg
 from wsss.data.transforms import bilinear_resize
 from wsss.data.voc import VOCPaths
 from wsss.nets.normalisation import named, recorded_normalisation
+from wsss.nets.resnet import Bottleneck, ResNet101
 from wsss.training import cam_loss, multi_hot
 
 WIDTH = 0.0625

@@ -4,7 +4,7 @@
   CLI plumbing;
 - `wsss.data`: VOC classes and palette, image and mask I/O, the VOC/SBD reader and validation, the
   synthetic generator, transforms;
-- `wsss.nets`: the VGG16 backbone, weight loading and the input normalisation weights expect;
+- `wsss.nets`: the VGG16 and ResNet101 backbones, weight loading and the input normalisation weights expect;
 - `wsss.crf`: the dense CRF engine and the seed / reference CRF calls;
 - `wsss.metrics`, `wsss.plots`, `wsss.training` (what every trainer shares).
 

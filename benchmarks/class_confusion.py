@@ -21,26 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from icd.scores import SCORE_MAPS, upsample
-from wsss.core.shards import ShardStore
-from wsss.data.io import read_mask
-from wsss.data.voc import VOCPaths
+from icd.scores import SCORE_MAPS, scored_training_images
 
 
 def confusion(results: Path, score_map: str, canvas: int) -> dict[str, float]:
     """The four shares (see the module docstring) over the multi-class training images of `results`."""
     dataset = json.loads((results / "data" / "dataset.json").read_text())
-    split = dataset["roles"]["train"]
-    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
-    store = ShardStore(sorted(str(path) for path in (results / "scores").glob("shard_*.npz")))
+    score_shards = sorted(str(path) for path in (results / "scores").glob("shard_*.npz"))
     index = SCORE_MAPS.index(score_map)
     counts = np.zeros(5)  # pixels, other higher raw, other higher per-class-normalised, other positive, own positive
-    for image_id in dataset["splits"][split]:
-        classes = dataset["labels"][image_id]
+    images = scored_training_images(dataset, score_shards, canvas=canvas, description="class confusion")
+    for _, gt, maps, classes in images:
         if len(classes) < 2:
             continue
-        gt = read_mask(paths.ground_truth(split, image_id))
-        scores = upsample(store[image_id][index], canvas, *gt.shape)
+        scores = maps[index]
         normalised = np.maximum(scores, 0) / np.maximum(scores.max(axis=(1, 2), keepdims=True), 1e-5)
         for position, class_index in enumerate(classes):
             own = gt == class_index

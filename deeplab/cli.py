@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deeplab", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    verb = verbs.add_parser("pretrain", help="train the ResNet101 stand-in for ImageNet weights on image-level labels")
+    verb = verbs.add_parser(
+        "pretrain-resnet101", help="train the ResNet101 stand-in for ImageNet weights on image-level labels"
+    )
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
     verb.add_argument(
         "--options", required=True, help='JSON object: the resnet_pretrain section, "width", "seed" and "normalisation"'
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.set_defaults(run=_pretrain)
     add_gpus(verb)
 
-    verb = verbs.add_parser("train", help="train DeepLab on seeds (resumes from OUT_DIR/checkpoint.pt)")
+    verb = verbs.add_parser("train-deeplab", help="train DeepLab on seeds (resumes from OUT_DIR/checkpoint.pt)")
     verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
     verb.add_argument("--labels-root", help="folder of <id>.png seeds; omit to train on the ground-truth masks")
     verb.add_argument("--weights", help="backbone weights (ImageNet or the synthetic stand-in); omit for random init")
@@ -116,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     verb.set_defaults(run=_train)
     add_gpus(verb)
 
-    verb = verbs.add_parser("predict", help="full-resolution predictions of one split")
+    verb = verbs.add_parser("predict-deeplab", help="full-resolution predictions of one split")
     verb.add_argument("--dataset", required=True)
-    verb.add_argument("--model", required=True, help="model.pt written by `deeplab train`")
+    verb.add_argument("--model", required=True, help="model.pt written by `deeplab train-deeplab`")
     verb.add_argument("--split", required=True, help="a role (eval, test) or a split name")
     verb.add_argument("--options", required=True, help='JSON object {"scales", "flip", "crf": {...} or null}')
     verb.add_argument("--out-dir", required=True, help="raw/ and crf/ folders, or the server layout with --server-tar")
@@ -126,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.set_defaults(run=_predict)
     add_gpus(verb)
 
-    verb = verbs.add_parser("evaluate", help="mIoU and per-class IoU of eval-split predictions")
+    verb = verbs.add_parser("evaluate-deeplab", help="mIoU and per-class IoU of eval-split predictions")
     verb.add_argument("--dataset", required=True)
     verb.add_argument("--predictions", required=True, help="folder holding raw/ (and crf/)")
     verb.add_argument("--backbone", required=True)
@@ -135,14 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True, help="JSON record")
     verb.set_defaults(run=_evaluate)
 
-    verb = verbs.add_parser("table", help="segmentation.csv, per-class IoU and the Table 7/8 markdown")
-    verb.add_argument("--evaluations", nargs="+", required=True, help="JSON records of `deeplab evaluate`")
+    verb = verbs.add_parser("segmentation-table", help="segmentation.csv, per-class IoU and the Table 7/8 markdown")
+    verb.add_argument("--evaluations", nargs="+", required=True, help="JSON records of `deeplab evaluate-deeplab`")
     verb.add_argument("--out", required=True, help="segmentation.csv")
     verb.add_argument("--per-class", required=True, help="CSV of per-class IoU")
     verb.add_argument("--markdown", required=True, help="Tables 7/8 beside the paper's numbers")
     verb.set_defaults(run=_table)
 
-    verb = verbs.add_parser("figure", help="Fig. 6 style: images, predictions of several models, ground truth")
+    verb = verbs.add_parser(
+        "segmentation-figure", help="Fig. 6 style: images, predictions of several models, ground truth"
+    )
     verb.add_argument("--dataset", required=True)
     verb.add_argument("--predictions", nargs="+", required=True, help="prediction folders (<id>.png)")
     verb.add_argument("--titles", nargs="+", required=True, help="a column title per prediction folder")

@@ -32,7 +32,7 @@ def evaluate_predictions(dataset: dict, predictions_dir, *, progress: bool = Tru
         if missing:
             raise DataError(
                 f"{folder}: no prediction for {len(missing)} of the {len(ids)} '{split}' ids "
-                f"(first: {missing[0]}). Rerun `deeplab predict` for this split."
+                f"(first: {missing[0]}). Rerun `deeplab predict-deeplab` for this split."
             )
         confusion = np.zeros((NUM_CLASSES, NUM_CLASSES + 1), np.int64)
         for image_id in tqdm(ids, desc=f"evaluate {name}", disable=not progress, mininterval=2.0):
@@ -52,5 +52,7 @@ def evaluate_predictions(dataset: dict, predictions_dir, *, progress: bool = Tru
             },
         }
     if not results:
-        raise DataError(f"{predictions_dir}: holds neither raw/ nor crf/ predictions. Run `deeplab predict` first.")
+        raise DataError(
+            f"{predictions_dir}: holds neither raw/ nor crf/ predictions. Run `deeplab predict-deeplab` first."
+        )
     return results

@@ -42,7 +42,9 @@ def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Mod
         saved = torch.load(path, map_location="cpu", weights_only=True)
         network = json.loads(saved["network"])
     except (FileNotFoundError, KeyError, RuntimeError, OSError) as exc:
-        raise ConfigError(f"{path}: not a DeepLab model written by `deeplab train` ({exc}). Retrain it.") from None
+        raise ConfigError(
+            f"{path}: not a DeepLab model written by `deeplab train-deeplab` ({exc}). Retrain it."
+        ) from None
     normalise = trained_normalisation(saved, path)
     net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
     net.load_state_dict(saved["model"])
@@ -136,7 +138,9 @@ def pack_for_server(predictions_root, tar_path) -> int:
     root = Path(predictions_root)
     files = sorted((root / SERVER_FOLDER).glob("*.png"))
     if not files:
-        raise ConfigError(f"{root / SERVER_FOLDER}: no predictions to pack. Run `deeplab predict --server-layout`.")
+        raise ConfigError(
+            f"{root / SERVER_FOLDER}: no predictions to pack. Run `deeplab predict-deeplab --server-layout`."
+        )
     with atomic_path(tar_path) as tmp, tarfile.open(tmp, "w") as archive:
         for path in files:
             archive.add(path, arcname=str(path.relative_to(root)))

@@ -31,7 +31,7 @@ def supervision(seeds: str) -> str:
 
 
 def segmentation_rows(evaluations: list[dict]) -> list[dict]:
-    """One row per (backbone, seeds, post-processing) from the records `deeplab evaluate` writes."""
+    """One row per (backbone, seeds, post-processing) from the records `deeplab evaluate-deeplab` writes."""
     rows = []
     for record in evaluations:
         for post, result in record["results"].items():

@@ -34,7 +34,7 @@ def check_config(deeplab: dict, seed_variants: list[str], synthetic: bool) -> No
 
 
 def training_options(deeplab: dict, backbone: str, model_options: dict, seed: int, normalisation: str) -> dict:
-    """`deeplab train --options` of one backbone: training keys only, its own lr, VGG16's batch_norm (of the
+    """`deeplab train-deeplab --options` of one backbone: training keys only, its own lr, VGG16's batch_norm (of the
     ICD backbone's `model_options`), and the input `normalisation` of the weights it starts from."""
     section = {key: value for key, value in deeplab.items() if key not in TEST_TIME_KEYS}
     section["lr"] = {backbone: deeplab["lr"][backbone]}
@@ -43,7 +43,7 @@ def training_options(deeplab: dict, backbone: str, model_options: dict, seed: in
 
 
 def prediction_options(deeplab: dict) -> dict:
-    """`deeplab predict --options`: test scales, flip, and the CRF parameters when the CRF runs."""
+    """`deeplab predict-deeplab --options`: test scales, flip, and the CRF parameters when the CRF runs."""
     return {
         "scales": deeplab["test_scales"],
         "flip": deeplab["test_flip"],

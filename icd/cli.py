@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="icd", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    verb = verbs.add_parser("synthesize", help="write the synthetic dataset in the VOC layout")
+    verb = verbs.add_parser("synthesize-data", help="write the synthetic dataset in the VOC layout")
     verb.add_argument("--out", required=True, help="the VOC2012 folder to create")
     verb.add_argument("--stats", required=True, help="JSON file for the dataset statistics")
     verb.add_argument("--options", required=True, help="JSON object: the config's `synthetic` section")
@@ -235,13 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True, help="the accepted report (dataset.json)")
     verb.set_defaults(run=_accept_data)
 
-    verb = verbs.add_parser("pretrain", help="pretrain the backbone on the synthetic pretext task")
+    verb = verbs.add_parser("pretrain-backbone", help="pretrain the backbone on the synthetic pretext task")
     verb.add_argument("--out", required=True, help="backbone weights (.pth)")
     verb.add_argument("--metrics", required=True, help="JSON file for the training metrics")
     verb.add_argument("--options", required=True, help="JSON object of pretrain_backbone's arguments")
     verb.set_defaults(run=_pretrain)
 
-    verb = verbs.add_parser("premise", help="measure whether backbone features separate fg from bg")
+    verb = verbs.add_parser("measure-premise", help="measure whether backbone features separate fg from bg")
     verb.add_argument("--weights", required=True)
     verb.add_argument("--data-root", required=True)
     verb.add_argument("--options", required=True, help="JSON object of measure_premise's arguments")
@@ -278,14 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verb.set_defaults(run=_seed_sweep)
 
-    verb = _sharded_verb(verbs, "seeds", _seeds, "seed PNGs of every variant for one shard of the training split")
+    verb = _sharded_verb(verbs, "make-seeds", _seeds, "seed PNGs of every variant for one shard of the training split")
     verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
     verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz), for cam_sp")
     add_ablation_scores(verb)
     verb.add_argument("--cam-background", required=True, help="JSON with the CAM baselines' background thresholds")
 
     verb = verbs.add_parser("collect-seeds", help="gather shard folders into seeds/<variant>/ folders")
-    verb.add_argument("--shards", nargs="+", required=True, help="shard folders written by `icd seeds`")
+    verb.add_argument("--shards", nargs="+", required=True, help="shard folders written by `icd make-seeds`")
     verb.add_argument("--variants", nargs="+", required=True)
     verb.add_argument("--out-root", required=True)
     verb.set_defaults(run=_collect_seeds)
@@ -319,12 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True, help="PNG")
     verb.set_defaults(run=_seed_iou_chart)
 
-    verb = _sharded_verb(verbs, "scores", _scores, "CAM / ICD score maps of one shard of the training split")
+    verb = _sharded_verb(verbs, "infer-scores", _scores, "CAM / ICD score maps of one shard of the training split")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
     verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
     add_gpus(verb)
 
-    verb = verbs.add_parser("score-ap", help="Table 1: pixel-level AP of each score map")
+    verb = verbs.add_parser("score-map-ap", help="Table 1: pixel-level AP of each score map")
     verb.add_argument("--dataset", required=True)
     verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
     verb.add_argument("--inference-size", type=int, required=True)
@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     verb.add_argument("--out", required=True, help="CSV table")
     verb.set_defaults(run=_score_ap)
 
-    verb = verbs.add_parser("export-backbone", help="the trained ICD network's backbone as a weights file")
+    verb = verbs.add_parser("export-icd-backbone", help="the trained ICD network's backbone as a weights file")
     verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
     verb.add_argument(
         "--options",

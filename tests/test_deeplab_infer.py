@@ -26,7 +26,7 @@ MODEL_SECTION = {"batch_norm": True}
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    """A randomly initialised width-1/16 VGG16 DeepLab saved as `deeplab train` saves it."""
+    """A randomly initialised width-1/16 VGG16 DeepLab saved as `deeplab train-deeplab` saves it."""
     deeplab = {**load_config()["deeplab"], "width": 0.0625, "freeze_bn": False}
     network = network_options("vgg16", deeplab, MODEL_SECTION)
     torch.manual_seed(0)

@@ -87,7 +87,7 @@ def _train_command(dataset_file, out_dir, options, labels_root=None) -> list[str
         sys.executable,
         "-m",
         "deeplab",
-        "train",
+        "train-deeplab",
         "--dataset",
         str(dataset_file),
         "--backbone",

@@ -518,8 +518,15 @@ def _voc_workdir(tmp_path: Path, weights_keys) -> tuple[Path, dict]:
 
 
 # The steps that run a backbone from a weights file or an ICD model, with the normalisation in their options.
-# (`deeplab predict` runs the DeepLab model with the normalisation that model.pt records, from its training.)
-FROM_WEIGHTS = {"icd superpixels", "icd premise", "icd train-icd", "icd scores", "icd export-backbone", "deeplab train"}
+# (`deeplab predict-deeplab` runs the DeepLab model with the normalisation that model.pt records, from its training.)
+FROM_WEIGHTS = {
+    "icd superpixels",
+    "icd measure-premise",
+    "icd train-icd",
+    "icd infer-scores",
+    "icd export-icd-backbone",
+    "deeplab train-deeplab",
+}
 
 
 @pytest.mark.slow
@@ -540,12 +547,12 @@ def test_a_torchvision_file_gives_every_backbone_step_the_torchvision_input(tmp_
     assert set(steps) == {
         "icd superpixels",
         "icd train-icd",
-        "icd scores",
-        "deeplab train vgg16",
-        "deeplab train resnet101",
+        "icd infer-scores",
+        "deeplab train-deeplab vgg16",
+        "deeplab train-deeplab resnet101",
     }, steps
     assert {step: set(values) for step, values in steps.items()} == {step: {"torchvision"} for step in steps}
-    assert len(steps["icd train-icd"]) == 2 and len(steps["deeplab train resnet101"]) == 2  # icd_crf and gt
+    assert len(steps["icd train-icd"]) == 2 and len(steps["deeplab train-deeplab resnet101"]) == 2  # icd_crf and gt
     assert not (workdir / "results").exists()
 
 

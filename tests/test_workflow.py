@@ -104,7 +104,7 @@ SEED_RERUNS = {
     "predict_deeplab": 2,
     "evaluate_deeplab": 2,
     "segmentation_table": 1,
-    "deeplab_figure": 1,
+    "segmentation_figure": 1,
     "all": 1,
 }
 # name: (the setting, the seed folders whose PNGs it changes; the others must stay byte-identical)

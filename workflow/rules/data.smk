@@ -17,7 +17,7 @@ rule synthesize_data:
     params:
         options=as_json(config["synthetic"]),
     shell:
-        "icd synthesize --out {output.root:q} --stats {output.stats:q} --options {params.options:q} > {log:q} 2>&1"
+        "icd synthesize-data --out {output.root:q} --stats {output.stats:q} --options {params.options:q} > {log:q} 2>&1"
 
 
 # The dataset check's settings (validate_data's params); its report is named after them. Snakemake records a

@@ -63,7 +63,7 @@ rule train_deeplab:
         weights=lambda wildcards, input: f"--weights {shlex.quote(input.weights)}" if input.weights else "",
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
-        "deeplab train --dataset {input.dataset:q} {params.labels} {params.weights} --backbone {wildcards.backbone}"
+        "deeplab train-deeplab --dataset {input.dataset:q} {params.labels} {params.weights} --backbone {wildcards.backbone}"
         " --options {params.options:q} --gpus {resources.gpu} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -88,9 +88,9 @@ rule predict_deeplab:
     params:
         options=as_json(deeplab_plan.prediction_options(DEEPLAB)),
     shell:
-        "deeplab predict --dataset {input.dataset:q} --model {input.model:q} --split eval --options {params.options:q}"
+        "deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split eval --options {params.options:q}"
         " --gpus {resources.gpu} --out-dir {output.eval:q} > {log:q} 2>&1;"
-        " deeplab predict --dataset {input.dataset:q} --model {input.model:q} --split test --options {params.options:q}"
+        " deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split test --options {params.options:q}"
         " --gpus {resources.gpu} --out-dir {output.test:q} --server-tar {output.tar:q} >> {log:q} 2>&1"
 
 
@@ -109,7 +109,7 @@ rule evaluate_deeplab:
     params:
         multiscale="--multiscale" if len(DEEPLAB["test_scales"]) > 1 or DEEPLAB["test_flip"] else "",
     shell:
-        "deeplab evaluate --dataset {input.dataset:q} --predictions {input.predictions:q} --backbone {wildcards.backbone}"
+        "deeplab evaluate-deeplab --dataset {input.dataset:q} --predictions {input.predictions:q} --backbone {wildcards.backbone}"
         " --seeds {wildcards.seeds} {params.multiscale} --out {output:q} > {log:q} 2>&1"
 
 
@@ -128,11 +128,11 @@ rule segmentation_table:
         "../../envs/torch.yaml"
     threads: 1
     shell:
-        "deeplab table --evaluations {input:q} --out {output.table:q} --per-class {output.per_class:q}"
+        "deeplab segmentation-table --evaluations {input:q} --out {output.table:q} --per-class {output.per_class:q}"
         " --markdown {output.markdown:q} > {log:q} 2>&1"
 
 
-rule deeplab_figure:
+rule segmentation_figure:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         predictions=[f"{folder}/{EVAL_SPLIT}" for _, _, folder in DEEPLAB_RUNS],
@@ -140,7 +140,7 @@ rule deeplab_figure:
     output:
         report(f"{RESULTS}/figures/deeplab_fig6.png", caption="../report/deeplab_fig6.rst", category="DeepLab"),
     log:
-        f"{LOGS}/deeplab_figure.log",
+        f"{LOGS}/segmentation_figure.log",
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -149,7 +149,7 @@ rule deeplab_figure:
         folders=[f"{folder}/{EVAL_SPLIT}/{'crf' if DEEPLAB['test_crf'] else 'raw'}" for _, _, folder in DEEPLAB_RUNS],
         titles=[f"{backbone} {seeds}" for backbone, seeds, _ in DEEPLAB_RUNS],
     shell:
-        "deeplab figure --dataset {input.dataset:q} --predictions {params.folders:q} --titles {params.titles:q}"
+        "deeplab segmentation-figure --dataset {input.dataset:q} --predictions {params.folders:q} --titles {params.titles:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 

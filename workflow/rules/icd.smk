@@ -91,4 +91,4 @@ rule export_icd_backbone:
     params:
         options=as_json({"model": config["model"], "icd": config["icd"], "normalisation": NORMALISATION["icd"]}),
     shell:
-        "icd export-backbone --model {input:q} --options {params.options:q} --out {output:q} > {log:q} 2>&1"
+        "icd export-icd-backbone --model {input:q} --options {params.options:q} --out {output:q} > {log:q} 2>&1"

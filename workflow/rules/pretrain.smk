@@ -16,7 +16,7 @@ rule pretrain_backbone:
     params:
         options=as_json(pretrain_options()),
     shell:
-        "icd pretrain --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q} > {log:q} 2>&1"
+        "icd pretrain-backbone --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q} > {log:q} 2>&1"
 
 
 rule measure_premise:
@@ -37,7 +37,7 @@ rule measure_premise:
         root=lambda wildcards, input: input.data[0],
         options=as_json(backbone_options()),
     shell:
-        "icd premise --weights {input.weights:q} --data-root {params.root:q} --options {params.options:q}"
+        "icd measure-premise --weights {input.weights:q} --data-root {params.root:q} --options {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -71,5 +71,5 @@ rule pretrain_resnet101:
             }
         ),
     shell:
-        "deeplab pretrain --dataset {input.dataset:q} --options {params.options:q} --out {output.weights:q}"
+        "deeplab pretrain-resnet101 --dataset {input.dataset:q} --options {params.options:q} --out {output.weights:q}"
         " --metrics {output.metrics:q} --gpus {resources.gpu} > {log:q} 2>&1"

@@ -22,7 +22,7 @@ rule infer_scores:
         shards=config["seeds"]["shards"],
         options=score_inference_options(config["icd"]),
     shell:
-        "icd scores --dataset {input.dataset:q} --model {input.model:q} --superpixels {input.superpixels:q}"
+        "icd infer-scores --dataset {input.dataset:q} --model {input.model:q} --superpixels {input.superpixels:q}"
         " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --gpus {resources.gpu}"
         " --out {output:q}"
         " > {log:q} 2>&1"
@@ -64,5 +64,5 @@ rule score_map_ap:
         inference_size=config["seeds"]["inference_size"],
         ablation=ablation_scores_option,
     shell:
-        "icd score-ap --dataset {input.dataset:q} --scores {input.scores:q}"
+        "icd score-map-ap --dataset {input.dataset:q} --scores {input.scores:q}"
         " --inference-size {params.inference_size} {params.ablation} --out {output:q} > {log:q} 2>&1"

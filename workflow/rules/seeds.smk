@@ -60,7 +60,7 @@ rule make_seeds:
             }
         ),
     shell:
-        "icd seeds --dataset {input.dataset:q} --scores {input.scores:q} --superpixels {input.superpixels:q}"
+        "icd make-seeds --dataset {input.dataset:q} --scores {input.scores:q} --superpixels {input.superpixels:q}"
         " --cam-background {input.cam_background:q} --shard {wildcards.shard} --shards {params.shards}"
         " {params.ablation} --options {params.options:q}"
         " --out {output:q}"

@@ -17,6 +17,11 @@ def seed_sets(deeplab: dict) -> list[str]:
     return deeplab["seeds"] + [name for name in deeplab["baselines"] if name not in deeplab["seeds"]]
 
 
+def resnet101_stand_in(deeplab: dict, synthetic: bool) -> bool:
+    """Whether DeepLab ResNet101 starts from the synthetic stand-in for ImageNet weights (no file given)."""
+    return synthetic and "resnet101" in deeplab["backbones"] and not deeplab["weights"]["resnet101"]
+
+
 def check_config(deeplab: dict, seed_variants: list[str], synthetic: bool) -> None:
     """Fail before anything runs when the seeds stage cannot provide a seed set or weights are missing."""
     unknown = sorted(set(seed_sets(deeplab)) - set(seed_variants) - {GROUND_TRUTH})

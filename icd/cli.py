@@ -138,10 +138,11 @@ def _seeds(args: argparse.Namespace) -> None:
         args.out,
         ids,
         dataset=dataset,
+        variants=args.variants,
         score_shards=args.scores,
         superpixel_shards=args.superpixels,
         ablation_shards=args.ablation_scores,
-        cam_backgrounds=read_json(args.cam_background),
+        cam_backgrounds=read_json(args.cam_background) if args.cam_background else None,
         **json.loads(args.options),
     )
 
@@ -278,11 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verb.set_defaults(run=_seed_sweep)
 
-    verb = _sharded_verb(verbs, "make-seeds", _seeds, "seed PNGs of every variant for one shard of the training split")
+    verb = _sharded_verb(
+        verbs, "make-seeds", _seeds, "seed PNGs of one family of seed sets for one shard of the training split"
+    )
+    verb.add_argument("--variants", nargs="+", required=True, help="the seed sets to write (one family's)")
     verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
-    verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz), for cam_sp")
+    verb.add_argument("--superpixels", nargs="+", help="superpixel shards (.npz), for cam_sp")
     add_ablation_scores(verb)
-    verb.add_argument("--cam-background", required=True, help="JSON with the CAM baselines' background thresholds")
+    verb.add_argument("--cam-background", help="JSON with the CAM baselines' background thresholds, for cam*")
 
     verb = verbs.add_parser("collect-seeds", help="gather shard folders into seeds/<variant>/ folders")
     verb.add_argument("--shards", nargs="+", required=True, help="shard folders written by `icd make-seeds`")

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from icd.model import ICDNet, refine_with_superpixels
-from icd.seeds import NO_TOP_DOWN
+from icd.seed_sets import NO_TOP_DOWN
 from icd.train import build_network
 from wsss.core.errors import ConfigError
 from wsss.core.shards import ShardStore, save_shard
@@ -34,7 +34,7 @@ from wsss.training import multi_hot
 
 SCORE_MAPS = ("cam", "bottom_up", "refined", "adapted")
 # Table 3's steps before the adaptation: also taken, as extra `<map>_no_td` rows, from a network trained
-# without top-down adaptation when one exists (icd.seeds.NO_TOP_DOWN).
+# without top-down adaptation when one exists (icd.seed_sets.NO_TOP_DOWN).
 ABLATION_MAPS = ("bottom_up", "refined")
 
 

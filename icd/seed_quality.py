@@ -10,15 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from icd.scores import scored_training_images
 from icd.seeds import cam_seed, icd_seed
-from wsss.core.errors import DataError
 from wsss.core.shards import ShardStore
 from wsss.data.classes import VOC_CLASSES
-from wsss.data.io import read_mask
-from wsss.data.voc import VOCPaths
+from wsss.evaluation import folder_confusion
 from wsss.metrics import class_iou, confusion_matrix, coverage, mean_iou, pixel_accuracy
 
 
@@ -95,29 +92,17 @@ def evaluate_seed_folders(
     dataset: dict, seeds_root, thresholds: dict[str, float], progress: bool = True
 ) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Table 3 rows (one per seed folder) and per-class IoU of every folder, against the split's GT."""
-    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
     split = dataset["roles"]["train"]
-    ids = dataset["splits"][split]
     rows, per_class = [], {}
     for variant, threshold in thresholds.items():
-        folder = Path(seeds_root) / variant
-        found = {p.stem for p in folder.glob("*.png")}
-        missing = sorted(set(ids) - found)
-        if missing:
-            raise DataError(
-                f"{folder}: no seed for {len(missing)} of the {len(ids)} '{split}' ids (e.g. "
-                f"{missing[0]}); the folder belongs to another dataset or run. Regenerate the seeds."
-            )
-        confusion = 0
-        for image_id in tqdm(ids, desc=variant, disable=not progress, mininterval=2.0):
-            gt = read_mask(paths.ground_truth(split, image_id))
-            seed = read_mask(folder / f"{image_id}.png")
-            if seed.shape != gt.shape:
-                raise DataError(
-                    f"{folder / (image_id + '.png')}: seed is {seed.shape[1]}x{seed.shape[0]} but the "
-                    f"ground truth is {gt.shape[1]}x{gt.shape[0]}. Regenerate the seeds."
-                )
-            confusion = confusion + confusion_matrix(gt, seed)
+        confusion = folder_confusion(
+            dataset,
+            split,
+            Path(seeds_root) / variant,
+            kind="seed",
+            fix="The folder belongs to another dataset or run: regenerate the seeds.",
+            progress=progress,
+        )
         rows.append(quality_row(confusion, table=3, variant=variant, threshold=threshold))
         per_class[variant] = {
             name: float(iou) for name, iou in zip(VOC_CLASSES, class_iou(confusion), strict=True) if not np.isnan(iou)

@@ -13,16 +13,14 @@ foreground, the class maximising (min-max normalised positive CAM, joint over cl
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
+from icd.seed_sets import NO_TOP_DOWN
 from wsss.data.classes import IGNORE_LABEL
 
 EPSILON = 1e-5  # the official code's floor for "positive" and for divisions
-# Suffix of the seed variants and Table 1 rows made from the ablation network (trained with icd.top_down
-# false); the unsuffixed icd_bottom_up / icd_refined come from the full network, as the official
-# inference writes S and S' of the one network it trained.
-NO_TOP_DOWN = "_no_td"
-CAM_VARIANTS = ("cam", "cam_crf", "cam_sp")  # the CAM baseline, through the seed CRF, averaged in superpixels
 
 
 def _joint_min_max(values: np.ndarray) -> np.ndarray:
@@ -116,19 +114,6 @@ def cam_seed(
     return np.asarray([0, *classes], dtype=np.uint8)[stacked.argmax(axis=0)]
 
 
-def seed_variants(saliency: bool, ablation_network: bool, top_down: bool = True) -> list[str]:
-    """Seed folders the pipeline writes: the CAM baselines, Table 3's steps of the full network, the same
-    steps of the ablation network (`<step>_no_td`) when it is trained, saliency fusion when maps exist.
-    A network trained without top-down adaptation (`icd.top_down` false) has no adapted scores, hence
-    no `icd`, `icd_crf` or `icd_sal` seeds."""
-    return (
-        [*CAM_VARIANTS, "icd_bottom_up", "icd_refined"]
-        + (["icd", "icd_crf"] if top_down else [])
-        + ([f"icd_bottom_up{NO_TOP_DOWN}", f"icd_refined{NO_TOP_DOWN}"] if ablation_network else [])
-        + (["icd_sal"] if saliency and top_down else [])
-    )
-
-
 def variant_thresholds(variants: list[str], threshold: float, cam_backgrounds: dict[str, float]) -> dict[str, float]:
     """The `threshold` column of each seed folder's row: the background threshold a CAM variant used
     (`cam_crf` is `cam`'s seed through the CRF), T for the ICD variants."""
@@ -140,44 +125,69 @@ def image_seeds(
     image: np.ndarray,
     scores: np.ndarray,
     classes: list[int],
-    superpixels: np.ndarray,
+    superpixels: np.ndarray | None,
     *,
-    threshold: float,
-    cam_backgrounds: dict[str, float],
-    crf: dict,
+    threshold: float | None = None,
+    cam_backgrounds: dict[str, float] | None = None,
+    crf: dict | None = None,
     saliency: np.ndarray | None = None,
     saliency_background: float = 0.01,
     ablation_scores: np.ndarray | None = None,
+    variants: Collection[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every seed variant of one image from its upsampled score maps (icd.scores.SCORE_MAPS order).
+    """The seed variants of one image from its upsampled score maps (icd.scores.SCORE_MAPS order).
 
-    `cam_backgrounds`: the background threshold of `cam` and of `cam_sp` (each its own sweep's best).
-    `cam_crf` is the `cam` seed through the same CRF (`crf`, wsss.crf.refine.refine_seed) as `icd_crf`.
-    Table 3's `icd_bottom_up` and `icd_refined` come from `scores`, the full network, as the official
-    inference writes S and S' beside S''. `ablation_scores`, the maps of a network trained without
-    top-down adaptation, add the same two steps from it (`*_no_td`, with that network's CAM
-    breaking overlaps): the other reading of Table 3, in which adaptation also fine-tunes the backbone.
+    `variants`: the ones to make (one family's, icd.seed_sets), each from only the inputs and settings it
+    needs; None makes every variant the inputs allow. `cam_backgrounds`: the background threshold of `cam`
+    and of `cam_sp` (each its own sweep's best). `cam_crf` is the `cam` seed through the same CRF (`crf`,
+    wsss.crf.refine.refine_seed) as `icd_crf`. Table 3's `icd_bottom_up` and `icd_refined` come from
+    `scores`, the full network, as the official inference writes S and S' beside S''. `ablation_scores`, the
+    maps of a network trained without top-down adaptation, add the same two steps from it (`*_no_td`, with
+    that network's CAM breaking overlaps): the other reading of Table 3, in which adaptation also fine-tunes
+    the backbone. A network trained without top-down adaptation has no adapted scores (NaN), hence no
+    `icd`, `icd_crf`, `icd_sal`: asking for them is an error, None leaves them out.
     """
     from wsss.crf.refine import refine_seed
 
+    def wanted(*names: str) -> bool:
+        return any(variants is None or name in variants for name in names)
+
     cam, bottom_up, refined, adapted = scores
-    seeds = {"cam": cam_seed(cam, classes, background_threshold=cam_backgrounds["cam"])}
-    seeds["cam_crf"] = refine_seed(image, seeds["cam"], **crf)
-    seeds["cam_sp"] = cam_seed(cam, classes, background_threshold=cam_backgrounds["cam_sp"], superpixels=superpixels)
-    seeds["icd_bottom_up"] = icd_seed(bottom_up, classes, cam, threshold=threshold)
-    seeds["icd_refined"] = icd_seed(refined, classes, cam, threshold=threshold)
-    if ablation_scores is not None:
+    seeds = {}
+    if wanted("cam", "cam_crf"):
+        seeds["cam"] = cam_seed(cam, classes, background_threshold=cam_backgrounds["cam"])
+    if wanted("cam_crf"):
+        seeds["cam_crf"] = refine_seed(image, seeds["cam"], **crf)
+    if wanted("cam_sp"):
+        seeds["cam_sp"] = cam_seed(
+            cam, classes, background_threshold=cam_backgrounds["cam_sp"], superpixels=superpixels
+        )
+    if wanted("icd_bottom_up"):
+        seeds["icd_bottom_up"] = icd_seed(bottom_up, classes, cam, threshold=threshold)
+    if wanted("icd_refined"):
+        seeds["icd_refined"] = icd_seed(refined, classes, cam, threshold=threshold)
+    if ablation_scores is not None and wanted("icd_bottom_up" + NO_TOP_DOWN, "icd_refined" + NO_TOP_DOWN):
         no_td_cam, no_td_bottom_up, no_td_refined, _ = ablation_scores
         seeds["icd_bottom_up" + NO_TOP_DOWN] = icd_seed(no_td_bottom_up, classes, no_td_cam, threshold=threshold)
         seeds["icd_refined" + NO_TOP_DOWN] = icd_seed(no_td_refined, classes, no_td_cam, threshold=threshold)
-    if np.isfinite(adapted).all():  # a model trained without the top-down branch has no adapted scores
+    adapted_variants = ("icd", "icd_crf") + (("icd_sal",) if saliency is not None else ())
+    if wanted(*adapted_variants) and np.isfinite(adapted).all():
         seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
-        seeds["icd_crf"] = refine_seed(image, seeds["icd"], **crf)
-        if saliency is not None:
+        if wanted("icd_crf"):
+            seeds["icd_crf"] = refine_seed(image, seeds["icd"], **crf)
+        if saliency is not None and wanted("icd_sal"):
             seeds["icd_sal"] = saliency_seed(
                 adapted, classes, cam, saliency, threshold=threshold, saliency_background=saliency_background
             )
-    return seeds
+    if variants is None:
+        return seeds
+    missing = sorted(set(variants) - set(seeds))
+    if missing:
+        raise ValueError(
+            f"cannot make the seeds {missing} from these inputs: the *_no_td seeds need the ablation network's "
+            "scores, icd_sal a saliency map, and icd, icd_crf, icd_sal a network trained with top-down adaptation"
+        )
+    return {name: seeds[name] for name in variants}
 
 
 def generate_seed_shard(
@@ -186,19 +196,22 @@ def generate_seed_shard(
     *,
     dataset: dict,
     score_shards: list[str],
-    superpixel_shards: list[str],
     canvas: int,
-    threshold: float,
-    cam_backgrounds: dict[str, float],
-    saliency_background: float,
-    crf: dict,
+    variants: Collection[str] | None = None,
+    superpixel_shards: list[str] | None = None,
     ablation_shards: list[str] | None = None,
+    cam_backgrounds: dict[str, float] | None = None,
+    threshold: float | None = None,
+    saliency_background: float = 0.01,
+    crf: dict | None = None,
     progress: bool = True,
 ) -> None:
     """Seeds of `ids` as VOC palettised PNGs under out_dir/<variant>/<id>.png, the folder written atomically.
 
-    `superpixel_shards`: the merged superpixels (image resolution) `cam_sp` averages in.
-    `ablation_shards`: score shards of the network trained without top-down adaptation (see image_seeds).
+    `variants`: the seed sets to write (a family of icd.seed_sets: one job per family and shard), None for
+    all. Only what they read is opened: `superpixel_shards`, the merged superpixels (image resolution)
+    `cam_sp` averages in; `ablation_shards`, score shards of the network trained without top-down
+    adaptation (see image_seeds); the saliency maps of the dataset for `icd_sal`.
     """
     from tqdm import tqdm
 
@@ -209,31 +222,35 @@ def generate_seed_shard(
     from wsss.data.io import read_grey, read_rgb, write_mask
     from wsss.data.voc import VOCPaths
 
+    def wanted(*names: str) -> bool:
+        return any(variants is None or name in variants for name in names)
+
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"], dataset["saliency_root"])
-    store, regions = ShardStore(score_shards), ShardStore(superpixel_shards)
-    ablation = ShardStore(ablation_shards) if ablation_shards else None
+    store = ShardStore(score_shards)
+    regions = ShardStore(superpixel_shards) if superpixel_shards and wanted("cam_sp") else None
+    ablation = ShardStore(ablation_shards) if ablation_shards and wanted(f"icd_bottom_up{NO_TOP_DOWN}") else None
+    read_saliency = paths.saliency_root is not None and wanted("icd_sal")
     with atomic_dir(out_dir) as tmp:
         for image_id in tqdm(ids, desc="seeds", disable=not progress, mininterval=2.0):
             image = read_rgb(paths.image(image_id))
-            saliency = read_grey(paths.saliency(image_id)) if paths.saliency_root else None
+            saliency = read_grey(paths.saliency(image_id)) if read_saliency else None
             if saliency is not None and saliency.shape != image.shape[:2]:
                 raise DataError(
                     f"{paths.saliency(image_id)}: saliency map is {saliency.shape[1]}x{saliency.shape[0]} "
                     f"but its image is {image.shape[1]}x{image.shape[0]}. Resize the saliency maps."
                 )
-            scores = upsample(store[image_id], canvas, *image.shape[:2])
-            ablation_scores = upsample(ablation[image_id], canvas, *image.shape[:2]) if ablation else None
             seeds = image_seeds(
                 image,
-                scores,
+                upsample(store[image_id], canvas, *image.shape[:2]),
                 dataset["labels"][image_id],
-                regions[image_id],
+                regions[image_id] if regions else None,
                 threshold=threshold,
                 cam_backgrounds=cam_backgrounds,
                 crf=crf,
                 saliency=saliency,
                 saliency_background=saliency_background,
-                ablation_scores=ablation_scores,
+                ablation_scores=upsample(ablation[image_id], canvas, *image.shape[:2]) if ablation else None,
+                variants=variants,
             )
             for variant, seed in seeds.items():
                 write_mask(tmp / variant / f"{image_id}.png", seed)

@@ -86,7 +86,7 @@ def test_the_plan_trains_every_backbone_on_seeds_and_baselines_and_checks_the_co
         plan.check_config(deeplab, ["cam", "icd", "icd_crf"], synthetic=True)
     # Every seed folder the seeds stage writes can be trained on, the honest baselines included; the
     # ablation network's *_no_td seeds only when it is trained.
-    from icd.seeds import seed_variants
+    from icd.seed_sets import seed_variants
 
     wanted = {**deeplab, "seeds": ["cam_crf", "cam_sp", "icd_refined_no_td"]}
     plan.check_config(wanted, seed_variants(saliency=False, ablation_network=True), synthetic=True)

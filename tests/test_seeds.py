@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icd.seeds import cam_seed, icd_seed, image_seeds, saliency_seed, seed_variants, variant_thresholds
+from icd.seed_sets import seed_families, seed_variants
+from icd.seeds import cam_seed, icd_seed, image_seeds, saliency_seed, variant_thresholds
 
 
 def reference_seed(scores, classes, cam, threshold):
@@ -243,6 +244,34 @@ def test_without_top_down_adaptation_no_adapted_seed_variant_is_listed_or_writte
     seeds = image_seeds(image, without_adapted, classes, superpixels, saliency=np.full(image.shape[:2], 0.5), **options)
     assert sorted(seeds) == sorted(seed_variants(saliency=True, ablation_network=False, top_down=False))
     assert not {"icd", "icd_crf", "icd_sal"} & set(seeds)
+
+
+@pytest.mark.parametrize("top_down", [False, True])
+@pytest.mark.parametrize("saliency", [False, True])
+@pytest.mark.parametrize("ablation_network", [False, True])
+def test_seed_families_partition_the_seed_sets(saliency, ablation_network, top_down):
+    families = seed_families(saliency, ablation_network, top_down)
+    written = [variant for family in families.values() for variant in family.variants]
+    assert sorted(written) == sorted(seed_variants(saliency, ablation_network, top_down))
+    assert len(set(written)) == len(written)  # each seed set written by exactly one family
+
+
+def test_each_family_writes_exactly_what_all_seeds_at_once_write():
+    """One job per family (icd.seed_sets) makes the same PNG arrays as the single job that made every variant."""
+    classes, full, ablation, image, superpixels, options = image_case()
+    saliency = np.random.default_rng(1).random(image.shape[:2])
+    inputs = dict(ablation_scores=ablation, saliency=saliency, saliency_background=0.3, **options)
+    everything = image_seeds(image, full, classes, superpixels, **inputs)
+    for name, family in seed_families(saliency=True, ablation_network=True).items():
+        made = image_seeds(image, full, classes, superpixels, variants=family.variants, **inputs)
+        assert list(made) == list(family.variants), name
+        assert all(np.array_equal(made[variant], everything[variant]) for variant in made), name
+    # A family gets only what it reads: the CAM family has no threshold, the ICD family no CAM thresholds.
+    only_icd = {key: value for key, value in options.items() if key != "cam_backgrounds"}
+    made = image_seeds(image, full, classes, None, variants=["icd_bottom_up", "icd_refined", "icd"], **only_icd)
+    assert all(np.array_equal(made[variant], everything[variant]) for variant in made)
+    with pytest.raises(ValueError, match=r"cannot make the seeds \['icd_sal'\].*saliency"):
+        image_seeds(image, full, classes, superpixels, variants=["icd_sal"], **options)
 
 
 def test_each_seed_row_names_the_threshold_it_used():

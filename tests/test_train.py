@@ -391,7 +391,8 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
 
     from icd.scores import infer_scores_shard
     from icd.seed_quality import evaluate_seed_folders, threshold_sweep
-    from icd.seeds import collect_seed_shards, generate_seed_shard, seed_variants
+    from icd.seed_sets import seed_variants
+    from icd.seeds import collect_seed_shards, generate_seed_shard
     from tests.conftest import snapshot
     from wsss.core.config import load_config
     from wsss.core.errors import DataError

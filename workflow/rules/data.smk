@@ -1,6 +1,6 @@
 # Data: generate the synthetic VOC (embedded default) and validate whatever dataset is used, up front.
 
-import hashlib
+from wsss.workflow import checked_dataset, dataset_check
 
 
 rule synthesize_data:
@@ -20,20 +20,11 @@ rule synthesize_data:
         "icd synthesize-data --out {output.root:q} --stats {output.stats:q} --options {params.options:q} > {log:q} 2>&1"
 
 
-# The dataset check's settings (validate_data's params); its report is named after them. Snakemake records a
-# failed job as if it had passed: under one name for all settings, a setting rejected and then put back would
-# look changed, and rerun the check and everything after it.
-DATASET_CHECK = {
-    "roots": [root or "" for root in dataset_roots()],
-    "splits": [config["data"][key] for key in ("train_split", "eval_split", "test_split")],
-    "weights": (
-        f"--weights {shlex.quote(config['pretrain']['weights'])} --backbone "
-        + shlex.quote(as_json({key: backbone_options()[key] for key in ("width", "batch_norm")}))
-        if config["pretrain"]["weights"]
-        else ""
-    ),
-}
-CHECKED_DATASET = f"{RESULTS}/data/checked/{hashlib.sha256(as_json(DATASET_CHECK).encode()).hexdigest()[:16]}.json"
+# The dataset check's settings (validate_data's params); its report is named after them (wsss.workflow).
+DATASET_CHECK = dataset_check(
+    config, {key: icd_plan.backbone_options(config, ICD_NORMALISATION)[key] for key in ("width", "batch_norm")}
+)
+CHECKED_DATASET = checked_dataset(config, DATASET_CHECK)
 
 
 rule validate_data:

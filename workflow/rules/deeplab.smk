@@ -1,12 +1,11 @@
 # The DeepLab stage: one network per backbone x seed set (plus the CAM-seed and ground-truth reference
 # rows), full-resolution predictions of the eval and test splits, mIoU, Tables 7/8 and a Fig. 6-style figure.
 
-import deeplab.workflow as deeplab_plan
-
 DEEPLAB = config["deeplab"]
 DEEPLAB_ROOT = f"{RESULTS}/deeplab"
 EVAL_SPLIT, TEST_SPLIT = config["data"]["eval_split"], config["data"]["test_split"]
 deeplab_plan.check_config(DEEPLAB, SEED_VARIANTS, SYNTHETIC)
+RESNET101_STAND_IN = deeplab_plan.resnet101_stand_in(DEEPLAB, SYNTHETIC)
 DEEPLAB_RUNS = deeplab_plan.runs(DEEPLAB_ROOT, DEEPLAB)
 DEEPLAB_TARGETS = deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT)
 # Backbone weights: deeplab.weights, else VGG16 takes the trained ICD network's backbone (init_from_icd)
@@ -16,7 +15,7 @@ DEEPLAB_WEIGHTS = {
     "vgg16": (
         DEEPLAB["weights"]["vgg16"]
         if DEEPLAB["weights"]["vgg16"]
-        else rules.export_icd_backbone.output[0] if DEEPLAB["init_from_icd"] else backbone_weights()
+        else rules.export_icd_backbone.output[0] if DEEPLAB["init_from_icd"] else icd_plan.backbone_weights(config)
     ),
     "resnet101": (
         DEEPLAB["weights"]["resnet101"]
@@ -54,7 +53,7 @@ rule train_deeplab:
             deeplab_plan.training_options(
                 DEEPLAB,
                 wildcards.backbone,
-                backbone_options(),
+                icd_plan.backbone_options(config, ICD_NORMALISATION),
                 config["seed"],
                 NORMALISATION["deeplab"][wildcards.backbone],
             )

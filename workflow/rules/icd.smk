@@ -4,7 +4,7 @@
 rule superpixels:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        weights=backbone_weights(),
+        weights=icd_plan.backbone_weights(config),
         data=dataset_inputs(),
     output:
         f"{RESULTS}/superpixels/shard_{{shard}}.npz",
@@ -19,7 +19,7 @@ rule superpixels:
         gpu=1 if not SYNTHETIC else 0,
     params:
         shards=config["superpixels"]["shards"],
-        options=as_json(superpixel_options()),
+        options=as_json(icd_plan.superpixel_options(config, ICD_NORMALISATION)),
     shell:
         "icd superpixels --dataset {input.dataset:q} --weights {input.weights:q} --shard {wildcards.shard}"
         " --shards {params.shards} --options {params.options:q} --gpus {resources.gpu} --out {output:q} > {log:q} 2>&1"
@@ -28,8 +28,8 @@ rule superpixels:
 rule train_icd:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        superpixels=superpixel_shards(),
-        weights=backbone_weights(),
+        superpixels=icd_plan.superpixel_shards(config),
+        weights=icd_plan.backbone_weights(config),
         data=dataset_inputs(),
     output:
         model=f"{RESULTS}/icd/model.pt",
@@ -44,7 +44,7 @@ rule train_icd:
     resources:
         gpu=1 if not SYNTHETIC else 0,
     params:
-        options=icd_training_options(config["icd"]),
+        options=as_json(icd_plan.training_options(config, config["icd"], ICD_NORMALISATION)),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         "icd train-icd --dataset {input.dataset:q} --superpixels {input.superpixels:q} --weights {input.weights:q}"
@@ -60,7 +60,7 @@ use rule train_icd as train_icd_without_top_down with:
     benchmark:
         f"{RESULTS}/benchmarks/train_icd_without_top_down.tsv"
     params:
-        options=icd_training_options(ICD_WITHOUT_TOP_DOWN),
+        options=as_json(icd_plan.training_options(config, icd_plan.without_top_down(config), ICD_NORMALISATION)),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
 
 
@@ -89,6 +89,6 @@ rule export_icd_backbone:
         "../../envs/torch.yaml"
     threads: 1
     params:
-        options=as_json({"model": config["model"], "icd": config["icd"], "normalisation": NORMALISATION["icd"]}),
+        options=as_json(icd_plan.export_options(config, ICD_NORMALISATION)),
     shell:
         "icd export-icd-backbone --model {input:q} --options {params.options:q} --out {output:q} > {log:q} 2>&1"

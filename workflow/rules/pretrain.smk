@@ -14,14 +14,14 @@ rule pretrain_backbone:
         "../../envs/torch.yaml"
     threads: 2  # a small CPU job: the pretext network is tiny and the task synthetic-only
     params:
-        options=as_json(pretrain_options()),
+        options=as_json(icd_plan.pretrain_options(config, ICD_NORMALISATION)),
     shell:
         "icd pretrain-backbone --out {output.weights:q} --metrics {output.metrics:q} --options {params.options:q} > {log:q} 2>&1"
 
 
 rule measure_premise:
     input:
-        weights=backbone_weights(),
+        weights=icd_plan.backbone_weights(config),
         dataset=f"{RESULTS}/data/dataset.json",
         data=dataset_inputs(),
     output:
@@ -35,7 +35,7 @@ rule measure_premise:
     threads: 2
     params:
         root=lambda wildcards, input: input.data[0],
-        options=as_json(backbone_options()),
+        options=as_json(icd_plan.backbone_options(config, ICD_NORMALISATION)),
     shell:
         "icd measure-premise --weights {input.weights:q} --data-root {params.root:q} --options {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"

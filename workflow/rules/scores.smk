@@ -5,7 +5,7 @@ rule infer_scores:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         model=f"{RESULTS}/icd/model.pt",
-        superpixels=superpixel_shards(),
+        superpixels=icd_plan.superpixel_shards(config),
         data=dataset_inputs(),
     output:
         f"{RESULTS}/scores/shard_{{shard}}.npz",
@@ -20,7 +20,7 @@ rule infer_scores:
         gpu=1 if not SYNTHETIC else 0,
     params:
         shards=config["seeds"]["shards"],
-        options=score_inference_options(config["icd"]),
+        options=as_json(icd_plan.score_inference_options(config, config["icd"], ICD_NORMALISATION)),
     shell:
         "icd infer-scores --dataset {input.dataset:q} --model {input.model:q} --superpixels {input.superpixels:q}"
         " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} --gpus {resources.gpu}"
@@ -32,7 +32,7 @@ use rule infer_scores as infer_scores_without_top_down with:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         model=f"{RESULTS}/icd_without_top_down/model.pt",
-        superpixels=superpixel_shards(),
+        superpixels=icd_plan.superpixel_shards(config),
         data=dataset_inputs(),
     output:
         f"{RESULTS}/scores_without_top_down/shard_{{shard}}.npz",
@@ -42,14 +42,14 @@ use rule infer_scores as infer_scores_without_top_down with:
         f"{RESULTS}/benchmarks/scores_without_top_down/shard_{{shard}}.tsv"
     params:
         shards=config["seeds"]["shards"],
-        options=score_inference_options(ICD_WITHOUT_TOP_DOWN),
+        options=as_json(icd_plan.score_inference_options(config, icd_plan.without_top_down(config), ICD_NORMALISATION)),
 
 
 rule score_map_ap:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        scores=score_shards(),
-        ablation=ablation_score_shards(),
+        scores=icd_plan.score_shards(config),
+        ablation_scores=icd_plan.ablation_score_shards(config),
         data=dataset_inputs(),
     output:
         report(f"{RESULTS}/tables/score_map_ap.csv", caption="../report/score_map_ap.rst", category="ICD"),
@@ -62,7 +62,7 @@ rule score_map_ap:
     threads: 1
     params:
         inference_size=config["seeds"]["inference_size"],
-        ablation=ablation_scores_option,
+        ablation=shards_option("--ablation-scores"),
     shell:
         "icd score-map-ap --dataset {input.dataset:q} --scores {input.scores:q}"
         " --inference-size {params.inference_size} {params.ablation} --out {output:q} > {log:q} 2>&1"

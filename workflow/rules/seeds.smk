@@ -1,11 +1,12 @@
-# Seeds: the threshold sweep (Table 2, CAM baselines), seed PNGs per shard, per-variant folders, quality tables.
+# Seeds: the threshold sweep (Table 2, CAM baselines), seed PNGs per family of seed sets and shard (icd.seed_sets:
+# a setting reruns only the families that read it), per-variant folders, quality tables.
 
 
 rule seed_sweep:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        scores=score_shards(),
-        superpixels=superpixel_shards(),
+        scores=icd_plan.score_shards(config),
+        superpixels=icd_plan.superpixel_shards(config),
         data=dataset_inputs(),
     output:
         table=f"{RESULTS}/tables/seed_thresholds.csv",
@@ -31,57 +32,65 @@ rule seed_sweep:
         " --out-table {output.table:q} --out-choice {output.choice:q} > {log:q} 2>&1"
 
 
+SEED_FAMILIES = icd_plan.families(config)
+
+
+wildcard_constraints:
+    family="|".join(SEED_FAMILIES),
+    variant="|".join(SEED_VARIANTS),
+
+
+def family_reads(name, paths):
+    """An input of make_seeds: `paths` when the wildcards' family reads `name` (icd.seed_sets.SeedFamily.reads)."""
+    return lambda wildcards: paths if name in SEED_FAMILIES[wildcards.family].reads else []
+
+
 rule make_seeds:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        scores=score_shards(),
-        superpixels=superpixel_shards(),
-        ablation=ablation_score_shards(),
-        cam_background=f"{RESULTS}/seeds/cam_background.json",
+        scores=icd_plan.score_shards(config),
+        superpixels=family_reads("superpixels", icd_plan.superpixel_shards(config)),
+        ablation_scores=family_reads("ablation_scores", icd_plan.ablation_score_shards(config)),
+        cam_background=family_reads("cam_background", [f"{RESULTS}/seeds/cam_background.json"]),
         data=dataset_inputs(),
     output:
-        directory(f"{RESULTS}/seeds/shards/shard_{{shard}}"),
+        directory(f"{RESULTS}/seeds/shards/{{family}}/shard_{{shard}}"),
     log:
-        f"{LOGS}/seeds/shard_{{shard}}.log",
+        f"{LOGS}/seeds/{{family}}/shard_{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/seeds/shard_{{shard}}.tsv"
+        f"{RESULTS}/benchmarks/seeds/{{family}}/shard_{{shard}}.tsv"
     conda:
         "../../envs/crf.yaml"
     threads: 1
     params:
         shards=config["seeds"]["shards"],
-        ablation=ablation_scores_option,
-        options=as_json(
-            {
-                "canvas": config["seeds"]["inference_size"],
-                "threshold": config["seeds"]["threshold"],
-                "saliency_background": config["seeds"]["saliency_background"],
-                "crf": config["crf"],
-            }
-        ),
+        variants=lambda wildcards: SEED_FAMILIES[wildcards.family].variants,
+        superpixels=shards_option("--superpixels"),
+        ablation=shards_option("--ablation-scores"),
+        cam_background=shards_option("--cam-background"),
+        options=lambda wildcards: as_json(icd_plan.family_options(config, wildcards.family)),
     shell:
-        "icd make-seeds --dataset {input.dataset:q} --scores {input.scores:q} --superpixels {input.superpixels:q}"
-        " --cam-background {input.cam_background:q} --shard {wildcards.shard} --shards {params.shards}"
-        " {params.ablation} --options {params.options:q}"
+        "icd make-seeds --dataset {input.dataset:q} --variants {params.variants:q} --scores {input.scores:q}"
+        " {params.superpixels} {params.ablation} {params.cam_background}"
+        " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q}"
         " --out {output:q}"
         " > {log:q} 2>&1"
 
 
 rule collect_seeds:
     input:
-        expand(f"{RESULTS}/seeds/shards/shard_{{shard}}", shard=range(config["seeds"]["shards"])),
+        lambda wildcards: icd_plan.family_shards(config, icd_plan.family_of(config)[wildcards.variant]),
     output:
-        [directory(f"{RESULTS}/seeds/{variant}") for variant in SEED_VARIANTS],
+        directory(f"{RESULTS}/seeds/{{variant}}"),
     log:
-        f"{LOGS}/collect_seeds.log",
+        f"{LOGS}/collect_seeds/{{variant}}.log",
     conda:
         "../../envs/data.yaml"
     threads: 1
     params:
-        variants=SEED_VARIANTS,
         root=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "icd collect-seeds --shards {input:q} --variants {params.variants:q} --out-root {params.root:q} > {log:q} 2>&1"
+        "icd collect-seeds --shards {input:q} --variants {wildcards.variant} --out-root {params.root:q} > {log:q} 2>&1"
 
 
 rule seed_table:
@@ -116,7 +125,7 @@ rule seed_table:
 rule seed_figure:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        scores=score_shards(),
+        scores=icd_plan.score_shards(config),
         seeds=[f"{RESULTS}/seeds/{variant}" for variant in ("cam", "cam_crf", "icd", "icd_crf")],
         data=dataset_inputs(),
     output:

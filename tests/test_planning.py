@@ -1,0 +1,141 @@
+"""The workflow's planning as Python (wsss.workflow, icd.workflow, deeplab.workflow): what each step is given, and
+which steps a setting reaches, on validated configs, without running Snakemake."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+import deeplab.workflow as deeplab_plan
+import icd.workflow as icd_plan
+from icd.seed_sets import seed_variants
+from wsss.core.config import load_config
+from wsss.workflow import as_json, checked_dataset, data_targets, dataset_check, dataset_roots, has_saliency
+
+VOC = {
+    "run": "voc",
+    "data": {"source": "voc", "voc_root": "/data/VOC2012", "saliency_root": None},
+    "pretrain": {"weights": "/weights/vgg16.pth"},
+    "deeplab": {"weights": {"resnet101": "/weights/resnet101.pth"}},
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_config()
+
+
+def with_setting(config: dict, section: str, key: str, value) -> dict:
+    changed = copy.deepcopy(config)
+    changed[section][key] = value
+    return changed
+
+
+def test_params_are_canonical_json():
+    assert as_json({"b": 1, "a": {"d": 2, "c": 3}}) == '{"a": {"c": 3, "d": 2}, "b": 1}'
+
+
+def test_synthetic_data_is_generated_under_the_run_and_real_data_read_where_it_is(synthetic):
+    root = f"results/{synthetic['run']}/data/VOC2012"
+    assert dataset_roots(synthetic) == (root, root, f"{root}/Saliency") and has_saliency(synthetic)
+    assert data_targets(synthetic) == [
+        f"results/{synthetic['run']}/data/dataset.json",
+        f"results/{synthetic['run']}/data/synthetic_stats.json",
+    ]
+    voc = load_config(overrides=VOC)
+    assert dataset_roots(voc) == ("/data/VOC2012", "/data/VOC2012", None) and not has_saliency(voc)
+    assert data_targets(voc) == ["results/voc/data/dataset.json"]
+
+
+def test_the_checked_report_is_named_after_every_setting_of_the_check():
+    voc = load_config(overrides=VOC)
+    check = dataset_check(voc, {"width": 1.0, "batch_norm": False})
+    assert check["roots"] == ["/data/VOC2012", "/data/VOC2012", ""]
+    assert check["weights"] == '--weights /weights/vgg16.pth --backbone \'{"batch_norm": false, "width": 1.0}\''
+    names = {
+        checked_dataset(voc, check),
+        checked_dataset(voc, dataset_check(voc, {"width": 1.0, "batch_norm": True})),
+        checked_dataset(voc, dataset_check(with_setting(voc, "data", "train_split", "train"), {})),
+    }
+    assert len(names) == 3 and all(name.startswith("results/voc/data/checked/") for name in names)
+
+
+def test_weights_come_from_the_user_or_the_synthetic_stand_ins(synthetic):
+    voc = load_config(overrides=VOC)
+    assert icd_plan.backbone_weights(voc) == "/weights/vgg16.pth"
+    assert icd_plan.backbone_weights(synthetic) == f"results/{synthetic['run']}/pretrain/backbone.pth"
+    assert icd_plan.stage_targets(voc, "pretrain") == []
+    assert deeplab_plan.resnet101_stand_in(synthetic["deeplab"], synthetic=True)
+    assert not deeplab_plan.resnet101_stand_in(voc["deeplab"], synthetic=False)
+
+
+def test_every_icd_step_gets_the_backbone_it_runs(synthetic):
+    backbone = icd_plan.backbone_options(synthetic, "caffe")
+    assert backbone == {
+        "width": synthetic["model"]["width"],
+        "batch_norm": synthetic["model"]["backbone"] == "vgg16_bn",
+        "normalisation": "caffe",
+    }
+    assert icd_plan.pretrain_options(synthetic, "caffe").items() >= backbone.items()
+    assert "weights" not in icd_plan.pretrain_options(synthetic, "caffe")
+    assert icd_plan.superpixel_options(synthetic, "caffe").items() >= backbone.items()
+    assert "shards" not in icd_plan.superpixel_options(synthetic, "caffe")
+    full = icd_plan.training_options(synthetic, synthetic["icd"], "caffe")
+    ablation = icd_plan.training_options(synthetic, icd_plan.without_top_down(synthetic), "caffe")
+    assert full["icd"]["top_down"] and not ablation["icd"]["top_down"]
+    assert {**ablation["icd"], "top_down": True} == full["icd"]
+    assert synthetic["icd"]["top_down"], "without_top_down must not change the config it reads"
+
+
+def test_the_ablation_network_exists_only_beside_a_top_down_network(synthetic):
+    assert icd_plan.ablation_network(synthetic)
+    assert len(icd_plan.ablation_score_shards(synthetic)) == synthetic["seeds"]["shards"]
+    for section, key in (("seeds", "ablation_network"), ("icd", "top_down")):
+        config = with_setting(synthetic, section, key, False)
+        assert not icd_plan.ablation_network(config) and icd_plan.ablation_score_shards(config) == []
+        assert f"results/{config['run']}/icd_without_top_down/model.pt" not in icd_plan.stage_targets(config, "icd")
+
+
+def test_the_seed_families_write_every_seed_set_once(synthetic):
+    family_of = icd_plan.family_of(synthetic)
+    assert sorted(family_of) == sorted(icd_plan.variants(synthetic))
+    assert icd_plan.variants(synthetic) == seed_variants(saliency=True, ablation_network=True)
+    assert icd_plan.family_shards(synthetic, "cam") == [
+        f"results/{synthetic['run']}/seeds/shards/cam/shard_{shard}" for shard in range(synthetic["seeds"]["shards"])
+    ]
+
+
+# setting -> the families whose job it reruns (every other family's options stay the same)
+SETTING_READERS = {
+    ("seeds", "threshold", 0.2): {"icd", "icd_no_td", "icd_crf", "icd_sal"},
+    ("seeds", "saliency_background", 0.05): {"icd_sal"},
+    ("crf", "min_probability", 0.9): {"cam_crf", "icd_crf"},
+    ("seeds", "inference_size", 257): {"cam", "cam_crf", "icd", "icd_no_td", "icd_crf", "icd_sal"},
+}
+
+
+@pytest.mark.parametrize("setting", list(SETTING_READERS), ids=lambda setting: f"{setting[0]}.{setting[1]}")
+def test_a_seed_setting_changes_the_options_of_exactly_the_families_that_read_it(synthetic, setting):
+    changed = with_setting(synthetic, *setting)
+    rerun = {
+        family
+        for family in icd_plan.families(synthetic)
+        if as_json(icd_plan.family_options(changed, family)) != as_json(icd_plan.family_options(synthetic, family))
+    }
+    assert rerun == SETTING_READERS[setting]
+
+
+def test_a_family_is_given_only_the_settings_its_seeds_read(synthetic):
+    options = {family: icd_plan.family_options(synthetic, family) for family in icd_plan.families(synthetic)}
+    canvas = synthetic["seeds"]["inference_size"]
+    assert options["cam"] == {"canvas": canvas}
+    assert options["icd_sal"] == {
+        "canvas": canvas,
+        "threshold": synthetic["seeds"]["threshold"],
+        "saliency_background": synthetic["seeds"]["saliency_background"],
+    }
+    assert options["icd_crf"]["crf"] == synthetic["crf"] and "crf" not in options["icd"]
+    # what generate_seed_shard takes as keywords
+    assert all(json.loads(as_json(value)) == value for value in options.values())

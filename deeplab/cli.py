@@ -2,6 +2,12 @@
 
 Like `python -m icd`: knobs arrive as one JSON object (`--options`), user errors print one line
 and exit 2, GPU steps claim their GPUs (`--gpus`, see wsss.core.devices) before CUDA starts.
+
+Each verb is declared in decorators right on top of its handler, so its arguments are read together with
+what it does: `@verbs.verb(name, help=...)`, then one `@arg(...)` (add_argument's parameters) per argument,
+in --help order; `@options(help)` is `--options`, and DATASET and GPUS are arguments several verbs share
+(see wsss.core.cli). A verb's name is that of the Snakemake rule running it; `deeplab --help` lists the
+verbs in the order they are declared here.
 """
 
 from __future__ import annotations
@@ -10,12 +16,20 @@ import argparse
 import json
 import logging
 
-from wsss.core.cli import add_gpus, read_json, run_verb, write_json
+from wsss.core.cli import DATASET, GPUS, Verbs, arg, options, read_json, run_verb, write_json
 from wsss.core.errors import ICDError
 
 log = logging.getLogger("deeplab")
 
+verbs = Verbs(prog="deeplab", description=__doc__.splitlines()[0])
 
+
+@verbs.verb("pretrain-resnet101", help="train the ResNet101 stand-in for ImageNet weights on image-level labels")
+@DATASET
+@options('JSON object: the resnet_pretrain section, "width", "seed" and "normalisation"')
+@arg("--out", required=True, help="torchvision-format resnet101 state dict (.pth)")
+@arg("--metrics", required=True, help="JSON: settings, per-interval loss and accuracy, time")
+@GPUS
 def _pretrain(args: argparse.Namespace) -> None:
     from deeplab.classifier import train_classifier
 
@@ -24,6 +38,14 @@ def _pretrain(args: argparse.Namespace) -> None:
     log.info("final loss %.4f, rank accuracy %.3f", metrics["final_loss"], metrics["final_rank_accuracy"])
 
 
+@verbs.verb("train-deeplab", help="train DeepLab on seeds (resumes from OUT_DIR/checkpoint.pt)")
+@DATASET
+@arg("--labels-root", help="folder of <id>.png seeds; omit to train on the ground-truth masks")
+@arg("--weights", help="backbone weights (ImageNet or the synthetic stand-in); omit for random init")
+@arg("--backbone", required=True, choices=["vgg16", "resnet101"])
+@options('JSON object {"deeplab": ..., "model": ..., "normalisation": <of the weights>, "seed": ...}')
+@arg("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
+@GPUS
 def _train(args: argparse.Namespace) -> None:
     from deeplab.train import train_deeplab
 
@@ -38,6 +60,14 @@ def _train(args: argparse.Namespace) -> None:
     log.info("final loss %.4f", result["history"][-1]["loss"])
 
 
+@verbs.verb("predict-deeplab", help="full-resolution predictions of one split")
+@arg("--dataset", required=True)
+@arg("--model", required=True, help="model.pt written by `deeplab train-deeplab`")
+@arg("--split", required=True, help="a role (eval, test) or a split name")
+@options('JSON object {"scales", "flip", "crf": {...} or null}')
+@arg("--out-dir", required=True, help="raw/ and crf/ folders, or the server layout with --server-tar")
+@arg("--server-tar", help="write the VOC server layout and pack it into this tar")
+@GPUS
 def _predict(args: argparse.Namespace) -> None:
     from deeplab.infer import pack_for_server, predict_split
 
@@ -53,6 +83,13 @@ def _predict(args: argparse.Namespace) -> None:
         log.info("packed %d predictions into %s", pack_for_server(args.out_dir, args.server_tar), args.server_tar)
 
 
+@verbs.verb("evaluate-deeplab", help="mIoU and per-class IoU of eval-split predictions")
+@arg("--dataset", required=True)
+@arg("--predictions", required=True, help="folder holding raw/ (and crf/)")
+@arg("--backbone", required=True)
+@arg("--seeds", required=True, help="the seed set the model was trained on (gt: ground truth)")
+@arg("--multiscale", action="store_true", help="the predictions averaged several scales or flips")
+@arg("--out", required=True, help="JSON record")
 def _evaluate(args: argparse.Namespace) -> None:
     from deeplab.evaluate import evaluate_predictions
 
@@ -71,12 +108,22 @@ def _evaluate(args: argparse.Namespace) -> None:
     log.info("mIoU: %s", {name: round(result["miou"], 4) for name, result in results.items()})
 
 
+@verbs.verb("segmentation-table", help="segmentation.csv, per-class IoU and the Table 7/8 markdown")
+@arg("--evaluations", nargs="+", required=True, help="JSON records of `deeplab evaluate-deeplab`")
+@arg("--out", required=True, help="segmentation.csv")
+@arg("--per-class", required=True, help="CSV of per-class IoU")
+@arg("--markdown", required=True, help="Tables 7/8 beside the paper's numbers")
 def _table(args: argparse.Namespace) -> None:
     from deeplab.report import write_segmentation_tables
 
     write_segmentation_tables([read_json(path) for path in args.evaluations], args.out, args.markdown, args.per_class)
 
 
+@verbs.verb("segmentation-figure", help="Fig. 6 style: images, predictions of several models, ground truth")
+@arg("--dataset", required=True)
+@arg("--predictions", nargs="+", required=True, help="prediction folders (<id>.png)")
+@arg("--titles", nargs="+", required=True, help="a column title per prediction folder")
+@arg("--out", required=True, help="PNG")
 def _figure(args: argparse.Namespace) -> None:
     from deeplab.report import prediction_figure
 
@@ -89,70 +136,7 @@ def _figure(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deeplab", description=__doc__.splitlines()[0])
-    verbs = parser.add_subparsers(dest="verb", required=True)
-
-    verb = verbs.add_parser(
-        "pretrain-resnet101", help="train the ResNet101 stand-in for ImageNet weights on image-level labels"
-    )
-    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
-    verb.add_argument(
-        "--options", required=True, help='JSON object: the resnet_pretrain section, "width", "seed" and "normalisation"'
-    )
-    verb.add_argument("--out", required=True, help="torchvision-format resnet101 state dict (.pth)")
-    verb.add_argument("--metrics", required=True, help="JSON: settings, per-interval loss and accuracy, time")
-    verb.set_defaults(run=_pretrain)
-    add_gpus(verb)
-
-    verb = verbs.add_parser("train-deeplab", help="train DeepLab on seeds (resumes from OUT_DIR/checkpoint.pt)")
-    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
-    verb.add_argument("--labels-root", help="folder of <id>.png seeds; omit to train on the ground-truth masks")
-    verb.add_argument("--weights", help="backbone weights (ImageNet or the synthetic stand-in); omit for random init")
-    verb.add_argument("--backbone", required=True, choices=["vgg16", "resnet101"])
-    verb.add_argument(
-        "--options",
-        required=True,
-        help='JSON object {"deeplab": ..., "model": ..., "normalisation": <of the weights>, "seed": ...}',
-    )
-    verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
-    verb.set_defaults(run=_train)
-    add_gpus(verb)
-
-    verb = verbs.add_parser("predict-deeplab", help="full-resolution predictions of one split")
-    verb.add_argument("--dataset", required=True)
-    verb.add_argument("--model", required=True, help="model.pt written by `deeplab train-deeplab`")
-    verb.add_argument("--split", required=True, help="a role (eval, test) or a split name")
-    verb.add_argument("--options", required=True, help='JSON object {"scales", "flip", "crf": {...} or null}')
-    verb.add_argument("--out-dir", required=True, help="raw/ and crf/ folders, or the server layout with --server-tar")
-    verb.add_argument("--server-tar", help="write the VOC server layout and pack it into this tar")
-    verb.set_defaults(run=_predict)
-    add_gpus(verb)
-
-    verb = verbs.add_parser("evaluate-deeplab", help="mIoU and per-class IoU of eval-split predictions")
-    verb.add_argument("--dataset", required=True)
-    verb.add_argument("--predictions", required=True, help="folder holding raw/ (and crf/)")
-    verb.add_argument("--backbone", required=True)
-    verb.add_argument("--seeds", required=True, help="the seed set the model was trained on (gt: ground truth)")
-    verb.add_argument("--multiscale", action="store_true", help="the predictions averaged several scales or flips")
-    verb.add_argument("--out", required=True, help="JSON record")
-    verb.set_defaults(run=_evaluate)
-
-    verb = verbs.add_parser("segmentation-table", help="segmentation.csv, per-class IoU and the Table 7/8 markdown")
-    verb.add_argument("--evaluations", nargs="+", required=True, help="JSON records of `deeplab evaluate-deeplab`")
-    verb.add_argument("--out", required=True, help="segmentation.csv")
-    verb.add_argument("--per-class", required=True, help="CSV of per-class IoU")
-    verb.add_argument("--markdown", required=True, help="Tables 7/8 beside the paper's numbers")
-    verb.set_defaults(run=_table)
-
-    verb = verbs.add_parser(
-        "segmentation-figure", help="Fig. 6 style: images, predictions of several models, ground truth"
-    )
-    verb.add_argument("--dataset", required=True)
-    verb.add_argument("--predictions", nargs="+", required=True, help="prediction folders (<id>.png)")
-    verb.add_argument("--titles", nargs="+", required=True, help="a column title per prediction folder")
-    verb.add_argument("--out", required=True, help="PNG")
-    verb.set_defaults(run=_figure)
-    return parser
+    return verbs.build_parser()
 
 
 def main(argv: list[str] | None = None) -> int:

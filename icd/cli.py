@@ -2,6 +2,12 @@
 
 Knobs arrive as one JSON object (`--options`), the config section the step uses, so a rule passes
 exactly the parameters that should trigger its rerun. User errors print one clear line, no traceback.
+
+Each verb is declared in decorators right on top of its handler, so its arguments are read together with
+what it does: `@verbs.verb(name, help=...)`, then one `@arg(...)` (add_argument's parameters) per argument,
+in --help order; `@options(help)` is `--options`, and DATASET, GPUS, SHARDED and ABLATION_SCORES are
+arguments several verbs share (see wsss.core.cli). A verb's name is that of the Snakemake rule running it;
+`icd --help` lists the verbs in the order they are declared here.
 """
 
 from __future__ import annotations
@@ -9,21 +15,68 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
-from wsss.core.cli import add_gpus, read_json, run_verb, write_json
+from wsss.core.cli import DATASET, GPUS, Verbs, arg, arguments, options, read_json, run_verb, write_json
 from wsss.core.files import write_csv, write_text
 
 log = logging.getLogger("icd")
 
+verbs = Verbs(prog="icd", description=__doc__.splitlines()[0])
 
+# A sharded verb works on shard --shard of --shards of the training split and writes one .npz shard.
+SHARDED = arguments(
+    DATASET,
+    arg("--shard", type=int, required=True),
+    arg("--shards", type=int, required=True),
+    options("JSON object of the step's keyword arguments"),
+    arg("--out", required=True, help="the shard (.npz)"),
+)
+
+ABLATION_SCORES = arg(
+    "--ablation-scores",
+    nargs="+",
+    help="score shards of a network trained without top-down "
+    "adaptation: they add Table 3's bottom-up and refined rows of that network (`*_no_td`)",
+)
+
+
+def _training_shard(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """A sharded verb's dataset report and the image ids of its shard of the training split."""
+    from wsss.core.shards import shard_ids
+
+    dataset = read_json(args.dataset)
+    return dataset, shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
+
+
+def _run_on_training_shard(args: argparse.Namespace, worker: Callable[..., object], **keywords: object) -> None:
+    """A sharded verb's work: `worker(--out, its shard's ids, dataset=<the report>, **keywords, **--options)`."""
+    dataset, ids = _training_shard(args)
+    worker(args.out, ids, dataset=dataset, **keywords, **json.loads(args.options))
+
+
+@verbs.verb("synthesize-data", help="write the synthetic dataset in the VOC layout")
+@arg("--out", required=True, help="the VOC2012 folder to create")
+@arg("--stats", required=True, help="JSON file for the dataset statistics")
+@options("JSON object: the config's `synthetic` section")
 def _synthesize(args: argparse.Namespace) -> None:
     from wsss.data.synthetic import generate_dataset
 
-    stats = generate_dataset(Path(args.out), **json.loads(args.options))
-    write_json(args.stats, stats)
+    write_json(args.stats, generate_dataset(Path(args.out), **json.loads(args.options)))
 
 
+@verbs.verb("validate-data", help="check the dataset up front and write its report")
+@arg("--voc-root", required=True)
+@arg("--sbd-root")
+@arg("--saliency-root")
+@arg("--train-split", default="train_aug")
+@arg("--eval-split", default="val")
+@arg("--test-split", default="test")
+@arg("--workers", type=int, default=1)
+@arg("--weights", help="the user's pretrained backbone weights, checked against --backbone")
+@arg("--backbone", default="{}", help='JSON {"width", "batch_norm"} the weights must fit')
+@arg("--out", required=True, help="JSON report: splits, labels, counts")
 def _validate_data(args: argparse.Namespace) -> None:
     from wsss.data.voc import SplitRoles, VOCPaths, validate_dataset
 
@@ -39,12 +92,19 @@ def _validate_data(args: argparse.Namespace) -> None:
     log.info("dataset ok: %s", report["counts"])
 
 
+@verbs.verb("accept-data", help="make a checked dataset report (validate-data's) the pipeline's")
+@arg("--candidate", required=True, help="the report validate-data wrote")
+@arg("--out", required=True, help="the accepted report (dataset.json)")
 def _accept_data(args: argparse.Namespace) -> None:
     """The checked report becomes the one the pipeline reads. A step apart from the check, because Snakemake
     deletes a job's outputs when it reruns or fails: a rejected dataset then costs only the candidate."""
     write_text(args.out, Path(args.candidate).read_text())
 
 
+@verbs.verb("pretrain-backbone", help="pretrain the backbone on the synthetic pretext task")
+@arg("--out", required=True, help="backbone weights (.pth)")
+@arg("--metrics", required=True, help="JSON file for the training metrics")
+@options("JSON object of pretrain_backbone's arguments")
 def _pretrain(args: argparse.Namespace) -> None:
     from icd.pretrain import pretrain_backbone
 
@@ -52,29 +112,43 @@ def _pretrain(args: argparse.Namespace) -> None:
     write_json(args.metrics, metrics)
 
 
+@verbs.verb("measure-premise", help="measure whether backbone features separate fg from bg")
+@arg("--weights", required=True)
+@arg("--data-root", required=True)
+@options("JSON object of measure_premise's arguments")
+@arg("--out", required=True)
 def _premise(args: argparse.Namespace) -> None:
     from icd.pretrain import measure_premise
 
-    options = json.loads(args.options)
+    settings = json.loads(args.options)
     report = {
-        "pretrained": measure_premise(args.weights, Path(args.data_root), **options),
-        "random_init": measure_premise(None, Path(args.data_root), **options),
+        "pretrained": measure_premise(args.weights, Path(args.data_root), **settings),
+        "random_init": measure_premise(None, Path(args.data_root), **settings),
     }
     write_json(args.out, report)
 
 
+@verbs.verb("superpixels", help="Felzenszwalb + feature merging for one shard of the training split")
+@SHARDED
+@arg("--weights", required=True, help="backbone weights the features come from")
+@GPUS
 def _superpixels(args: argparse.Namespace) -> None:
     from icd.superpixels import compute_superpixel_shard
-    from wsss.core.shards import shard_ids
 
-    dataset = read_json(args.dataset)
-    ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
+    dataset, ids = _training_shard(args)
     stats = compute_superpixel_shard(
         args.out, ids, voc_root=dataset["voc_root"], weights=args.weights, **json.loads(args.options)
     )
     log.info("shard %d/%d: %s", args.shard, args.shards, stats)
 
 
+@verbs.verb("train-icd", help="train the ICD network (resumes from OUT_DIR/checkpoint.pt)")
+@DATASET
+@arg("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
+@arg("--weights", required=True, help="pretrained backbone weights")
+@options('JSON object {"model": ..., "icd": ..., "seed": ..., "normalisation": <of the weights>}')
+@arg("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
+@GPUS
 def _train_icd(args: argparse.Namespace) -> None:
     from icd.train import train_icd
 
@@ -87,38 +161,13 @@ def _train_icd(args: argparse.Namespace) -> None:
     )
 
 
-def _scores(args: argparse.Namespace) -> None:
-    from icd.scores import infer_scores_shard
-    from wsss.core.shards import shard_ids
-
-    dataset = read_json(args.dataset)
-    ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
-    infer_scores_shard(
-        args.out,
-        ids,
-        dataset=dataset,
-        model_path=args.model,
-        superpixel_shards=args.superpixels,
-        **json.loads(args.options),
-    )
-
-
-def _export_backbone(args: argparse.Namespace) -> None:
-    from icd.scores import export_backbone
-
-    export_backbone(args.model, args.out, **json.loads(args.options))
-
-
-def _score_ap(args: argparse.Namespace) -> None:
-    from icd.scores import score_map_average_precision
-
-    table = score_map_average_precision(
-        read_json(args.dataset), args.scores, canvas=args.inference_size, ablation_shards=args.ablation_scores
-    )
-    write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
-    log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
-
-
+@verbs.verb("seed-sweep", help="Table 2 thresholds and the CAM baselines' background sweeps")
+@arg("--dataset", required=True)
+@arg("--scores", nargs="+", required=True, help="score shards (.npz)")
+@arg("--superpixels", nargs="+", required=True, help="superpixel shards (.npz), for cam_sp")
+@options('JSON {"canvas", "thresholds", "cam_backgrounds"}')
+@arg("--out-table", required=True, help="CSV of every (variant, threshold) row")
+@arg("--out-choice", required=True, help='JSON {"cam", "cam_sp"}: each one\'s best background threshold')
 def _seed_sweep(args: argparse.Namespace) -> None:
     from icd.seed_quality import threshold_sweep
 
@@ -128,31 +177,46 @@ def _seed_sweep(args: argparse.Namespace) -> None:
     log.info("best background threshold (picked with ground truth): %s", best)
 
 
+@verbs.verb("make-seeds", help="seed PNGs of one family of seed sets for one shard of the training split")
+@SHARDED
+@arg("--variants", nargs="+", required=True, help="the seed sets to write (one family's, icd.seed_sets)")
+@arg("--scores", nargs="+", required=True, help="score shards (.npz)")
+@arg("--superpixels", nargs="+", help="superpixel shards (.npz), for cam_sp")
+@ABLATION_SCORES
+@arg("--cam-background", help="JSON with the CAM baselines' background thresholds, for cam, cam_crf, cam_sp")
 def _seeds(args: argparse.Namespace) -> None:
     from icd.seeds import generate_seed_shard
-    from wsss.core.shards import shard_ids
 
-    dataset = read_json(args.dataset)
-    ids = shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
-    generate_seed_shard(
-        args.out,
-        ids,
-        dataset=dataset,
+    _run_on_training_shard(
+        args,
+        generate_seed_shard,
         variants=args.variants,
         score_shards=args.scores,
         superpixel_shards=args.superpixels,
         ablation_shards=args.ablation_scores,
         cam_backgrounds=read_json(args.cam_background) if args.cam_background else None,
-        **json.loads(args.options),
     )
 
 
+@verbs.verb("collect-seeds", help="gather shard folders into seeds/<variant>/ folders")
+@arg("--shards", nargs="+", required=True, help="shard folders written by `icd make-seeds`")
+@arg("--variants", nargs="+", required=True)
+@arg("--out-root", required=True)
 def _collect_seeds(args: argparse.Namespace) -> None:
     from icd.seeds import collect_seed_shards
 
     collect_seed_shards(args.shards, args.out_root, args.variants)
 
 
+@verbs.verb("seed-table", help="seeds.csv (Tables 2 and 3) and per-class IoU of the seeds")
+@arg("--dataset", required=True)
+@arg("--seeds-root", required=True)
+@arg("--variants", nargs="+", required=True)
+@arg("--threshold", type=float, required=True, help="seeds.threshold the ICD seeds used")
+@arg("--cam-background", required=True, help="JSON with the CAM baselines' background thresholds")
+@arg("--sweep", required=True, help="CSV written by seed-sweep")
+@arg("--out", required=True)
+@arg("--per-class", required=True)
 def _seed_table(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -166,18 +230,30 @@ def _seed_table(args: argparse.Namespace) -> None:
     write_csv(args.per_class, [{"variant": variant, **ious} for variant, ious in per_class.items()])
 
 
+@verbs.verb("seed-figure", help="the paper's Fig. 4: CAM vs ICD scores and seeds")
+@arg("--dataset", required=True)
+@arg("--scores", nargs="+", required=True, help="score shards (.npz)")
+@arg("--seeds-root", required=True, help="folder holding cam/, cam_crf/, icd/ and icd_crf/ seeds")
+@arg("--canvas", type=int, required=True, help="seeds.inference_size")
+@arg("--out", required=True, help="PNG")
 def _seed_figure(args: argparse.Namespace) -> None:
     from icd.figures import seed_figure
 
     seed_figure(args.out, read_json(args.dataset), args.scores, args.seeds_root, canvas=args.canvas)
 
 
+@verbs.verb("training-curves", help="plot ICD training: losses, lr, sign flips per epoch")
+@arg("--history", required=True, help="history.json written by train-icd")
+@arg("--out", required=True, help="PNG")
 def _training_curves(args: argparse.Namespace) -> None:
     from wsss.plots import training_curves
 
     training_curves(args.out, json.loads(Path(args.history).read_text()))
 
 
+@verbs.verb("seed-iou-chart", help="bar chart of the seeds' per-class IoU")
+@arg("--per-class", required=True, help="seeds_per_class.csv written by seed-table")
+@arg("--out", required=True, help="PNG")
 def _seed_iou_chart(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -187,165 +263,45 @@ def _seed_iou_chart(args: argparse.Namespace) -> None:
     per_class_iou_chart(args.out, {variant: row.to_dict() for variant, row in per_class.iterrows()})
 
 
-def add_ablation_scores(verb: argparse.ArgumentParser) -> None:
-    verb.add_argument(
-        "--ablation-scores",
-        nargs="+",
-        help="score shards of a network trained without top-down "
-        "adaptation: they add Table 3's bottom-up and refined rows of that network (`*_no_td`)",
+@verbs.verb("infer-scores", help="CAM / ICD score maps of one shard of the training split")
+@SHARDED
+@arg("--model", required=True, help="the trained ICD model (model.pt)")
+@arg("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
+@GPUS
+def _scores(args: argparse.Namespace) -> None:
+    from icd.scores import infer_scores_shard
+
+    _run_on_training_shard(args, infer_scores_shard, model_path=args.model, superpixel_shards=args.superpixels)
+
+
+@verbs.verb("score-map-ap", help="Table 1: pixel-level AP of each score map")
+@arg("--dataset", required=True)
+@arg("--scores", nargs="+", required=True, help="score shards (.npz)")
+@arg("--inference-size", type=int, required=True)
+@ABLATION_SCORES
+@arg("--out", required=True, help="CSV table")
+def _score_ap(args: argparse.Namespace) -> None:
+    from icd.scores import score_map_average_precision
+
+    table = score_map_average_precision(
+        read_json(args.dataset), args.scores, canvas=args.inference_size, ablation_shards=args.ablation_scores
     )
+    write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
+    log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
 
 
-def _sharded_verb(verbs, name: str, run, help_text: str) -> argparse.ArgumentParser:
-    """A verb working on shard --shard of --shards of the training split, writing one .npz shard."""
-    verb = verbs.add_parser(name, help=help_text)
-    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
-    verb.add_argument("--shard", type=int, required=True)
-    verb.add_argument("--shards", type=int, required=True)
-    verb.add_argument("--options", required=True, help="JSON object of the step's keyword arguments")
-    verb.add_argument("--out", required=True, help="the shard (.npz)")
-    verb.set_defaults(run=run)
-    return verb
+@verbs.verb("export-icd-backbone", help="the trained ICD network's backbone as a weights file")
+@arg("--model", required=True, help="the trained ICD model (model.pt)")
+@options('JSON object {"model": ..., "icd": ..., "normalisation": <the one model.pt records>}')
+@arg("--out", required=True, help="backbone weights (.pth), loadable as deeplab.weights.vgg16")
+def _export_backbone(args: argparse.Namespace) -> None:
+    from icd.scores import export_backbone
+
+    export_backbone(args.model, args.out, **json.loads(args.options))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="icd", description=__doc__.splitlines()[0])
-    verbs = parser.add_subparsers(dest="verb", required=True)
-
-    verb = verbs.add_parser("synthesize-data", help="write the synthetic dataset in the VOC layout")
-    verb.add_argument("--out", required=True, help="the VOC2012 folder to create")
-    verb.add_argument("--stats", required=True, help="JSON file for the dataset statistics")
-    verb.add_argument("--options", required=True, help="JSON object: the config's `synthetic` section")
-    verb.set_defaults(run=_synthesize)
-
-    verb = verbs.add_parser("validate-data", help="check the dataset up front and write its report")
-    verb.add_argument("--voc-root", required=True)
-    verb.add_argument("--sbd-root")
-    verb.add_argument("--saliency-root")
-    verb.add_argument("--train-split", default="train_aug")
-    verb.add_argument("--eval-split", default="val")
-    verb.add_argument("--test-split", default="test")
-    verb.add_argument("--workers", type=int, default=1)
-    verb.add_argument("--weights", help="the user's pretrained backbone weights, checked against --backbone")
-    verb.add_argument("--backbone", default="{}", help='JSON {"width", "batch_norm"} the weights must fit')
-    verb.add_argument("--out", required=True, help="JSON report: splits, labels, counts")
-    verb.set_defaults(run=_validate_data)
-
-    verb = verbs.add_parser("accept-data", help="make a checked dataset report (validate-data's) the pipeline's")
-    verb.add_argument("--candidate", required=True, help="the report validate-data wrote")
-    verb.add_argument("--out", required=True, help="the accepted report (dataset.json)")
-    verb.set_defaults(run=_accept_data)
-
-    verb = verbs.add_parser("pretrain-backbone", help="pretrain the backbone on the synthetic pretext task")
-    verb.add_argument("--out", required=True, help="backbone weights (.pth)")
-    verb.add_argument("--metrics", required=True, help="JSON file for the training metrics")
-    verb.add_argument("--options", required=True, help="JSON object of pretrain_backbone's arguments")
-    verb.set_defaults(run=_pretrain)
-
-    verb = verbs.add_parser("measure-premise", help="measure whether backbone features separate fg from bg")
-    verb.add_argument("--weights", required=True)
-    verb.add_argument("--data-root", required=True)
-    verb.add_argument("--options", required=True, help="JSON object of measure_premise's arguments")
-    verb.add_argument("--out", required=True)
-    verb.set_defaults(run=_premise)
-
-    verb = _sharded_verb(
-        verbs, "superpixels", _superpixels, "Felzenszwalb + feature merging for one shard of the training split"
-    )
-    verb.add_argument("--weights", required=True, help="backbone weights the features come from")
-    add_gpus(verb)
-
-    verb = verbs.add_parser("train-icd", help="train the ICD network (resumes from OUT_DIR/checkpoint.pt)")
-    verb.add_argument("--dataset", required=True, help="the validated dataset report (dataset.json)")
-    verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
-    verb.add_argument("--weights", required=True, help="pretrained backbone weights")
-    verb.add_argument(
-        "--options",
-        required=True,
-        help='JSON object {"model": ..., "icd": ..., "seed": ..., "normalisation": <of the weights>}',
-    )
-    verb.add_argument("--out-dir", required=True, help="folder for checkpoint.pt, model.pt, history.json")
-    verb.set_defaults(run=_train_icd)
-    add_gpus(verb)
-
-    verb = verbs.add_parser("seed-sweep", help="Table 2 thresholds and the CAM baselines' background sweeps")
-    verb.add_argument("--dataset", required=True)
-    verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
-    verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz), for cam_sp")
-    verb.add_argument("--options", required=True, help='JSON {"canvas", "thresholds", "cam_backgrounds"}')
-    verb.add_argument("--out-table", required=True, help="CSV of every (variant, threshold) row")
-    verb.add_argument(
-        "--out-choice", required=True, help='JSON {"cam", "cam_sp"}: each one\'s best background threshold'
-    )
-    verb.set_defaults(run=_seed_sweep)
-
-    verb = _sharded_verb(
-        verbs, "make-seeds", _seeds, "seed PNGs of one family of seed sets for one shard of the training split"
-    )
-    verb.add_argument("--variants", nargs="+", required=True, help="the seed sets to write (one family's)")
-    verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
-    verb.add_argument("--superpixels", nargs="+", help="superpixel shards (.npz), for cam_sp")
-    add_ablation_scores(verb)
-    verb.add_argument("--cam-background", help="JSON with the CAM baselines' background thresholds, for cam*")
-
-    verb = verbs.add_parser("collect-seeds", help="gather shard folders into seeds/<variant>/ folders")
-    verb.add_argument("--shards", nargs="+", required=True, help="shard folders written by `icd make-seeds`")
-    verb.add_argument("--variants", nargs="+", required=True)
-    verb.add_argument("--out-root", required=True)
-    verb.set_defaults(run=_collect_seeds)
-
-    verb = verbs.add_parser("seed-table", help="seeds.csv (Tables 2 and 3) and per-class IoU of the seeds")
-    verb.add_argument("--dataset", required=True)
-    verb.add_argument("--seeds-root", required=True)
-    verb.add_argument("--variants", nargs="+", required=True)
-    verb.add_argument("--threshold", type=float, required=True, help="seeds.threshold the ICD seeds used")
-    verb.add_argument("--cam-background", required=True, help="JSON with the CAM baselines' background thresholds")
-    verb.add_argument("--sweep", required=True, help="CSV written by seed-sweep")
-    verb.add_argument("--out", required=True)
-    verb.add_argument("--per-class", required=True)
-    verb.set_defaults(run=_seed_table)
-
-    verb = verbs.add_parser("seed-figure", help="the paper's Fig. 4: CAM vs ICD scores and seeds")
-    verb.add_argument("--dataset", required=True)
-    verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
-    verb.add_argument("--seeds-root", required=True, help="folder holding cam/, cam_crf/, icd/ and icd_crf/ seeds")
-    verb.add_argument("--canvas", type=int, required=True, help="seeds.inference_size")
-    verb.add_argument("--out", required=True, help="PNG")
-    verb.set_defaults(run=_seed_figure)
-
-    verb = verbs.add_parser("training-curves", help="plot ICD training: losses, lr, sign flips per epoch")
-    verb.add_argument("--history", required=True, help="history.json written by train-icd")
-    verb.add_argument("--out", required=True, help="PNG")
-    verb.set_defaults(run=_training_curves)
-
-    verb = verbs.add_parser("seed-iou-chart", help="bar chart of the seeds' per-class IoU")
-    verb.add_argument("--per-class", required=True, help="seeds_per_class.csv written by seed-table")
-    verb.add_argument("--out", required=True, help="PNG")
-    verb.set_defaults(run=_seed_iou_chart)
-
-    verb = _sharded_verb(verbs, "infer-scores", _scores, "CAM / ICD score maps of one shard of the training split")
-    verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
-    verb.add_argument("--superpixels", nargs="+", required=True, help="superpixel shards (.npz)")
-    add_gpus(verb)
-
-    verb = verbs.add_parser("score-map-ap", help="Table 1: pixel-level AP of each score map")
-    verb.add_argument("--dataset", required=True)
-    verb.add_argument("--scores", nargs="+", required=True, help="score shards (.npz)")
-    verb.add_argument("--inference-size", type=int, required=True)
-    add_ablation_scores(verb)
-    verb.add_argument("--out", required=True, help="CSV table")
-    verb.set_defaults(run=_score_ap)
-
-    verb = verbs.add_parser("export-icd-backbone", help="the trained ICD network's backbone as a weights file")
-    verb.add_argument("--model", required=True, help="the trained ICD model (model.pt)")
-    verb.add_argument(
-        "--options",
-        required=True,
-        help='JSON object {"model": ..., "icd": ..., "normalisation": <the one model.pt records>}',
-    )
-    verb.add_argument("--out", required=True, help="backbone weights (.pth), loadable as deeplab.weights.vgg16")
-    verb.set_defaults(run=_export_backbone)
-    return parser
+    return verbs.build_parser()
 
 
 def main(argv: list[str] | None = None) -> int:

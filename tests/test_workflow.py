@@ -83,7 +83,7 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
     assert "Nothing to be done" in snakemake(finished_run, "-n").stdout
     changed = {**TINY, "icd": {"lr": 0.002}}
     dry = snakemake(finished_run, "-n", config=changed).stdout
-    jobs = [line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()]
+    jobs = job_stats(dry)
     assert {"train_icd", "train_icd_without_top_down"} <= set(jobs)
     assert not {"superpixels", "pretrain_backbone", "pretrain_resnet101", "synthesize_data", "validate_data"} & set(
         jobs
@@ -182,7 +182,7 @@ def test_a_new_seed_threshold_and_crf_setting_reach_the_seeds(finished_run, tmp_
 @pytest.mark.slow
 def test_without_the_ablation_network_its_no_td_rows_are_absent(finished_run):
     dry = snakemake(finished_run, "-n", config={**TINY, "seeds": {"ablation_network": False}}).stdout
-    jobs = {line.split()[0] for line in dry.split("Job stats:")[1].splitlines()[3:] if line.strip()}
+    jobs = job_stats(dry)
     assert {"make_seeds", "score_map_ap"} <= jobs
     assert not {"train_icd", "train_icd_without_top_down", "infer_scores_without_top_down"} & jobs
     assert "--ablation-scores" not in dry and "--ablation-scores" in snakemake(finished_run, "-n", "-F").stdout

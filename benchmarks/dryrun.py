@@ -105,11 +105,10 @@ def job_counts(dry_run_output: str) -> Counter:
     return Counter({row[1]: int(row[2]) for row in rows if row and row[1] != "total"})
 
 
-def dry_run(workdir: Path, config: dict, *targets: str) -> tuple[Counter, float]:
-    """Plan the DAG in `workdir` with `config` on top of config.yaml: ({rule: jobs}, seconds)."""
-    configfile = workdir / "voc.yaml"
-    configfile.write_text(yaml.safe_dump(config))
-    command = [
+def snakemake_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
+    """`python -m snakemake` on the project's Snakefile in `workdir`, `configfile` on top of config.yaml, then `args`
+    (the tests run the workflow with it too)."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -120,9 +119,15 @@ def dry_run(workdir: Path, config: dict, *targets: str) -> tuple[Counter, float]
         "--configfile",
         str(PROJECT_ROOT / "config.yaml"),
         str(configfile),
-        "-n",
-        *targets,
+        *args,
     ]
+
+
+def dry_run(workdir: Path, config: dict, *targets: str) -> tuple[Counter, float]:
+    """Plan the DAG in `workdir` with `config` on top of config.yaml: ({rule: jobs}, seconds)."""
+    configfile = workdir / "voc.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    command = snakemake_command(workdir, configfile, "-n", *targets)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny hand-made VOC tree, independent of the synthetic generator."""
+"""Shared fixtures: a tiny hand-made VOC tree, independent of the synthetic generator; reading a VOC tree's split
+lists and damaging its files, for the tests of bad input."""
 
 from __future__ import annotations
 
@@ -47,11 +48,32 @@ def make_voc_tree(root: Path, *, height: int = 30, width: int = 40) -> Path:
             write_mask(root / "SegmentationClass" / f"{image_id}.png", mask)
             write_mask(root / "SegmentationClassAug" / f"{image_id}.png", mask)
     for split, ids in splits.items():
-        folder = "SegmentationAug" if split == "train_aug" else "Segmentation"
-        path = root / "ImageSets" / folder / f"{split}.txt"
+        path = split_list(root, split)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{i}\n" for i in ids))
     return root
+
+
+def split_list(root: Path, split: str) -> Path:
+    """A split's id list in a VOC tree: train_aug's is SBD's (ImageSets/SegmentationAug), the others VOC's."""
+    return root / "ImageSets" / ("SegmentationAug" if split == "train_aug" else "Segmentation") / f"{split}.txt"
+
+
+def split_ids(root: Path, split: str) -> list[str]:
+    """The ids a split's list holds, in its order."""
+    return split_list(root, split).read_text().split()
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to its first half: an image that cannot be decoded."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def resize_png(path: Path) -> None:
+    """Halve a PNG's width: a mask or map of another size than its image."""
+    with Image.open(path) as image:
+        image.resize((image.width // 2, image.height)).save(path)
 
 
 @pytest.fixture(scope="module")

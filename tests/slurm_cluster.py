@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from tests.apt import AptUnavailable, apt_install
+from tests.scenarios import slurm_conf
 
 PACKAGES = ("slurm-wlm", "munge")
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -114,42 +115,28 @@ class OneNodeCluster:
         shim.chmod(0o755)
 
     def write_config(self) -> None:
+        """slurm.conf from tests/scenarios/slurm.conf, with this start's host, ports, folder and node size."""
         # slurmctld accepts only its own host name as controller; the node's name is free (slurmd -N).
         host = socket.gethostname().split(".")[0]
         controller_port, node_port = free_ports(2)
         self.root.chmod(0o755)  # munged runs as the munge user and must reach its folder
         for folder in ("state", "spool"):
             (self.root / folder).mkdir()
-        self.conf.write_text(f"""\
-ClusterName=icdtest
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={controller_port}
-SlurmdPort={node_port}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={self.socket}
-StateSaveLocation={self.root / "state"}
-SlurmdSpoolDir={self.root / "spool"}
-SlurmctldPidFile={self.pid_files["slurmctld"]}
-SlurmdPidFile={self.pid_files["slurmd"]}
-SlurmctldLogFile={self.root / "slurmctld.log"}
-SlurmdLogFile={self.root / "slurmd.log"}
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-SchedulerType=sched/backfill
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-MpiDefault=none
-ReturnToService=2
-SlurmdParameters=config_overrides
-MinJobAge=600
-NodeName={self.node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
-PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
-""")
+        self.conf.write_text(
+            slurm_conf(
+                host=host,
+                controller_port=controller_port,
+                node_port=node_port,
+                munge_socket=self.socket,
+                root=self.root,
+                slurmctld_pid=self.pid_files["slurmctld"],
+                slurmd_pid=self.pid_files["slurmd"],
+                node=self.node,
+                cpus=self.cpus,
+                memory_mb=self.memory_mb,
+                partition=self.partition,
+            )
+        )
 
     def start_munge(self) -> None:
         """munged as the munge user, with its own key, socket, pid and log files."""

@@ -9,44 +9,33 @@ import torch
 from wsss.core.errors import ConfigError
 from wsss.nets.backbones import FEATURE_KEYS, VGG16DeepLab, load_vgg16_weights, save_backbone
 
-# torchvision vgg16 `features` convolutions: (module index, out channels, in channels).
-TV_VGG16_CONVS = [
-    (0, 64, 3),
-    (2, 64, 64),
-    (5, 128, 64),
-    (7, 128, 128),
-    (10, 256, 128),
-    (12, 256, 256),
-    (14, 256, 256),
-    (17, 512, 256),
-    (19, 512, 512),
-    (21, 512, 512),
-    (24, 512, 512),
-    (26, 512, 512),
-    (28, 512, 512),
+# torchvision vgg16's 13 `features` convolutions: (out channels, in channels), in order.
+TV_VGG16_CHANNELS = [
+    (64, 3),
+    (64, 64),
+    (128, 64),
+    (128, 128),
+    (256, 128),
+    (256, 256),
+    (256, 256),
+    (512, 256),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
 ]
-# torchvision vgg16_bn: each conv is followed by its BatchNorm at index + 1.
-TV_VGG16_BN_CONVS = [
-    (0, 64, 3),
-    (3, 64, 64),
-    (7, 128, 64),
-    (10, 128, 128),
-    (14, 256, 128),
-    (17, 256, 256),
-    (20, 256, 256),
-    (24, 512, 256),
-    (27, 512, 512),
-    (30, 512, 512),
-    (34, 512, 512),
-    (37, 512, 512),
-    (40, 512, 512),
-]
+# Their module indices in `features`: vgg16 (conv, ReLU, pools between stages) and vgg16_bn, where each conv is
+# followed by its BatchNorm at index + 1.
+TV_VGG16_CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+TV_VGG16_BN_CONV_INDICES = [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
 
 
 def torchvision_feature_shapes(batch_norm: bool) -> dict[str, tuple[int, ...]]:
     """The `features.*` keys and shapes of torchvision's vgg16 / vgg16_bn state dict."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for index, out_c, in_c in TV_VGG16_BN_CONVS if batch_norm else TV_VGG16_CONVS:
+    indices = TV_VGG16_BN_CONV_INDICES if batch_norm else TV_VGG16_CONV_INDICES
+    for index, (out_c, in_c) in zip(indices, TV_VGG16_CHANNELS, strict=True):
         shapes[f"features.{index}.weight"] = (out_c, in_c, 3, 3)
         shapes[f"features.{index}.bias"] = (out_c,)
         if batch_norm:

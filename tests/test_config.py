@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-from tests.workflow_helpers import TINY
+from tests.workflow_helpers import TINY, snakemake_command
 from wsss.core.config import PROJECT_ROOT, load_config
 from wsss.core.errors import ConfigError
 
@@ -104,24 +103,7 @@ def test_snakemake_rejects_a_bad_config_before_running_anything(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(PROJECT_ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--cores",
-            "1",
-            "--configfile",
-            str(PROJECT_ROOT / "config.yaml"),
-            str(bad),
-            "--",
-            "synthesize_data",
-        ],
-        capture_output=True,
-        text=True,
+        snakemake_command(workdir, bad, "--cores", "1", "--", "synthesize_data"), capture_output=True, text=True
     )
     assert result.returncode != 0
     assert (

@@ -13,7 +13,7 @@ import torch
 import deeplab.classifier as classifier
 from deeplab.classifier import ResNet101Classifier, train_classifier
 from deeplab.model import DeepLabResNet101, load_imagenet_weights
-from tests.test_deeplab_model import resnet101_torchvision_shapes
+from tests.torchvision_layouts import resnet101_torchvision_shapes
 from wsss.core.errors import ConfigError
 from wsss.data.io import read_rgb, write_jpeg
 from wsss.data.transforms import bilinear_resize

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -13,13 +14,19 @@ import torch
 
 from deeplab.data import SeedTrainingSet, augment
 from deeplab.train import _stream_positions, segmentation_loss, train_deeplab
-from tests.workflow_helpers import assert_resumed_after, kill_at_first_checkpoint, run_under_torchrun
+from tests.workflow_helpers import (
+    assert_a_killed_run_resumes,
+    assert_divergence_keeps_the_checkpoint,
+    differing_weights,
+    run_under_torchrun,
+    trained_weights,
+)
 from wsss.core.config import load_config
 from wsss.core.errors import ConfigError, DataError
 from wsss.data.classes import IGNORE_LABEL
 from wsss.data.io import read_mask, write_mask
 from wsss.data.voc import VOCPaths
-from wsss.training import TrainingDiverged, poly_lr
+from wsss.training import poly_lr
 
 MODEL_SECTION = {"batch_norm": True}
 
@@ -38,6 +45,19 @@ def deeplab_options(**overrides) -> dict:
     }
     section.update(overrides)
     return {"deeplab": section, "model": MODEL_SECTION, "normalisation": "minus127", "seed": 0}
+
+
+def train(folder, dataset: dict, labels_root=None, backbone: str = "vgg16", **overrides) -> dict:
+    """train_deeplab in `folder`, from random weights, with deeplab_options(**overrides)."""
+    return train_deeplab(
+        folder,
+        dataset=dataset,
+        labels_root=labels_root,
+        weights=None,
+        backbone=backbone,
+        progress=False,
+        **deeplab_options(**overrides),
+    )
 
 
 def test_augment_pads_labels_with_ignore_and_keeps_image_and_labels_aligned():
@@ -100,10 +120,6 @@ def _train_command(dataset_file, out_dir, options, labels_root=None) -> list[str
     return command + (["--labels-root", str(labels_root)] if labels_root else [])
 
 
-def _weights(path):
-    return torch.load(path, weights_only=True)["model"]
-
-
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_a_killed_run_resumes_to_identical_weights(tiny_dataset, tmp_path):
     dataset_file = tmp_path / "dataset.json"
@@ -118,68 +134,24 @@ def test_training_lowers_the_loss_and_a_killed_run_resumes_to_identical_weights(
     assert np.mean([r["loss"] for r in history[-3:]]) < np.mean([r["loss"] for r in history[:3]])
     assert history[4]["lr"] == pytest.approx(poly_lr(0.01, 9, 40, 0.9))  # record at iteration 10: the 10th lr
 
-    killed = tmp_path / "killed"
-    kill_at_first_checkpoint(_train_command(dataset_file, killed, options), killed, env)
-    killed_after = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
-    assert killed_after < 39
-    result = subprocess.run(_train_command(dataset_file, killed, options), env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "resuming from" in result.stderr
-    assert_resumed_after(
-        result.stderr, "iteration", killed_after, json.loads((killed / "history.json").read_text()), history
+    assert_a_killed_run_resumes(
+        lambda out_dir: _train_command(dataset_file, out_dir, options), tmp_path / "killed", full, "iteration", env
     )
-    expected, resumed = _weights(full / "model.pt"), _weights(killed / "model.pt")
-    assert expected.keys() == resumed.keys()
-    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
 
 
 def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(
     tiny_dataset, tmp_path, one_torch_thread
 ):
-    train_deeplab(
-        tmp_path,
-        dataset=tiny_dataset,
-        labels_root=None,
-        weights=None,
-        backbone="vgg16",
-        progress=False,
-        **deeplab_options(iterations=4),
+    assert_divergence_keeps_the_checkpoint(
+        partial(train, tmp_path, tiny_dataset, iterations=4), tmp_path / "checkpoint.pt", lr={"vgg16": 1e12}
     )
-    before = (tmp_path / "checkpoint.pt").read_bytes()
-    with pytest.raises(TrainingDiverged, match=r"became (nan|inf).*checkpoint is kept at"):
-        train_deeplab(
-            tmp_path,
-            dataset=tiny_dataset,
-            labels_root=None,
-            weights=None,
-            backbone="vgg16",
-            progress=False,
-            **deeplab_options(iterations=4, lr={"vgg16": 1e12}),
-        )
-    assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
 def test_bad_settings_and_bad_seeds_fail_clearly(tiny_dataset, tmp_path, one_torch_thread):
     with pytest.raises(ConfigError, match="does not split into 3 accumulation step"):
-        train_deeplab(
-            tmp_path,
-            dataset=tiny_dataset,
-            labels_root=None,
-            weights=None,
-            backbone="vgg16",
-            progress=False,
-            **deeplab_options(iterations=2, accumulation_steps=3),
-        )
+        train(tmp_path, tiny_dataset, iterations=2, accumulation_steps=3)
     with pytest.raises(ConfigError, match="not a multiple of deeplab.log_interval"):
-        train_deeplab(
-            tmp_path,
-            dataset=tiny_dataset,
-            labels_root=None,
-            weights=None,
-            backbone="vgg16",
-            progress=False,
-            **deeplab_options(iterations=2, checkpoint_interval=3),
-        )
+        train(tmp_path, tiny_dataset, iterations=2, checkpoint_interval=3)
     seeds = tmp_path / "seeds"
     paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
     first, *others = tiny_dataset["splits"]["train_aug"]
@@ -188,15 +160,7 @@ def test_bad_settings_and_bad_seeds_fail_clearly(tiny_dataset, tmp_path, one_tor
         write_mask(seeds / f"{image_id}.png", read_mask(paths.ground_truth("train_aug", image_id)))
     # Checked before training: one wrong seed among good ones stops the run before any checkpoint.
     with pytest.raises(DataError, match=rf"1 seed\(s\).*\n  .*{first}\.png: label map is 7x5 but its image is"):
-        train_deeplab(
-            tmp_path / "run",
-            dataset=tiny_dataset,
-            labels_root=seeds,
-            weights=None,
-            backbone="vgg16",
-            progress=False,
-            **deeplab_options(iterations=2, checkpoint_interval=1, log_interval=1),
-        )
+        train(tmp_path / "run", tiny_dataset, seeds, iterations=2, checkpoint_interval=1, log_interval=1)
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "model.pt").exists()
 
 
@@ -207,21 +171,12 @@ def test_a_checkpoint_trained_on_other_seeds_is_not_resumed_and_the_run_equals_a
     seeds = tmp_path / "seeds"
     paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
     ground_truth = {i: read_mask(paths.ground_truth("train_aug", i)) for i in tiny_dataset["splits"]["train_aug"]}
-    options = deeplab_options(iterations=4)
 
-    def train(out_dir: str, transform) -> dict:
+    def train_on(out_dir: str, transform) -> dict:
         for image_id, mask in ground_truth.items():
             write_mask(seeds / f"{image_id}.png", transform(mask))
-        train_deeplab(
-            tmp_path / out_dir,
-            dataset=tiny_dataset,
-            labels_root=seeds,
-            weights=None,
-            backbone="vgg16",
-            progress=False,
-            **options,
-        )
-        return _weights(tmp_path / out_dir / "model.pt")
+        train(tmp_path / out_dir, tiny_dataset, seeds, iterations=4)
+        return trained_weights(tmp_path / out_dir / "model.pt")
 
     def sparser(mask):
         """The seeds of a stricter threshold: the left third of every image unlabelled."""
@@ -229,14 +184,13 @@ def test_a_checkpoint_trained_on_other_seeds_is_not_resumed_and_the_run_equals_a
         mask[:, : mask.shape[1] // 3] = IGNORE_LABEL
         return mask
 
-    old = train("run", lambda mask: mask)
-    fresh = train("fresh", sparser)
+    old = train_on("run", lambda mask: mask)
+    fresh = train_on("fresh", sparser)
     with caplog.at_level("INFO"):
-        rerun = train("run", sparser)
+        rerun = train_on("run", sparser)
     assert "was trained on other inputs (changed: labels); training from scratch" in caplog.text
     assert "resuming" not in caplog.text
-    assert any(not torch.equal(old[key], rerun[key]) for key in old)
-    assert all(torch.equal(fresh[key], rerun[key]) for key in fresh)
+    assert differing_weights(rerun, old) and not differing_weights(rerun, fresh)
 
 
 def test_accumulated_micro_batches_train_resnet101_with_a_seed_folder(tiny_dataset, tmp_path, one_torch_thread):
@@ -244,14 +198,8 @@ def test_accumulated_micro_batches_train_resnet101_with_a_seed_folder(tiny_datas
     paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
     for image_id in tiny_dataset["splits"]["train_aug"]:
         write_mask(seeds / f"{image_id}.png", read_mask(paths.ground_truth("train_aug", image_id)))
-    result = train_deeplab(
-        tmp_path / "run",
-        dataset=tiny_dataset,
-        labels_root=seeds,
-        weights=None,
-        backbone="resnet101",
-        progress=False,
-        **deeplab_options(iterations=2, accumulation_steps=2, head="aspp"),
+    result = train(
+        tmp_path / "run", tiny_dataset, seeds, backbone="resnet101", iterations=2, accumulation_steps=2, head="aspp"
     )
     assert len(result["history"]) == 1 and np.isfinite(result["history"][0]["loss"])
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)

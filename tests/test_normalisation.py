@@ -11,7 +11,6 @@ workflow giving every backbone-running step its weights' normalisation, or stopp
 
 from __future__ import annotations
 
-import copy
 import json
 import shlex
 import subprocess
@@ -30,8 +29,9 @@ from benchmarks.dryrun import torchvision_keys
 from deeplab.model import DeepLabResNet101, load_imagenet_weights
 from icd.superpixels import backbone_dense_features
 from tests.conftest import make_voc_tree
-from tests.test_deeplab_model import resnet101_torchvision_shapes
-from tests.workflow_helpers import TINY, snakemake
+from tests.scenarios import voc_scenario
+from tests.torchvision_layouts import resnet101_torchvision_shapes
+from tests.workflow_helpers import snakemake
 from wsss.core.checkpoints import save_checkpoint, save_trained
 from wsss.core.config import PROJECT_ROOT, SCHEMA_PATH, load_config
 from wsss.core.errors import ConfigError
@@ -501,16 +501,12 @@ def test_the_schema_offers_exactly_the_settings():
 
 
 def _voc_workdir(tmp_path: Path, weights_keys) -> tuple[Path, dict]:
-    """A VOC-source config on the TINY sizes (both DeepLab backbones) over a hand-made VOC tree and weights files."""
+    """The VOC scenario (tests/scenarios/voc.yaml) with both DeepLab backbones, over a hand-made VOC tree and weights
+    files."""
     root = make_voc_tree(tmp_path / "data" / "VOC2012")
     _save(tmp_path / "data" / "vgg16.pth", weights_keys)
     _save(tmp_path / "data" / "resnet101.pth", torchvision_keys("resnet101"))
-    config = {
-        "run": "voc",
-        "data": {"source": "voc", "voc_root": str(root), "saliency_root": str(root / "Saliency")},
-        "pretrain": {"weights": str(tmp_path / "data" / "vgg16.pth")},
-        **copy.deepcopy(TINY["synthetic_overrides"]),
-    }
+    config = voc_scenario(root, tmp_path / "data" / "vgg16.pth")
     config["deeplab"].update(
         backbones=["vgg16", "resnet101"], weights={"resnet101": str(tmp_path / "data" / "resnet101.pth")}
     )

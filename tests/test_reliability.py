@@ -28,8 +28,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import write_annotation
-from tests.test_voc import _resize_png, _truncate
+from tests.conftest import resize_png, split_ids, truncate, write_annotation
+from tests.scenarios import voc_scenario
 from tests.workflow_helpers import TINY, assert_resumed_after, differing_weights, snakemake, trained_weights
 from wsss.core.config import PROJECT_ROOT
 from wsss.core.shards import ShardStore
@@ -106,7 +106,7 @@ def test_a_seed_of_the_wrong_size_is_rejected_before_deeplab_trains(synthetic_ru
     workdir = tmp_path / "run"
     shutil.copytree(synthetic_runs["plain"], workdir)  # metadata and mtimes kept: the seeds stay up to date
     seeds = workdir / "results" / "tiny" / "seeds" / "icd_crf"
-    _resize_png(seeds / "train_000001.png")
+    resize_png(seeds / "train_000001.png")
     config = copy.deepcopy(TINY)
     config["synthetic_overrides"]["deeplab"].update(iterations=8, workers=2)  # one pass over the 16 images
     model = workdir / "results" / "tiny" / "deeplab" / "vgg16" / "icd_crf" / "model.pt"
@@ -123,14 +123,9 @@ def test_a_seed_of_the_wrong_size_is_rejected_before_deeplab_trains(synthetic_ru
 
 
 def voc_config(workdir: Path, run: str = "voc", voc_root: Path | None = None) -> dict:
-    """A data.source=voc config on the TINY sizes, reading the dataset and weights under workdir/data."""
-    voc_root = voc_root or workdir / "data" / "VOC2012"
-    config = {
-        "run": run,
-        "data": {"source": "voc", "voc_root": str(voc_root), "saliency_root": str(voc_root / "Saliency")},
-        "pretrain": {"weights": str(workdir / "data" / "backbone.pth")},
-        **copy.deepcopy(TINY["synthetic_overrides"]),
-    }
+    """The VOC scenario (tests/scenarios/voc.yaml), reading the dataset and weights under workdir/data, trained
+    for long enough to be killed between two checkpoints."""
+    config = voc_scenario(voc_root or workdir / "data" / "VOC2012", workdir / "data" / "backbone.pth", run=run)
     config["icd"]["epochs"] = ICD_EPOCHS
     config["deeplab"].update(backbones=["vgg16"], iterations=DEEPLAB_ITERATIONS)
     return config
@@ -159,8 +154,7 @@ def voc_workdir(synthetic_runs, tmp_path_factory) -> Path:
 
 
 def first_id(root: Path, split: str = "train_aug") -> str:
-    folder = "SegmentationAug" if split == "train_aug" else "Segmentation"
-    return (root / "ImageSets" / folder / f"{split}.txt").read_text().split()[0]
+    return split_ids(root, split)[0]
 
 
 def _reencode(mode: str) -> Callable[[Path, dict], None]:
@@ -237,7 +231,7 @@ BAD_INPUTS = {
         ],
     ),
     "truncated JPEG": (
-        _on_file("JPEGImages/{id}.jpg", _truncate),
+        _on_file("JPEGImages/{id}.jpg", truncate),
         "validate_data",
         ["JPEGImages/train_000001.jpg: unreadable or truncated image", "Re-extract or re-download"],
     ),
@@ -250,12 +244,12 @@ BAD_INPUTS = {
     "VOC root with spaces and quotes": (_move_root_to_a_name_with_spaces_and_quotes, None, []),
     "CMYK JPEG": (_reencode("CMYK"), None, []),
     "ground truth size": (
-        _on_file("SegmentationClassAug/{id}.png", _resize_png),
+        _on_file("SegmentationClassAug/{id}.png", resize_png),
         "validate_data",
         ["SegmentationClassAug/train_000001.png: mask is", "Masks must have their image's size"],
     ),
     "saliency size": (
-        _on_file("Saliency/{id}.png", _resize_png),
+        _on_file("Saliency/{id}.png", resize_png),
         "validate_data",
         ["Saliency/train_000001.png: saliency map is", "Resize the saliency maps"],
     ),
@@ -356,7 +350,7 @@ def test_bad_input_found_in_an_existing_run_costs_nothing_already_computed(voc_w
     image = root / "JPEGImages" / f"{first_id(root)}.jpg"
     original, stat = image.read_bytes(), image.stat()
     try:
-        _truncate(image)
+        truncate(image)
         result = snakemake(workdir, "--cores", "2", *targets, "--forcerun", "validate_data", config=config)
     finally:
         image.write_bytes(original)

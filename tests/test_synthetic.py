@@ -9,35 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import split_ids
+from tests.scenarios import scenario
 from wsss.data import synthetic
 from wsss.data.classes import IGNORE_LABEL, PALETTE, VOC_CLASSES, class_index
 from wsss.data.io import read_grey, read_rgb
 from wsss.data.synthetic import PRETEXT_CLASSES, generate_dataset, pretext_images
 
-SMALL = dict(
-    seed=3,
-    num_train=12,
-    num_val=6,
-    num_test=4,
-    train_gt_fraction=0.25,
-    min_size=80,
-    max_size=112,
-    classes=["aeroplane", "boat", "car", "cat", "train"],
-    context_classes=["boat", "train"],
-    context_probability=0.7,
-    objects_per_image=[1, 3],
-    single_class_fraction=0.6,
-    part_fraction=0.12,
-    body_tint=0.2,
-    object_length=[0.47, 0.72],
-    object_width=[0.19, 0.30],
-    boundary_width=3,
-    saliency=True,
-    saliency_noise=0.15,
-    difficult_fraction=0.2,  # higher than the default so a dozen images hold some difficult objects
-    jpeg_quality=95,
-    progress=False,
-)
+# tests/scenarios/synthetic_small.yaml: a dozen images of 80-112 px, every generator setting written out.
+SMALL = {**scenario("synthetic_small")["synthetic"], "progress": False}
+SPLITS = ("train_aug", "train", "val", "test", "trainval")  # every list the generator writes
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +26,6 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic") / "VOC2012"
     stats = generate_dataset(root, **SMALL)
     return root, stats
-
-
-def _ids(root: Path, relative: str) -> list[str]:
-    return (root / relative).read_text().split()
 
 
 def _objects(root: Path, image_id: str) -> tuple[ET.Element, list[dict]]:
@@ -73,13 +50,10 @@ def _mask(path: Path) -> np.ndarray:
 
 def test_layout_lists(dataset):
     root, stats = dataset
-    train_aug = _ids(root, "ImageSets/SegmentationAug/train_aug.txt")
-    train = _ids(root, "ImageSets/Segmentation/train.txt")
-    val = _ids(root, "ImageSets/Segmentation/val.txt")
-    test = _ids(root, "ImageSets/Segmentation/test.txt")
+    train_aug, train, val, test, trainval = (split_ids(root, split) for split in SPLITS)
     assert len(train_aug) == 12 and len(val) == 6 and len(test) == 4
     assert train == train_aug[: round(0.25 * 12)] and set(train) < set(train_aug)
-    assert _ids(root, "ImageSets/Segmentation/trainval.txt") == sorted(train + val)
+    assert trainval == sorted(train + val)
     for ids in (train_aug, train, val, test):
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert train_aug[0] == "train_000001" and val[0] == "val_000001" and test[0] == "test_000001"
@@ -88,10 +62,7 @@ def test_layout_lists(dataset):
 
 def test_layout_files(dataset):
     root, _ = dataset
-    train_aug = _ids(root, "ImageSets/SegmentationAug/train_aug.txt")
-    segmented = _ids(root, "ImageSets/Segmentation/trainval.txt")
-    val = _ids(root, "ImageSets/Segmentation/val.txt")
-    test = _ids(root, "ImageSets/Segmentation/test.txt")
+    train_aug, _train, val, test, segmented = (split_ids(root, split) for split in SPLITS)
     everything = train_aug + val + test
 
     def names(folder: str) -> set[str]:
@@ -124,7 +95,7 @@ def test_masks_match_images(dataset):
 
 def test_xml_matches_masks(dataset):
     root, _ = dataset
-    ids = _ids(root, "ImageSets/SegmentationAug/train_aug.txt") + _ids(root, "ImageSets/Segmentation/val.txt")
+    ids = split_ids(root, "train_aug") + split_ids(root, "val")
     difficult = 0
     for image_id in ids:
         tree, objects = _objects(root, image_id)
@@ -160,7 +131,7 @@ def test_ignore_band_straddles_boundaries(dataset):
 
 def test_saliency_marks_foreground(dataset):
     root, _ = dataset
-    for image_id in _ids(root, "ImageSets/Segmentation/val.txt"):
+    for image_id in split_ids(root, "val"):
         saliency = read_grey(root / "Saliency" / f"{image_id}.png")
         mask = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
         assert saliency.shape == mask.shape
@@ -174,7 +145,7 @@ def test_premise_parts_are_small_coloured_and_class_specific(dataset):
     assert abs(stats["part_fraction_unoccluded"] - SMALL["part_fraction"]) <= 0.02
     # measured on the files: saturated pixels are the parts, the rest of an object is grey body
     part_colours, body_colours, saturated_share = {}, {}, []
-    for image_id in _ids(root, "ImageSets/SegmentationAug/train_aug.txt"):
+    for image_id in split_ids(root, "train_aug"):
         rgb = read_rgb(root / "JPEGImages" / f"{image_id}.jpg").astype(np.float32)
         mask = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
         saturated = rgb.max(2) - rgb.min(2) > 100
@@ -204,7 +175,7 @@ def test_premise_parts_are_small_coloured_and_class_specific(dataset):
 def test_untinted_bodies_are_grey(tmp_path):
     generate_dataset(tmp_path / "VOC2012", **dict(SMALL, num_train=6, num_val=2, num_test=1, body_tint=0.0))
     root = tmp_path / "VOC2012"
-    for image_id in _ids(root, "ImageSets/SegmentationAug/train_aug.txt"):
+    for image_id in split_ids(root, "train_aug"):
         rgb = read_rgb(root / "JPEGImages" / f"{image_id}.jpg").astype(np.float32)
         mask = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
         body = (mask != 0) & (mask != IGNORE_LABEL) & (rgb.max(2) - rgb.min(2) < 100)
@@ -215,7 +186,7 @@ def test_stats_and_class_mix(tmp_path):
     kwargs = dict(SMALL, num_train=60, num_val=20, num_test=1, saliency=False, context_probability=1.0)
     stats = generate_dataset(tmp_path / "VOC2012", **kwargs)
     root = tmp_path / "VOC2012"
-    ids = _ids(root, "ImageSets/SegmentationAug/train_aug.txt") + _ids(root, "ImageSets/Segmentation/val.txt")
+    ids = split_ids(root, "train_aug") + split_ids(root, "val")
     counts = [len(_objects(root, i)[1]) for i in ids]
     single = [len({o["name"] for o in _objects(root, i)[1]}) == 1 for i in ids]
     assert min(counts) >= 1 and max(counts) <= 3

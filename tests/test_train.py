@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ import torch
 from icd.superpixels import compute_superpixel_shard
 from icd.train import epoch_order, train_icd
 from tests.workflow_helpers import (
-    assert_resumed_after,
+    assert_a_killed_run_resumes,
+    assert_divergence_keeps_the_checkpoint,
     differing_weights,
-    kill_at_first_checkpoint,
     run_under_torchrun,
     trained_weights,
 )
@@ -27,7 +28,7 @@ from wsss.core.errors import ConfigError
 from wsss.core.shards import ShardStore, save_shard, shard_ids
 from wsss.data.io import image_size, read_rgb
 from wsss.nets.backbones import VGG16DeepLab, save_backbone
-from wsss.training import TrainingDiverged, poly_lr
+from wsss.training import poly_lr
 
 WIDTH = 0.0625
 
@@ -77,6 +78,37 @@ def icd_options(**overrides) -> dict:
     return {"model": {**config["model"], "width": WIDTH}, "icd": config["icd"], "seed": 0, "normalisation": "minus127"}
 
 
+def train(folder, dataset: dict, prepared, **overrides) -> dict:
+    """train_icd in `folder` on the prepared backbone and superpixel shards, with icd_options(**overrides)."""
+    weights, shards = prepared
+    return train_icd(
+        folder, dataset=dataset, superpixel_shards=shards, weights=weights, progress=False, **icd_options(**overrides)
+    )
+
+
+def train_and_score(folder, dataset: dict, prepared) -> tuple[dict, list[str], Path]:
+    """One epoch of training in `folder` (model.pt), then every training image's score maps on a 65 px canvas
+    (folder/scores.npz): the options trained with, the training ids and the scores shard."""
+    from icd.scores import infer_scores_shard
+
+    train(folder, dataset, prepared, epochs=1)
+    options = icd_options(epochs=1)  # what it trained with
+    ids = dataset["splits"]["train_aug"]
+    infer_scores_shard(
+        folder / "scores.npz",
+        ids,
+        dataset=dataset,
+        model_path=folder / "model.pt",
+        superpixel_shards=prepared[1],
+        model=options["model"],
+        icd=options["icd"],
+        normalisation="minus127",
+        inference_size=65,
+        progress=False,
+    )
+    return options, ids, folder / "scores.npz"
+
+
 def test_superpixel_shards_cover_the_split_with_bounded_regions(tiny_dataset, prepared):
     store = ShardStore(prepared[1])
     assert store.ids() == sorted(tiny_dataset["splits"]["train_aug"])
@@ -124,40 +156,19 @@ def test_training_lowers_the_cam_loss_and_a_killed_run_resumes_to_identical_weig
     assert {"cat", "boat"} <= set(history[0]["sign"]) and set(history[0]["sign"].values()) <= {-1, 1}
 
     # Kill a second run with SIGKILL once its first checkpoint exists, then run the same command again.
-    killed = tmp_path / "killed"
-    kill_at_first_checkpoint(_train_command(dataset_file, shards, weights, killed, options), killed, env)
-    killed_after = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
-    assert killed_after < 3
-    result = subprocess.run(
-        _train_command(dataset_file, shards, weights, killed, options), env=env, capture_output=True, text=True
+    assert_a_killed_run_resumes(
+        lambda out_dir: _train_command(dataset_file, shards, weights, out_dir, options),
+        tmp_path / "killed",
+        full,
+        "epoch",
+        env,
     )
-    assert result.returncode == 0, result.stderr
-    assert "resuming from" in result.stderr
-    assert_resumed_after(
-        result.stderr, "epoch", killed_after, json.loads((killed / "history.json").read_text()), history
-    )
-    assert differing_weights(trained_weights(full / "model.pt"), trained_weights(killed / "model.pt")) == []
 
 
 def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_dataset, prepared, tmp_path, caplog):
-    weights, shards = prepared
-    train_icd(
-        tmp_path,
-        dataset=tiny_dataset,
-        superpixel_shards=shards,
-        weights=weights,
-        progress=False,
-        **icd_options(epochs=1),
-    )
+    train(tmp_path, tiny_dataset, prepared, epochs=1)
     with caplog.at_level("WARNING"):
-        result = train_icd(
-            tmp_path,
-            dataset=tiny_dataset,
-            superpixel_shards=shards,
-            weights=weights,
-            progress=False,
-            **icd_options(epochs=1, lr=0.02),
-        )
+        result = train(tmp_path, tiny_dataset, prepared, epochs=1, lr=0.02)
     assert "written by a different configuration" in caplog.text
     assert len(result["history"]) == 1
 
@@ -249,55 +260,24 @@ def test_an_epoch_visits_full_batches_only_and_every_rank_the_same_number_of_ima
 
 
 def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny_dataset, prepared, tmp_path):
-    weights, shards = prepared
-    train_icd(
-        tmp_path,
-        dataset=tiny_dataset,
-        superpixel_shards=shards,
-        weights=weights,
-        progress=False,
-        **icd_options(epochs=1),
+    assert_divergence_keeps_the_checkpoint(
+        partial(train, tmp_path, tiny_dataset, prepared, epochs=1), tmp_path / "checkpoint.pt", lr=1e12
     )
-    before = (tmp_path / "checkpoint.pt").read_bytes()
-    with pytest.raises(TrainingDiverged, match=r"became (nan|inf).*checkpoint is kept at"):
-        train_icd(
-            tmp_path,
-            dataset=tiny_dataset,
-            superpixel_shards=shards,
-            weights=weights,
-            progress=False,
-            **icd_options(epochs=1, lr=1e12),
-        )
-    assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
 def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tiny_dataset, prepared, tmp_path):
-    from icd.scores import SCORE_MAPS, infer_scores_shard, load_trained, score_map_average_precision
+    from icd.scores import SCORE_MAPS, load_trained, score_map_average_precision
     from wsss.core.errors import ConfigError
 
-    weights, shards = prepared
-    options = icd_options(epochs=1)
-    train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False, **options)
-    ids = tiny_dataset["splits"]["train_aug"]
-    infer_scores_shard(
-        tmp_path / "scores.npz",
-        ids,
-        dataset=tiny_dataset,
-        model_path=tmp_path / "model.pt",
-        superpixel_shards=shards,
-        model=options["model"],
-        icd=options["icd"],
-        normalisation="minus127",
-        inference_size=65,
-        progress=False,
-    )
-    store = ShardStore([tmp_path / "scores.npz"])
+    shards = prepared[1]
+    options, ids, scores_shard = train_and_score(tmp_path, tiny_dataset, prepared)
+    store = ShardStore([scores_shard])
     for image_id in ids:
         scores = store[image_id]
         assert scores.dtype == np.float16
         assert scores.shape == (len(SCORE_MAPS), len(tiny_dataset["labels"][image_id]), 9, 9)  # 65 px -> 9
         assert np.isfinite(scores).all()
-    table = score_map_average_precision(tiny_dataset, [str(tmp_path / "scores.npz")], canvas=65, progress=False)
+    table = score_map_average_precision(tiny_dataset, [str(scores_shard)], canvas=65, progress=False)
     assert set(table) == set(SCORE_MAPS)
     assert all(0.0 <= row["mAP"] <= 1.0 for row in table.values())
 
@@ -310,7 +290,7 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     )
     mixed = score_map_average_precision(
         tiny_dataset,
-        [str(tmp_path / "scores.npz")],
+        [str(scores_shard)],
         canvas=65,
         progress=False,
         ablation_shards=[str(tmp_path / "ablation.npz")],
@@ -389,7 +369,6 @@ def test_distributed_training_with_two_processes(tiny_dataset, prepared, tmp_pat
 def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset, prepared, tmp_path):
     from PIL import Image
 
-    from icd.scores import infer_scores_shard
     from icd.seed_quality import evaluate_seed_folders, threshold_sweep
     from icd.seed_sets import seed_variants
     from icd.seeds import collect_seed_shards, generate_seed_shard
@@ -398,23 +377,9 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     from wsss.core.errors import DataError
     from wsss.data.io import read_mask
 
-    weights, shards = prepared
-    options = icd_options(epochs=1)
-    train_icd(tmp_path, dataset=tiny_dataset, superpixel_shards=shards, weights=weights, progress=False, **options)
-    ids = tiny_dataset["splits"]["train_aug"]
-    scores = [str(tmp_path / "scores.npz")]
-    infer_scores_shard(
-        scores[0],
-        ids,
-        dataset=tiny_dataset,
-        model_path=tmp_path / "model.pt",
-        superpixel_shards=shards,
-        model=options["model"],
-        icd=options["icd"],
-        normalisation="minus127",
-        inference_size=65,
-        progress=False,
-    )
+    shards = prepared[1]
+    _, ids, scores_shard = train_and_score(tmp_path, tiny_dataset, prepared)
+    scores = [str(scores_shard)]
     rows, best = threshold_sweep(
         tiny_dataset, scores, shards, canvas=65, thresholds=[0.0, 0.3], cam_backgrounds=[0.2, 0.4], progress=False
     )
@@ -431,24 +396,21 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     for variant in ("cam", "cam_sp"):  # each baseline's own best threshold against the ground truth
         sweep = {r["threshold"]: r["miou"] for r in rows if r["table"] == "cam sweep" and r["variant"] == variant}
         assert best[variant] == max(sweep, key=sweep.get)
-    crf = load_config()["crf"]
+    seed_shard = partial(  # a shard of seeds of the training images at the baselines' best thresholds
+        generate_seed_shard,
+        dataset=tiny_dataset,
+        superpixel_shards=shards,
+        canvas=65,
+        threshold=0.0,
+        cam_backgrounds=best,
+        saliency_background=0.01,
+        crf=load_config()["crf"],
+        progress=False,
+    )
     parts = []
     for index in range(2):
         parts.append(str(tmp_path / f"seeds_{index}"))
-        generate_seed_shard(
-            parts[-1],
-            shard_ids(ids, index, 2),
-            dataset=tiny_dataset,
-            score_shards=scores,
-            superpixel_shards=shards,
-            canvas=65,
-            threshold=0.0,
-            cam_backgrounds=best,
-            saliency_background=0.01,
-            crf=crf,
-            ablation_shards=scores,
-            progress=False,
-        )
+        seed_shard(parts[-1], shard_ids(ids, index, 2), score_shards=scores, ablation_shards=scores)
     variants = seed_variants(saliency=True, ablation_network=True)
     collect_seed_shards(parts, tmp_path / "seeds", variants)
     for variant in variants:
@@ -494,34 +456,10 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     try:
         Image.open(saliency).resize((7, 5)).save(saliency)
         with pytest.raises(DataError, match=rf"{ids[0]}.png: saliency map is 7x5 but its image is"):
-            generate_seed_shard(
-                parts[0],
-                shard_ids(ids, 0, 2),
-                dataset=tiny_dataset,
-                score_shards=scores,
-                superpixel_shards=shards,
-                canvas=65,
-                threshold=0.0,
-                cam_backgrounds=best,
-                saliency_background=0.01,
-                crf=crf,
-                progress=False,
-            )
+            seed_shard(parts[0], shard_ids(ids, 0, 2), score_shards=scores)
     finally:
         saliency.write_bytes(original)
     missing = tmp_path / "scores_missing.npz"
     with pytest.raises(DataError, match=rf"{missing}: unreadable shard .*rerun the step that writes it"):
-        generate_seed_shard(
-            parts[0],
-            shard_ids(ids, 0, 2),
-            dataset=tiny_dataset,
-            score_shards=[missing],
-            superpixel_shards=shards,
-            canvas=65,
-            threshold=0.0,
-            cam_backgrounds=best,
-            saliency_background=0.01,
-            crf=crf,
-            progress=False,
-        )
+        seed_shard(parts[0], shard_ids(ids, 0, 2), score_shards=[missing])
     assert (tmp_path / "seeds_0" / "icd").is_dir() and len(snapshot(tmp_path / "seeds")) == len(before) - 1

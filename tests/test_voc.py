@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import snapshot, write_annotation
+from tests.conftest import resize_png, snapshot, truncate, write_annotation
 from wsss.core.errors import DataError
 from wsss.data.classes import PALETTE, VOC_CLASSES, class_index
 from wsss.data.io import read_mask, read_rgb, write_mask
@@ -48,16 +48,6 @@ def test_deeplab_style_list_lines(voc_tree):
     assert read_split(VOCPaths.create(voc_tree), "train_aug") == ["a1", "a2"]
 
 
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _resize_png(path: Path) -> None:
-    with Image.open(path) as image:
-        image.resize((image.width // 2, image.height)).save(path)
-
-
 # Each malformation, and a piece of the message it must produce (the path and what is wrong).
 MALFORMED = {
     "missing voc root": (lambda r: r.rename(r.with_name("moved")), "VOC2012: directory not found"),
@@ -70,10 +60,10 @@ MALFORMED = {
     ),
     "id without jpeg": (lambda r: (r / "JPEGImages/v2.jpg").unlink(), "v2.jpg: image missing for id 'v2'"),
     "id without xml": (lambda r: (r / "Annotations/a3.xml").unlink(), "a3.xml: annotation missing for id 'a3'"),
-    "truncated jpeg": (lambda r: _truncate(r / "JPEGImages/a2.jpg"), "a2.jpg: unreadable or truncated image"),
+    "truncated jpeg": (lambda r: truncate(r / "JPEGImages/a2.jpg"), "a2.jpg: unreadable or truncated image"),
     "not a jpeg": (lambda r: (r / "JPEGImages/t1.jpg").write_bytes(b"hello"), "t1.jpg: unreadable or truncated image"),
     "mask size": (
-        lambda r: _resize_png(r / "SegmentationClassAug/a1.png"),
+        lambda r: resize_png(r / "SegmentationClassAug/a1.png"),
         "a1.png: mask is 20x30 (WxH) but its image is 40x30",
     ),
     "val mask missing": (lambda r: (r / "SegmentationClass/v1.png").unlink(), "v1.png: ground-truth mask missing"),
@@ -86,7 +76,7 @@ MALFORMED = {
         "a2.xml: no object, so the image has an empty label set",
     ),
     "malformed xml": (lambda r: (r / "Annotations/a3.xml").write_text("<annotation><object>"), "a3.xml: malformed XML"),
-    "saliency size": (lambda r: _resize_png(r / "Saliency/a3.png"), "a3.png: saliency map is 20x30 (WxH)"),
+    "saliency size": (lambda r: resize_png(r / "Saliency/a3.png"), "a3.png: saliency map is 20x30 (WxH)"),
     "saliency missing": (lambda r: (r / "Saliency/a2.png").unlink(), "a2.png: saliency map missing"),
     "colour mask": (
         lambda r: Image.new("RGB", (40, 30)).save(r / "SegmentationClass/v2.png"),
@@ -127,7 +117,7 @@ def test_cli_failure_keeps_existing_report_and_prints_no_traceback(voc_tree, tmp
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert json.loads(out.read_text())["counts"]["val"] == 2
     before = snapshot(tmp_path / "results")
-    _truncate(voc_tree / "JPEGImages/v1.jpg")
+    truncate(voc_tree / "JPEGImages/v1.jpg")
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2
     assert "error: the dataset has 1 problem(s)" in result.stderr and "Traceback" not in result.stderr

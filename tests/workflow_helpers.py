@@ -1,4 +1,5 @@
-"""Running pipeline steps from tests: the TINY Snakemake config, `snakemake()`, training killed or under torchrun.
+"""Running pipeline steps from tests: the TINY Snakemake config (tests/scenarios/tiny.yaml), `snakemake()`, training
+killed or under torchrun, the checks on what a training wrote.
 
 Test modules import these; the finished TINY run itself is the session fixture `finished_run` in
 tests/conftest.py, so the pipeline runs once per test session however many modules use it.
@@ -13,53 +14,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
-from wsss.core.config import PROJECT_ROOT
+from benchmarks.dryrun import snakemake_command
+from tests.scenarios import scenario
+from wsss.training import TrainingDiverged
 
-TINY = {
-    "run": "tiny",
-    "synthetic": {"num_train": 16, "num_val": 4, "num_test": 2, "min_size": 48, "max_size": 64},
-    "pretrain": {"num_images": 128, "image_size": 32, "epochs": 1, "batch_size": 16},
-    "resnet_pretrain": {"iterations": 2, "batch_size": 4, "crop_size": 48, "log_interval": 1, "checkpoint_interval": 2},
-    "synthetic_overrides": {
-        "model": {"backbone": "vgg16_bn", "width": 0.0625},
-        "superpixels": {"shards": 2, "feature_input_size": 65, "max_regions": 8},
-        "icd": {"epochs": 2, "batch_size": 8, "crop_size": 48, "workers": 0},
-        "deeplab": {
-            "width": 0.0625,
-            "seeds": ["icd_crf"],
-            "baselines": ["gt"],
-            "iterations": 2,
-            "batch_size": 2,
-            "crop_size": 48,
-            "checkpoint_interval": 2,
-            "log_interval": 1,
-        },
-    },
-}
+TINY = scenario("tiny")
 
 
 def snakemake(workdir: Path, *args: str, config: dict = TINY) -> subprocess.CompletedProcess:
     """Snakemake on the project's Snakefile in `workdir`, config.yaml overridden by `config` (workdir/tiny.yaml)."""
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(PROJECT_ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(PROJECT_ROOT / "config.yaml"),
-        str(workdir / "tiny.yaml"),
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True)
+    return subprocess.run(snakemake_command(workdir, workdir / "tiny.yaml", *args), capture_output=True, text=True)
 
 
 def run_under_torchrun(command: list[str], port: int) -> subprocess.CompletedProcess:
@@ -112,6 +84,34 @@ def assert_resumed_after(
     assert after_checkpoint, "the checkpoint was the last step: nothing was left to resume"
     assert [record[unit] for record in trained_records(log_text, unit)] == after_checkpoint
     assert timeless(history) == timeless(reference)
+
+
+def assert_a_killed_run_resumes(
+    command: Callable[[Path], list[str]], out_dir: Path, reference_dir: Path, unit: str, env: dict
+) -> None:
+    """`command(out_dir)`, a training process, SIGKILLed once it wrote its first checkpoint and then run again,
+    resumes from that checkpoint (`assert_resumed_after`, `unit` the history's step key) to the history and the
+    weights of the same command's uninterrupted run in `reference_dir`."""
+    reference = json.loads((reference_dir / "history.json").read_text())
+    kill_at_first_checkpoint(command(out_dir), out_dir, env)
+    killed_after = torch.load(out_dir / "checkpoint.pt", weights_only=True)["epoch"]
+    assert killed_after < reference[-1][unit] - 1  # 0-based: a checkpoint before the last step
+    result = subprocess.run(command(out_dir), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stderr
+    history = json.loads((out_dir / "history.json").read_text())
+    assert_resumed_after(result.stderr, unit, killed_after, history, reference)
+    assert differing_weights(trained_weights(reference_dir / "model.pt"), trained_weights(out_dir / "model.pt")) == []
+
+
+def assert_divergence_keeps_the_checkpoint(train: Callable[..., object], checkpoint: Path, **exploding) -> None:
+    """`train()` writes `checkpoint`; training again on top of it with the `exploding` settings must stop with
+    TrainingDiverged, naming the checkpoint it keeps, and leave that checkpoint's bytes as they were."""
+    train()
+    before = checkpoint.read_bytes()
+    with pytest.raises(TrainingDiverged, match=r"became (nan|inf).*checkpoint is kept at"):
+        train(**exploding)
+    assert checkpoint.read_bytes() == before
 
 
 def trained_weights(path: Path) -> dict[str, torch.Tensor]:

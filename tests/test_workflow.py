@@ -182,7 +182,7 @@ def test_a_new_seed_threshold_and_crf_setting_reach_the_seeds(finished_run, tmp_
 @pytest.mark.slow
 def test_without_the_ablation_network_its_no_td_rows_are_absent(finished_run):
     dry = snakemake(finished_run, "-n", config={**TINY, "seeds": {"ablation_network": False}}).stdout
-    jobs = job_stats(dry)
+    jobs = set(job_stats(dry))
     assert {"make_seeds", "score_map_ap"} <= jobs
     assert not {"train_icd", "train_icd_without_top_down", "infer_scores_without_top_down"} & jobs
     assert "--ablation-scores" not in dry and "--ablation-scores" in snakemake(finished_run, "-n", "-F").stdout

@@ -54,5 +54,11 @@ def shards_option(flag):
     return option
 
 
+def family_reads(name, paths):
+    """An input of make_seeds: `paths` when the wildcards' family reads `name` (icd.seed_sets.SeedFamily.reads)."""
+    return lambda wildcards: paths if name in SEED_FAMILIES[wildcards.family].reads else []
+
+
 ABLATION_NETWORK = icd_plan.ablation_network(config)
 SEED_VARIANTS = icd_plan.variants(config)
+SEED_FAMILIES = icd_plan.families(config)

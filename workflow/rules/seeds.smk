@@ -32,17 +32,9 @@ rule seed_sweep:
         " --out-table {output.table:q} --out-choice {output.choice:q} > {log:q} 2>&1"
 
 
-SEED_FAMILIES = icd_plan.families(config)
-
-
 wildcard_constraints:
     family="|".join(SEED_FAMILIES),
     variant="|".join(SEED_VARIANTS),
-
-
-def family_reads(name, paths):
-    """An input of make_seeds: `paths` when the wildcards' family reads `name` (icd.seed_sets.SeedFamily.reads)."""
-    return lambda wildcards: paths if name in SEED_FAMILIES[wildcards.family].reads else []
 
 
 rule make_seeds:

@@ -6,7 +6,7 @@
   synthetic generator, transforms;
 - `wsss.nets`: the VGG16 and ResNet101 backbones, weight loading and the input normalisation weights expect;
 - `wsss.crf`: the dense CRF engine and the seed / reference CRF calls;
-- `wsss.metrics`, `wsss.plots`, `wsss.training` (what every trainer shares).
+- `wsss.metrics`, `wsss.plots`, `wsss.training` (the training loop and what else every trainer shares).
 
 `icd` (the method) and `deeplab` (the segmentation stage) import it and never each other; the workflow
 connects them through files.

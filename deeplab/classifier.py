@@ -18,20 +18,19 @@ torchvision's strict loading does not see it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from deeplab.data import SeedTrainingSet, augment
 from deeplab.model import parameter_groups
-from wsss.core.checkpoints import check_intervals, fingerprint, process_device, resume, save_checkpoint
+from wsss.core.checkpoints import check_intervals, fingerprint, process_device, save_checkpoint
 from wsss.core.digests import training_inputs
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_path
@@ -39,7 +38,7 @@ from wsss.data.classes import NUM_FOREGROUND
 from wsss.data.io import read_rgb
 from wsss.nets.normalisation import from_scratch, with_record
 from wsss.nets.resnet import ResNet101
-from wsss.training import TrainingDiverged, cam_loss, multi_hot, poly_lr, rank_accuracy
+from wsss.training import TrainingLoop, cam_loss, multi_hot, rank_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +139,25 @@ def train_classifier(
         lr=lr,
         momentum=momentum,
     )
-    checkpoint_path = out_path.with_name(f"{out_path.stem}.checkpoint.pt")
-    inputs = training_inputs(dataset)
-    history, start = resume(checkpoint_path, run_id, inputs, net, optimizer, device, "iteration")
+    loop = TrainingLoop(
+        net,
+        optimizer,
+        unit="iteration",
+        units=iterations,
+        lr=lr,
+        poly_power=poly_power,
+        reseed=None,  # no dropout: nothing draws from torch's global RNG while it trains
+        log_interval=log_interval,
+        checkpoint_interval=checkpoint_interval,
+        log=log,
+        name="classifier",
+        advice="Lower resnet_pretrain.lr.",
+        desc="resnet101 classifier",
+        progress=progress,
+        save_checkpoint=save_checkpoint,
+    )
+    checkpoint = out_path.with_name(f"{out_path.stem}.checkpoint.pt")
+    start = loop.resume(checkpoint, run_id, training_inputs(dataset), normalise.name)
     loader = DataLoader(
         data,
         batch_size=batch_size,
@@ -150,43 +165,25 @@ def train_classifier(
         num_workers=workers,
         pin_memory=device.type == "cuda",
     )
-    started = interval_start = time.time()
-    loss_sum, hits, counted, steps = 0.0, 0, 0, 0
-    net.train()
-    bar = tqdm(
-        loader, desc="resnet101 classifier", initial=start, total=iterations, disable=not progress, mininterval=2.0
-    )
-    for iteration, (images, targets) in enumerate(bar, start=start):
-        for group in optimizer.param_groups:
-            group["lr"] = poly_lr(lr, iteration, iterations, poly_power) * group["lr_mult"]
+    batches = iter(loader)
+
+    def step(batch, iteration: int, index: int) -> tuple[torch.Tensor, dict[str, float]]:
+        images, targets = batch
         logits = net(normalise(images).to(device))
         targets = targets.to(device)
-        loss = cam_loss(logits, targets)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the classifier loss became {loss.item()} at iteration {iteration + 1}. The last "
-                f"good checkpoint is kept at {checkpoint_path}. Lower resnet_pretrain.lr."
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         correct, count = rank_accuracy(logits.detach(), targets)
-        loss_sum, hits, counted, steps = loss_sum + loss.item(), hits + correct, counted + count, steps + 1
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-        done = iteration + 1
-        if done % log_interval == 0 or done == iterations:
-            record = {
-                "iteration": done,
-                "loss": loss_sum / steps,
-                "rank_accuracy": hits / max(counted, 1),
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": round(time.time() - interval_start, 2),
-            }
-            history.append(record)
-            log.info("iteration %s", json.dumps(record))
-            loss_sum, hits, counted, steps, interval_start = 0.0, 0, 0, 0, time.time()
-        if done % checkpoint_interval == 0 or done == iterations:
-            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs, normalise.name)
+        return cam_loss(logits, targets), {"correct": correct, "labels": count}
+
+    def record(done: int, totals: dict[str, float], current_lr: float, seconds: float) -> dict:
+        return {
+            "loss": totals["loss"] / totals["steps"],
+            "rank_accuracy": totals["correct"] / max(totals["labels"], 1),
+            "lr": current_lr,
+            "seconds": seconds,
+        }
+
+    started = time.time()
+    history = loop.run(lambda iteration: islice(batches, 1), step, record)
     with atomic_path(out_path) as tmp:
         torch.save(with_record(net.torchvision_state_dict(), normalise.name), tmp)
     return {

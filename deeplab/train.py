@@ -6,41 +6,31 @@ DeepLab's recipe: SGD with momentum, weight decay except on biases, the head at 
 processes under torchrun (DDP). The loss is the cross-entropy of the logits upsampled to the crop,
 averaged over the labelled pixels.
 
-Resume works as in `icd.train` (through wsss.core.checkpoints, as are the DDP and device helpers): every
-random draw is a function of (seed, iteration) - the samples through `SeedTrainingSet`, dropout by
-reseeding each iteration - so a run killed and restarted from its last checkpoint ends with the same
-weights as an uninterrupted one on CPU.
+The loop is `wsss.training.TrainingLoop`, counting iterations (checkpoint, resume, reseeding, DDP, history;
+this module gives it the sample stream, the step and the record): every random draw is a function of
+(seed, iteration) - the samples through `SeedTrainingSet`, dropout by reseeding each iteration - so a run
+killed and restarted from its last checkpoint ends with the same weights as an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import time
+from itertools import islice
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from deeplab.data import SeedTrainingSet
 from deeplab.model import build_model, load_imagenet_weights, parameter_groups
-from wsss.core.checkpoints import (
-    check_intervals,
-    distributed,
-    fingerprint,
-    process_device,
-    resume,
-    save_checkpoint,
-    save_trained,
-)
+from wsss.core.checkpoints import check_intervals, distributed, fingerprint, process_device, save_trained
 from wsss.core.digests import file_digest, files_digest, training_inputs
 from wsss.core.errors import ConfigError
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
 from wsss.nets.normalisation import from_scratch, weights_normalisation
-from wsss.training import TrainingDiverged, poly_lr
+from wsss.training import TrainingLoop
 
 log = logging.getLogger(__name__)
 
@@ -157,16 +147,30 @@ def train_deeplab(
         head_bias_lr_mult=deeplab["head_bias_lr_mult"],
     )
     optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=deeplab["momentum"])
-    train_net = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
-    checkpoint_path = out_dir / "checkpoint.pt"
     inputs = training_inputs(
         dataset,
         labels=files_digest(map(data.label_path, data.ids)),
         weights=file_digest(weights) if weights is not None else "none",
     )
-    history, start = resume(checkpoint_path, run_id, inputs, net, optimizer, device, "iteration")
-
+    loop = TrainingLoop(
+        net,
+        optimizer,
+        unit="iteration",
+        units=iterations,
+        accumulation=accumulation,
+        lr=base_lr,
+        poly_power=deeplab["poly_power"],
+        reseed=seed,
+        log_interval=deeplab["log_interval"],
+        checkpoint_interval=deeplab["checkpoint_interval"],
+        log=log,
+        name="DeepLab",
+        advice=f"Lower deeplab.lr.{backbone} or check the seeds.",
+        desc=f"deeplab {backbone}",
+        progress=progress,
+    )
+    start = loop.resume(out_dir / "checkpoint.pt", run_id, inputs, normalise.name)
     loader = DataLoader(
         data,
         batch_size=micro,
@@ -174,62 +178,22 @@ def train_deeplab(
         num_workers=deeplab["workers"],
         pin_memory=device.type == "cuda",
     )
-    batches = iter(loader)
+    micro_batches = iter(loader)
     amp = bool(deeplab["amp"]) and device.type == "cuda"
-    interval_loss, interval_steps, started = 0.0, 0, time.time()
-    train_net.train()
-    bar = tqdm(
-        range(start, iterations),
-        desc=f"deeplab {backbone}",
-        initial=start,
-        total=iterations,
-        disable=not progress or rank != 0,
-        mininterval=2.0,
+
+    def step(batch, iteration: int, index: int) -> tuple[torch.Tensor, dict[str, float]]:
+        images, labels = batch
+        images = normalise(images).to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = loop.network(images)
+        return segmentation_loss(logits, labels) / accumulation, {}
+
+    history = loop.run(
+        lambda iteration: islice(micro_batches, accumulation),
+        step,
+        lambda done, totals, lr, seconds: {"loss": totals["loss"] / totals["steps"], "lr": lr, "seconds": seconds},
     )
-    for iteration in bar:
-        lr = poly_lr(base_lr, iteration, iterations, deeplab["poly_power"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
-        torch.manual_seed(seed * 1_000_003 + iteration)  # dropout masks: a function of (seed, iteration)
-        optimizer.zero_grad(set_to_none=True)
-        batch_loss = 0.0
-        for step in range(accumulation):
-            images, labels = next(batches)
-            images = normalise(images).to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            last = step == accumulation - 1
-            with train_net.no_sync() if world > 1 and not last else contextlib.nullcontext():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = train_net(images)
-                loss = segmentation_loss(logits, labels) / accumulation
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the DeepLab loss became {loss.item()} at iteration {iteration + 1}. The last good "
-                        f"checkpoint is kept at {checkpoint_path}. Lower deeplab.lr.{backbone} or check the seeds."
-                    )
-                loss.backward()
-            batch_loss += float(loss.detach())
-        optimizer.step()
-        interval_loss, interval_steps = interval_loss + batch_loss, interval_steps + 1
-        bar.set_postfix(loss=f"{batch_loss:.3f}", refresh=False)
-        done = iteration + 1
-        if done % deeplab["log_interval"] == 0 or done == iterations:
-            record = _record(done, interval_loss / interval_steps, lr, time.time() - started, world, device)
-            history.append(record)
-            if rank == 0:
-                log.info("iteration %s", json.dumps(record))
-            interval_loss, interval_steps, started = 0.0, 0, time.time()
-        if rank == 0 and (done % deeplab["checkpoint_interval"] == 0 or done == iterations):
-            save_checkpoint(checkpoint_path, net, optimizer, iteration, history, run_id, inputs, normalise.name)
     if rank == 0:
         save_trained(out_dir, net, history, run_id, inputs, normalise.name, network=json.dumps(network))
     return {"history": history, "fingerprint": run_id}
-
-
-def _record(iteration: int, loss: float, lr: float, seconds: float, world: int, device) -> dict:
-    """One history entry; under DDP the loss is the mean over processes."""
-    if world > 1:
-        total = torch.tensor([loss], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(total)
-        loss = float(total) / world
-    return {"iteration": iteration, "loss": loss, "lr": lr, "seconds": round(seconds, 2)}

@@ -6,7 +6,8 @@ epoch dropped (330 iterations on VOC's 10,582 images), random scale/flip/pad/cro
 warms up exponentially over 2 epochs. A checkpoint after every epoch holds the model
 (sign-flip EMA included), optimiser and RNG state, and training resumes from it. Every random draw
 is derived from (seed, epoch, sample), so a resumed run ends with the same weights as an
-uninterrupted one on CPU.
+uninterrupted one on CPU. The loop itself (schedule, reseeding, checkpoints, DDP, history) is
+`wsss.training.TrainingLoop`, counting epochs; this module gives it ICD's batches, step and record.
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from icd.losses import icd_losses, warmup_weight
 from icd.model import ICDNet
-from wsss.core.checkpoints import distributed, fingerprint, process_device, resume, save_checkpoint, save_trained
+from wsss.core.checkpoints import distributed, fingerprint, process_device, save_trained
 from wsss.core.digests import file_digest, files_digest, training_inputs
 from wsss.core.errors import ConfigError
 from wsss.core.shards import ShardStore
@@ -33,7 +32,7 @@ from wsss.data.io import read_rgb
 from wsss.data.transforms import augment
 from wsss.data.voc import VOCPaths
 from wsss.nets.normalisation import weights_normalisation
-from wsss.training import TrainingDiverged, multi_hot, poly_lr, rank_accuracy
+from wsss.training import TrainingLoop, multi_hot, rank_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +88,13 @@ def epoch_order(count: int, batch_size: int, seed: int, epoch: int) -> list[int]
     return order[: count // batch_size * batch_size]
 
 
+def _batch_position(epoch: int, batch: int, figures: dict[str, float]) -> str:
+    """Where the ICD loss diverged, with each of that batch's losses (named as `icd_losses` names them): which
+    term blew up says what to look at."""
+    losses = (f"{key.removeprefix('loss_')}={value:.4g}" for key, value in figures.items() if key.startswith("loss_"))
+    return f"epoch {epoch + 1}, batch {batch + 1} ({', '.join(losses)})"
+
+
 def train_icd(
     out_dir: str | os.PathLike,
     *,
@@ -131,10 +137,6 @@ def train_icd(
     net.to(device)
     groups = net.parameter_groups(icd["lr"], icd["weight_decay"], icd["new_layer_lr_mult"])
     optimizer = torch.optim.SGD(groups, lr=icd["lr"], momentum=icd["momentum"])
-    train_net = net
-    if world > 1:
-        # Every parameter is in every step's graph (the warm-up multiplies the top-down loss, never skips it).
-        train_net = torch.nn.parallel.DistributedDataParallel(net)
 
     data = ICDTrainingSet(
         ids,
@@ -149,82 +151,78 @@ def train_icd(
     )
     warmup_iterations = max(1, round(icd["warmup_epochs"] * iterations_per_epoch))
 
-    checkpoint_path = out_dir / "checkpoint.pt"
-    inputs = training_inputs(dataset, superpixels=files_digest(superpixel_shards), weights=file_digest(weights))
-    history, start_epoch = resume(checkpoint_path, run_id, inputs, net, optimizer, device, "epoch")
+    def top_down_weight(epoch: int, batch: int) -> float:
+        """The top-down loss weight at a batch: 0 before `top_down_start_epoch`, then the warm-up."""
+        iteration = (epoch - icd["top_down_start_epoch"]) * iterations_per_epoch + batch
+        return warmup_weight(iteration, warmup_iterations) if iteration >= 0 else 0.0
 
-    amp = bool(icd["amp"]) and device.type == "cuda"
-    for epoch in range(start_epoch, icd["epochs"]):
-        started = time.time()
-        lr = poly_lr(icd["lr"], epoch, icd["epochs"], icd["poly_power"])
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
+    inputs = training_inputs(dataset, superpixels=files_digest(superpixel_shards), weights=file_digest(weights))
+    # The loop's plain DDP fits: every parameter is in every step's graph (the warm-up multiplies the top-down
+    # loss, never skips it).
+    loop = TrainingLoop(
+        net,
+        optimizer,
+        unit="epoch",
+        units=icd["epochs"],
+        steps_per_unit=iterations_per_epoch,
+        lr=icd["lr"],
+        poly_power=icd["poly_power"],
+        reseed=seed,
+        log=log,
+        name="ICD",
+        advice="Lower icd.lr or check the input data.",
+        position=_batch_position,
+        desc="icd",
+        progress=progress,
+    )
+    loop.resume(out_dir / "checkpoint.pt", run_id, inputs, normalise.name)
+
+    def epoch_batches(epoch: int) -> DataLoader:
         data.epoch = epoch
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout masks: a function of (seed, epoch)
-        order = epoch_order(len(ids), batch_size, seed, epoch)
-        loader = DataLoader(
+        return DataLoader(
             data,
             batch_size=per_rank_batch,
-            sampler=order[rank::world],
+            sampler=epoch_order(len(ids), batch_size, seed, epoch)[rank::world],
             num_workers=icd["workers"],
             pin_memory=device.type == "cuda",
             persistent_workers=False,
         )
-        train_net.train()
-        sums: dict[str, float] = {}
-        correct = total = 0
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{icd['epochs']}", disable=not progress or rank != 0, mininterval=2.0
+
+    amp = bool(icd["amp"]) and device.type == "cuda"
+
+    def step(batch, epoch: int, index: int) -> tuple[torch.Tensor, dict[str, float]]:
+        images, superpixels, targets = batch
+        images = normalise(images).to(device, non_blocking=True)
+        superpixels, targets = superpixels.to(device), targets.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            outputs = loop.network(images, targets, superpixels)
+        losses = icd_losses(
+            outputs,
+            targets,
+            variant=icd["bottom_up_loss"],
+            scale=icd["bottom_up_weight"],
+            threshold=icd["top_down_threshold"],
+            top_down_weight=top_down_weight(epoch, index),
         )
-        for step, (images, superpixels, targets) in enumerate(bar):
-            images = normalise(images).to(device, non_blocking=True)
-            superpixels, targets = superpixels.to(device), targets.to(device)
-            iteration = (epoch - icd["top_down_start_epoch"]) * iterations_per_epoch + step
-            top_down_weight = warmup_weight(iteration, warmup_iterations) if iteration >= 0 else 0.0
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                outputs = train_net(images, targets, superpixels)
-            losses = icd_losses(
-                outputs,
-                targets,
-                variant=icd["bottom_up_loss"],
-                scale=icd["bottom_up_weight"],
-                threshold=icd["top_down_threshold"],
-                top_down_weight=top_down_weight,
-            )
-            if not torch.isfinite(losses["total"]):
-                raise TrainingDiverged(
-                    f"the ICD loss became {losses['total'].item()} at epoch {epoch + 1}, batch {step + 1} "
-                    f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}). The last good checkpoint "
-                    f"is kept at {checkpoint_path}. Lower icd.lr or check the input data."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
-            for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            hits, count = rank_accuracy(outputs["class_logits"].detach(), targets)
-            correct, total = correct + hits, total + count
-            bar.set_postfix(loss=f"{losses['total'].item():.3f}", refresh=False)
-        if world > 1:  # log the whole batch's figures, not rank 0's share
-            totals = torch.tensor([*sums.values(), correct, total, len(loader)], dtype=torch.float64, device=device)
-            torch.distributed.all_reduce(totals)
-            *values, correct, total, batches = totals.tolist()
-            sums = dict(zip(sums, values, strict=True))
-        else:
-            batches = len(loader)
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "seconds": round(time.time() - started, 2),
-            "top_down_weight": top_down_weight,
-            "class_rank_accuracy": correct / max(total, 1),
-            "sign": {name: int(s) for name, s in zip(FOREGROUND_CLASSES, net.sign_flip.sign().tolist(), strict=True)},
-            **{f"loss_{key}": value / max(batches, 1) for key, value in sums.items()},
+        correct, count = rank_accuracy(outputs["class_logits"].detach(), targets)
+        return losses["total"], {
+            **{f"loss_{key}": float(value.detach()) for key, value in losses.items()},
+            "correct": correct,
+            "labels": count,
         }
-        history.append(record)
-        if rank == 0:
-            log.info("epoch %s", json.dumps(record))
-            save_checkpoint(checkpoint_path, net, optimizer, epoch, history, run_id, inputs, normalise.name)
+
+    def record(epochs_done: int, totals: dict[str, float], lr: float, seconds: float) -> dict:
+        signs = net.sign_flip.sign().tolist()
+        return {
+            "lr": lr,
+            "seconds": seconds,
+            "top_down_weight": top_down_weight(epochs_done - 1, iterations_per_epoch - 1),  # the epoch's last
+            "class_rank_accuracy": totals["correct"] / max(totals["labels"], 1),
+            "sign": {name: int(sign) for name, sign in zip(FOREGROUND_CLASSES, signs, strict=True)},
+            **{key: value / totals["steps"] for key, value in totals.items() if key.startswith("loss_")},
+        }
+
+    history = loop.run(epoch_batches, step, record)
     if rank == 0:
         save_trained(out_dir, net, history, run_id, inputs, normalise.name, options=json.dumps(options))
     return {"history": history, "fingerprint": run_id}

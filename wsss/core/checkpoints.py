@@ -1,4 +1,4 @@
-"""Training checkpoints and processes, shared by the ICD and DeepLab trainers.
+"""Training checkpoints (written and resumed by `wsss.training.TrainingLoop`) and processes, shared by the trainers.
 
 A checkpoint holds the model, the optimiser, the history so far, the last finished step (an epoch for ICD, an iteration
 for DeepLab, stored under "epoch"), the input normalisation it is trained on (`wsss.nets.normalisation`), the

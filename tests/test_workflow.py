@@ -183,7 +183,9 @@ def test_a_new_seed_threshold_and_crf_setting_reach_the_seeds(finished_run, tmp_
 def test_without_the_ablation_network_its_no_td_rows_are_absent(finished_run):
     dry = snakemake(finished_run, "-n", config={**TINY, "seeds": {"ablation_network": False}}).stdout
     jobs = set(job_stats(dry))
-    assert {"make_seeds", "score_map_ap"} <= jobs
+    assert {"score_map_ap", "seed_table"} <= jobs  # the tables lose their *_no_td rows
+    # the other seed sets are made without the ablation network's scores: they stay (so do DeepLab's rows)
+    assert not {"make_seeds", "collect_seeds", "train_deeplab"} & jobs
     assert not {"train_icd", "train_icd_without_top_down", "infer_scores_without_top_down"} & jobs
     assert "--ablation-scores" not in dry and "--ablation-scores" in snakemake(finished_run, "-n", "-F").stdout
 

@@ -24,6 +24,7 @@ from deeplab.model import build_model
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_dir, atomic_path
 from wsss.crf.refine import pydensecrf_marginals
+from wsss.crf.settings import CRFSettings
 from wsss.data.classes import NUM_CLASSES
 from wsss.data.io import read_rgb, write_mask
 from wsss.data.transforms import bilinear_resize
@@ -76,28 +77,12 @@ def class_probabilities(
 
 
 def crf_refine(
-    image: np.ndarray,
-    probabilities: np.ndarray,
-    *,
-    gaussian_sxy,
-    gaussian_compat,
-    bilateral_sxy,
-    bilateral_srgb,
-    bilateral_compat,
-    iterations,
+    image: np.ndarray, probabilities: np.ndarray, settings: CRFSettings | None = None, /, **crf
 ) -> np.ndarray:
-    """Dense CRF on class probabilities (unary -log p, clipped at 1e-5); returns H x W uint8 labels."""
+    """Dense CRF on class probabilities (unary -log p, clipped at 1e-5); returns H x W uint8 labels. The CRF:
+    a CRFSettings, or its fields as keywords (the config's `deeplab.crf`)."""
     unary = -np.log(np.maximum(probabilities.reshape(len(probabilities), -1), 1e-5))
-    q = pydensecrf_marginals(
-        np.require(image, np.uint8, ["C", "W"]),
-        unary,
-        gaussian_compat,
-        bilateral_compat,
-        gaussian_sxy=gaussian_sxy,
-        bilateral_sxy=bilateral_sxy,
-        bilateral_srgb=bilateral_srgb,
-        iterations=iterations,
-    )
+    q = pydensecrf_marginals(np.require(image, np.uint8, ["C", "W"]), unary, CRFSettings.resolve(settings, crf))
     return q.argmax(axis=0).astype(np.uint8)
 
 
@@ -117,6 +102,7 @@ def predict_split(
     split = dataset["roles"].get(split, split)
     if split not in dataset["splits"]:
         raise ConfigError(f"split '{split}' is not in the dataset report (it has {', '.join(dataset['splits'])}).")
+    settings = None if crf is None else CRFSettings.from_config(crf, "deeplab.crf")
     net, normalise = load_trained(model_path)
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
     with atomic_dir(out_dir) as tmp:  # an interrupted run leaves no half-filled folder behind
@@ -124,10 +110,10 @@ def predict_split(
             image = read_rgb(paths.image(image_id))
             probabilities = class_probabilities(net, image, normalise=normalise, scales=scales, flip=flip)
             labels = {"raw": probabilities.argmax(axis=0).astype(np.uint8)}
-            if crf is not None:
-                labels["crf"] = crf_refine(image, probabilities, **crf)
+            if settings is not None:
+                labels["crf"] = crf_refine(image, probabilities, settings)
             if server_layout:
-                write_mask(tmp / SERVER_FOLDER / f"{image_id}.png", labels["crf" if crf is not None else "raw"])
+                write_mask(tmp / SERVER_FOLDER / f"{image_id}.png", labels["crf" if settings is not None else "raw"])
             else:
                 for name, label_map in labels.items():
                     write_mask(tmp / name / f"{image_id}.png", label_map)

@@ -1,1 +1,1 @@
-"""The dense CRF: a mean-field engine whose cost scales with the label count, and the calls built on it."""
+"""The dense CRF: its settings, a mean-field engine whose cost scales with the label count, the calls on it."""

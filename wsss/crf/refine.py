@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from wsss.crf.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
+from wsss.crf.settings import CRFSettings, SeedCRFSettings
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
 
 __all__ = ["crf_official", "pydensecrf_marginals", "refine_seed"]
@@ -42,10 +43,9 @@ def _check_inputs(image, seed) -> tuple[np.ndarray, np.ndarray]:
     return np.require(image, requirements=["C", "W"]), seed.astype(np.uint8, copy=False)
 
 
-def pydensecrf_marginals(
-    image, unary, compat_gaussian, compat_bilateral, *, gaussian_sxy, bilateral_sxy, bilateral_srgb, iterations
-) -> np.ndarray:
-    """pydensecrf mean-field over `unary` (M x H*W) with Gaussian + bilateral Potts terms; Q as M x H x W float32.
+def pydensecrf_marginals(image, unary, settings: CRFSettings) -> np.ndarray:
+    """pydensecrf mean-field over `unary` (M x H*W) with the Gaussian + bilateral Potts terms and iterations of
+    `settings`; Q as M x H x W float32.
 
     The reference engine: the official seed CRF and DeepLab's post-processing CRF both run it.
     `image` must be a writeable C-contiguous H x W x 3 uint8 array (pydensecrf's requirement).
@@ -56,69 +56,41 @@ def pydensecrf_marginals(
     m = unary.shape[0]
     d = dcrf.DenseCRF2D(w, h, m)
     d.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    d.addPairwiseGaussian(sxy=gaussian_sxy, compat=compat_gaussian)
-    d.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=image, compat=compat_bilateral)
-    return np.array(d.inference(int(iterations)), dtype=np.float32).reshape(m, h, w)
+    d.addPairwiseGaussian(sxy=settings.gaussian_sxy, compat=settings.gaussian_compat)
+    d.addPairwiseBilateral(
+        sxy=settings.bilateral_sxy, srgb=settings.bilateral_srgb, rgbim=image, compat=settings.bilateral_compat
+    )
+    return np.array(d.inference(int(settings.iterations)), dtype=np.float32).reshape(m, h, w)
 
 
-def crf_official(
-    image,
-    seed,
-    *,
-    confidence,
-    gaussian_sxy,
-    gaussian_compat,
-    bilateral_sxy,
-    bilateral_srgb,
-    bilateral_compat,
-    iterations,
-    min_probability,
-) -> np.ndarray:
+def crf_official(image, seed, settings: SeedCRFSettings | None = None, /, **crf) -> np.ndarray:
     """The official seed CRF (js-fan/ICD `run_icd.py` `_generate_seed`) over all 21 labels.
 
-    image: H x W x 3 uint8 RGB; seed: H x W labels 0..20 or 255 (ignore: uniform unary).
+    image: H x W x 3 uint8 RGB; seed: H x W labels 0..20 or 255 (ignore: uniform unary); the settings as
+    a SeedCRFSettings or as its fields' keywords (the config's `crf` section).
     Returns H x W uint8 labels, 255 where the largest marginal is below `min_probability`.
     """
+    settings = SeedCRFSettings.resolve(settings, crf)
     image, seed = _check_inputs(image, seed)
     h, w = seed.shape
     n = h * w
-    seed_prob = float(confidence)
+    seed_prob = float(settings.confidence)
     res_prob = (1.0 - seed_prob) / NUM_CLASSES
     prob = np.full((256, n), res_prob)
     prob[seed.ravel(), np.arange(n)] = seed_prob
     prob = prob[:NUM_CLASSES]
     prob /= prob.sum(axis=0, keepdims=True)
     unary = -np.log(np.maximum(prob, 1e-5))
-    q = pydensecrf_marginals(
-        image,
-        unary,
-        gaussian_compat,
-        bilateral_compat,
-        gaussian_sxy=gaussian_sxy,
-        bilateral_sxy=bilateral_sxy,
-        bilateral_srgb=bilateral_srgb,
-        iterations=iterations,
-    )
+    q = pydensecrf_marginals(image, unary, settings)
     q /= q.sum(axis=0)
     out = q.argmax(axis=0).astype(np.uint8)
-    out[q.max(axis=0) < min_probability] = IGNORE_LABEL
+    out[q.max(axis=0) < settings.min_probability] = IGNORE_LABEL
     return out
 
 
-def refine_seed(
-    image,
-    seed,
-    *,
-    confidence,
-    gaussian_sxy,
-    gaussian_compat,
-    bilateral_sxy,
-    bilateral_srgb,
-    bilateral_compat,
-    iterations,
-    min_probability,
-) -> np.ndarray:
-    """Same labels as `crf_official`, with the CRF run over the P seeded labels + 1 channel (not 21).
+def refine_seed(image, seed, settings: SeedCRFSettings | None = None, /, **crf) -> np.ndarray:
+    """Same labels as `crf_official` (same arguments), with the CRF run over the P seeded labels + 1
+    channel (not 21).
 
     Why it is exact (up to float32 rounding): in the official unary each absent class a (A of them)
     has the same value at every pixel (res_prob / column sum, clipped alike). Mean-field with Potts
@@ -140,6 +112,7 @@ def refine_seed(
     than `crf_official` on 375 x ~450 images (benchmarks/crf.py), its marginals equal to
     pydensecrf's to ~1e-5 (tests/test_crf.py).
     """
+    settings = SeedCRFSettings.resolve(settings, crf)
     image, seed = _check_inputs(image, seed)
     h, w = seed.shape
     n = h * w
@@ -150,7 +123,7 @@ def refine_seed(
     p, a = present.size, absent.size
 
     # The official energies -log(max(prob / column sum, 1e-5)) take three values; only needed rows.
-    seed_prob = float(confidence)
+    seed_prob = float(settings.confidence)
     res_prob = (1.0 - seed_prob) / NUM_CLASSES
     seeded_sum, ignored_sum = seed_prob + (NUM_CLASSES - 1) * res_prob, NUM_CLASSES * res_prob
     seeded, other, ignored = (
@@ -170,11 +143,12 @@ def refine_seed(
     if rows == 1:  # an all-255 seed: one channel, Q = 1 (every official marginal is 1/21)
         q = np.ones((1, h, w), dtype=np.float32)
     else:
+        bilateral = pixel_features(h, w, settings.bilateral_sxy, image, settings.bilateral_srgb)
         kernels = [
-            (spatial_filter(h, w, gaussian_sxy), gaussian_compat),
-            (LatticeFilter.from_features(pixel_features(h, w, bilateral_sxy, image, bilateral_srgb)), bilateral_compat),
+            (spatial_filter(h, w, settings.gaussian_sxy), settings.gaussian_compat),
+            (LatticeFilter.from_features(bilateral), settings.bilateral_compat),
         ]
-        q = mean_field(unary, kernels, iterations, label_weights=group).reshape(rows, h, w)
+        q = mean_field(unary, kernels, settings.iterations, label_weights=group).reshape(rows, h, w)
     if p:  # argmax over the present labels, the first on ties (numpy's argmax along axis 0 is slow)
         best, best_q = np.zeros((h, w), dtype=np.intp), q[0].copy()
         for index in range(1, p):
@@ -193,5 +167,5 @@ def refine_seed(
         wins = ((q_absent > best_q) & ~tie) | (tie & (first_absent < out))
         out[wins] = first_absent
         best_q = np.maximum(best_q, q_absent)
-    out[best_q < min_probability] = IGNORE_LABEL
+    out[best_q < settings.min_probability] = IGNORE_LABEL
     return out

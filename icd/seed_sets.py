@@ -16,6 +16,9 @@ from dataclasses import dataclass
 # inference writes S and S' of the one network it trained.
 NO_TOP_DOWN = "_no_td"
 CAM_VARIANTS = ("cam", "cam_crf", "cam_sp")  # the CAM baseline, through the seed CRF, averaged in superpixels
+ABLATION_VARIANTS = (f"icd_bottom_up{NO_TOP_DOWN}", f"icd_refined{NO_TOP_DOWN}")  # Table 3's steps, ablation network
+# Every seed set in the order of the seed tables' rows.
+TABLE_ORDER = (*CAM_VARIANTS, "icd_bottom_up", "icd_refined", "icd", "icd_crf", *ABLATION_VARIANTS, "icd_sal")
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,7 @@ def seed_families(saliency: bool, ablation_network: bool, top_down: bool = True)
         "icd": SeedFamily(("icd_bottom_up", "icd_refined") + (("icd",) if top_down else ()), settings=("threshold",)),
     }
     if ablation_network:
-        variants = (f"icd_bottom_up{NO_TOP_DOWN}", f"icd_refined{NO_TOP_DOWN}")
-        families["icd_no_td"] = SeedFamily(variants, settings=("threshold",), reads=("ablation_scores",))
+        families["icd_no_td"] = SeedFamily(ABLATION_VARIANTS, settings=("threshold",), reads=("ablation_scores",))
     if top_down:
         families["icd_crf"] = SeedFamily(("icd_crf",), settings=("threshold", "crf"))
     if saliency and top_down:
@@ -56,10 +58,7 @@ def seed_variants(saliency: bool, ablation_network: bool, top_down: bool = True)
     """Seed folders the pipeline writes, in table order: the CAM baselines, Table 3's steps of the full network,
     the same steps of the ablation network (`<step>_no_td`) when it is trained, saliency fusion when maps exist.
     A network trained without top-down adaptation (`icd.top_down` false) has no adapted scores, hence no `icd`,
-    `icd_crf` or `icd_sal` seeds."""
-    return (
-        [*CAM_VARIANTS, "icd_bottom_up", "icd_refined"]
-        + (["icd", "icd_crf"] if top_down else [])
-        + ([f"icd_bottom_up{NO_TOP_DOWN}", f"icd_refined{NO_TOP_DOWN}"] if ablation_network else [])
-        + (["icd_sal"] if saliency and top_down else [])
-    )
+    `icd_crf` or `icd_sal` seeds. Those its families write (`seed_families` alone decides which exist)."""
+    families = seed_families(saliency, ablation_network, top_down).values()
+    written = {variant for family in families for variant in family.variants}
+    return [variant for variant in TABLE_ORDER if variant in written]

@@ -17,7 +17,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from icd.seed_sets import NO_TOP_DOWN
+from icd.seed_sets import ABLATION_VARIANTS
 from wsss.data.classes import IGNORE_LABEL
 
 EPSILON = 1e-5  # the official code's floor for "positive" and for divisions
@@ -121,6 +121,11 @@ def variant_thresholds(variants: list[str], threshold: float, cam_backgrounds: d
     return {variant: backgrounds.get(variant, threshold) for variant in variants}
 
 
+def _wants(variants: Collection[str] | None, *names: str) -> bool:
+    """Whether a seed job asked for `variants` (None: all) makes any of `names`."""
+    return variants is None or any(name in variants for name in names)
+
+
 def image_seeds(
     image: np.ndarray,
     scores: np.ndarray,
@@ -149,33 +154,31 @@ def image_seeds(
     """
     from wsss.crf.refine import refine_seed
 
-    def wanted(*names: str) -> bool:
-        return any(variants is None or name in variants for name in names)
-
     cam, bottom_up, refined, adapted = scores
     seeds = {}
-    if wanted("cam", "cam_crf"):
+    if _wants(variants, "cam", "cam_crf"):
         seeds["cam"] = cam_seed(cam, classes, background_threshold=cam_backgrounds["cam"])
-    if wanted("cam_crf"):
+    if _wants(variants, "cam_crf"):
         seeds["cam_crf"] = refine_seed(image, seeds["cam"], **crf)
-    if wanted("cam_sp"):
+    if _wants(variants, "cam_sp"):
         seeds["cam_sp"] = cam_seed(
             cam, classes, background_threshold=cam_backgrounds["cam_sp"], superpixels=superpixels
         )
-    if wanted("icd_bottom_up"):
+    if _wants(variants, "icd_bottom_up"):
         seeds["icd_bottom_up"] = icd_seed(bottom_up, classes, cam, threshold=threshold)
-    if wanted("icd_refined"):
+    if _wants(variants, "icd_refined"):
         seeds["icd_refined"] = icd_seed(refined, classes, cam, threshold=threshold)
-    if ablation_scores is not None and wanted("icd_bottom_up" + NO_TOP_DOWN, "icd_refined" + NO_TOP_DOWN):
+    if ablation_scores is not None and _wants(variants, *ABLATION_VARIANTS):
         no_td_cam, no_td_bottom_up, no_td_refined, _ = ablation_scores
-        seeds["icd_bottom_up" + NO_TOP_DOWN] = icd_seed(no_td_bottom_up, classes, no_td_cam, threshold=threshold)
-        seeds["icd_refined" + NO_TOP_DOWN] = icd_seed(no_td_refined, classes, no_td_cam, threshold=threshold)
+        bottom_up_no_td, refined_no_td = ABLATION_VARIANTS
+        seeds[bottom_up_no_td] = icd_seed(no_td_bottom_up, classes, no_td_cam, threshold=threshold)
+        seeds[refined_no_td] = icd_seed(no_td_refined, classes, no_td_cam, threshold=threshold)
     adapted_variants = ("icd", "icd_crf") + (("icd_sal",) if saliency is not None else ())
-    if wanted(*adapted_variants) and np.isfinite(adapted).all():
+    if _wants(variants, *adapted_variants) and np.isfinite(adapted).all():
         seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
-        if wanted("icd_crf"):
+        if _wants(variants, "icd_crf"):
             seeds["icd_crf"] = refine_seed(image, seeds["icd"], **crf)
-        if saliency is not None and wanted("icd_sal"):
+        if saliency is not None and _wants(variants, "icd_sal"):
             seeds["icd_sal"] = saliency_seed(
                 adapted, classes, cam, saliency, threshold=threshold, saliency_background=saliency_background
             )
@@ -222,14 +225,11 @@ def generate_seed_shard(
     from wsss.data.io import read_grey, read_rgb, write_mask
     from wsss.data.voc import VOCPaths
 
-    def wanted(*names: str) -> bool:
-        return any(variants is None or name in variants for name in names)
-
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"], dataset["saliency_root"])
     store = ShardStore(score_shards)
-    regions = ShardStore(superpixel_shards) if superpixel_shards and wanted("cam_sp") else None
-    ablation = ShardStore(ablation_shards) if ablation_shards and wanted(f"icd_bottom_up{NO_TOP_DOWN}") else None
-    read_saliency = paths.saliency_root is not None and wanted("icd_sal")
+    regions = ShardStore(superpixel_shards) if superpixel_shards and _wants(variants, "cam_sp") else None
+    ablation = ShardStore(ablation_shards) if ablation_shards and _wants(variants, *ABLATION_VARIANTS) else None
+    read_saliency = paths.saliency_root is not None and _wants(variants, "icd_sal")
     with atomic_dir(out_dir) as tmp:
         for image_id in tqdm(ids, desc="seeds", disable=not progress, mininterval=2.0):
             image = read_rgb(paths.image(image_id))

@@ -39,8 +39,13 @@ def superpixel_options(config: dict, normalisation: str) -> dict:
     return {**options, **backbone_options(config, normalisation)}
 
 
+def _shards(config: dict, folder: str, count: int, suffix: str = ".npz") -> list[str]:
+    """results/<run>/<folder>/shard_<k><suffix> for k < count: the per-shard files (or folders) of a step."""
+    return [f"{results_root(config)}/{folder}/shard_{shard}{suffix}" for shard in range(count)]
+
+
 def superpixel_shards(config: dict) -> list[str]:
-    return [f"{results_root(config)}/superpixels/shard_{shard}.npz" for shard in range(config["superpixels"]["shards"])]
+    return _shards(config, "superpixels", config["superpixels"]["shards"])
 
 
 def ablation_network(config: dict) -> bool:
@@ -76,7 +81,7 @@ def export_options(config: dict, normalisation: str) -> dict:
 
 def score_shards(config: dict, folder: str = "scores") -> list[str]:
     """Score shards of the full network (`scores`) or of the ablation network (`scores_without_top_down`)."""
-    return [f"{results_root(config)}/{folder}/shard_{shard}.npz" for shard in range(config["seeds"]["shards"])]
+    return _shards(config, folder, config["seeds"]["shards"])
 
 
 def ablation_score_shards(config: dict) -> list[str]:
@@ -113,7 +118,7 @@ def family_options(config: dict, family: str) -> dict:
 
 def family_shards(config: dict, family: str) -> list[str]:
     """The per-shard folders one family's jobs write (seeds/shards/<family>/shard_<k>)."""
-    return [f"{results_root(config)}/seeds/shards/{family}/shard_{shard}" for shard in range(config["seeds"]["shards"])]
+    return _shards(config, f"seeds/shards/{family}", config["seeds"]["shards"], suffix="")
 
 
 def stage_targets(config: dict, stage: str) -> list[str]:

@@ -42,7 +42,7 @@ def dataset_inputs():
     return [ancient(root) for root in dataset_roots(config) if root]
 
 
-def shards_option(flag):
+def files_option(flag):
     """`<flag> <files>` of a rule's input of that name (its `flag` without dashes, dashes as underscores), or
     nothing when the input is empty: for the steps whose optional inputs only some configurations have."""
     name = flag.lstrip("-").replace("-", "_")

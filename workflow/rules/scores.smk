@@ -62,7 +62,7 @@ rule score_map_ap:
     threads: 1
     params:
         inference_size=config["seeds"]["inference_size"],
-        ablation=shards_option("--ablation-scores"),
+        ablation=files_option("--ablation-scores"),
     shell:
         "icd score-map-ap --dataset {input.dataset:q} --scores {input.scores:q}"
         " --inference-size {params.inference_size} {params.ablation} --out {output:q} > {log:q} 2>&1"

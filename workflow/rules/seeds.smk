@@ -57,9 +57,9 @@ rule make_seeds:
     params:
         shards=config["seeds"]["shards"],
         variants=lambda wildcards: SEED_FAMILIES[wildcards.family].variants,
-        superpixels=shards_option("--superpixels"),
-        ablation=shards_option("--ablation-scores"),
-        cam_background=shards_option("--cam-background"),
+        superpixels=files_option("--superpixels"),
+        ablation=files_option("--ablation-scores"),
+        cam_background=files_option("--cam-background"),
         options=lambda wildcards: as_json(icd_plan.family_options(config, wildcards.family)),
     shell:
         "icd make-seeds --dataset {input.dataset:q} --variants {params.variants:q} --scores {input.scores:q}"

@@ -925,7 +925,7 @@ def measure_seed_crf(config: dict, sizes: Sizes, m: Measurements) -> None:
     image, seed = seed_crf_case(np.random.default_rng(0), height, width)
     params = config["crf"]
     with torch_threads(1):
-        refine_seed(image, seed, **params)  # warm-up: the cached canvas lattice, the allocator
+        refine_seed(image, seed, **params)  # warm-up: the cached spatial filter, the allocator
         one = statistics.median(
             time_calls(
                 partial(refine_seed, image, seed, **params),

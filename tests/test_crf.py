@@ -1,15 +1,18 @@
 """The fast seed CRF (`refine_seed`, wsss.crf.densecrf's engine) against the official 21-label pydensecrf
-call (`crf_official`), the engine against pydensecrf and against a brute-force dense Gaussian."""
+call (`crf_official`) on synthetic and photographic seeds, the engine against pydensecrf, the lattice and the
+grid Gaussian against brute-force dense Gaussians, and the grid Gaussian's std against the lattice's."""
 
 from __future__ import annotations
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
 import pytest
+import skimage.data
+import skimage.segmentation
 import torch
 
 from wsss.core.config import load_config
-from wsss.crf.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
+from wsss.crf.densecrf import GridGaussian, LatticeFilter, mean_field, pixel_features, spatial_filter
 from wsss.crf.refine import crf_official, refine_seed
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
 
@@ -102,7 +105,10 @@ def test_reduced_matches_official_on_sparse_seeds(case, crf):
     """1-3 % of the pixels seeded, as ICD's seeds are: most pixels stay near the uniform 1/21, so the
     0.1 rule decides them and the absent classes' summed mass (the reduced CRF's group channel) sets
     every present marginal. Dense seeds never test that: their maxima sit far above 0.1. Run with
-    the official parameters (PARAMS, the schema defaults) and the pipeline's (config.yaml's `crf`)."""
+    the official parameters (PARAMS, the schema defaults) and the pipeline's (config.yaml's `crf`).
+    The label reduction is exact; the grid Gaussian standing in for the position lattice moves the 0.1
+    contour by a pixel here and there: measured 99.76-99.99 % agreement, where the official call run on
+    the mirrored image agrees with its own output on 99.1-99.99 %. 99.7 % is asked."""
     objects, seeded, fraction, radius, shape = SPARSE_CASES[case]
     params = PARAMS if crf == "official" else load_config()["crf"]
     assert params["min_probability"] == 0.1
@@ -115,7 +121,31 @@ def test_reduced_matches_official_on_sparse_seeds(case, crf):
     # still wins somewhere.
     assert 0.1 < (official == IGNORE_LABEL).mean() < 0.95
     assert set(seeded) <= set(np.unique(official).tolist())
-    assert match >= 0.999
+    assert match >= 0.997
+
+
+def photograph_seed(name: str, sparse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A 200 x 260 crop of a skimage.data photograph and a seed of its SLIC superpixels: 60 % of them (less
+    5 % speckle) labelled 0, 7, 12 or 15 at random (`sparse`: 25 % of them, 10 % of their pixels)."""
+    image = np.ascontiguousarray(getattr(skimage.data, name)()[:200, :260])
+    rng = np.random.default_rng(len(name))
+    segments = skimage.segmentation.slic(image, n_segments=40, compactness=10, start_label=0)
+    labels = rng.choice(np.array([0, 0, 7, 12, 15], dtype=np.uint8), size=segments.max() + 1)
+    keep = rng.random(segments.max() + 1) < (0.25 if sparse else 0.6)
+    seed = np.where(keep[segments], labels[segments], IGNORE_LABEL).astype(np.uint8)
+    seed[rng.random(seed.shape) < (0.9 if sparse else 0.05)] = IGNORE_LABEL
+    return image, seed
+
+
+@pytest.mark.parametrize("crf", ["official", "pipeline"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "rocket"])
+def test_reduced_matches_official_on_photographs(name, sparse, crf):
+    """Real textures and edges, where the rectangles above are easy: measured 99.78-99.97 %."""
+    image, seed = photograph_seed(name, sparse)
+    match, official, _ = agreement(image, seed, **(PARAMS if crf == "official" else load_config()["crf"]))
+    assert len(set(np.unique(official).tolist()) - {IGNORE_LABEL}) >= 3
+    assert match >= 0.997
 
 
 def test_no_background_seed_no_threshold():
@@ -174,13 +204,15 @@ def test_deterministic_and_independent_of_the_shape_cache():
 
 
 def test_engine_marginals_match_pydensecrf():
-    """Same model, same lattice: Q after mean-field agrees with DenseCRF2D to float32 rounding, for
-    Potts compatibilities (g = 1) and diagonal ones (compat vector -w g)."""
+    """Same model, same lattices (the position kernel too, built as a lattice here): Q after mean-field
+    agrees with DenseCRF2D to float32 rounding, for Potts compatibilities (g = 1) and diagonal ones
+    (compat vector -w g)."""
     rng = np.random.default_rng(7)
     image, _ = blocks(rng, [2, 5])
     h, w = image.shape[:2]
     labels = 5
     unary = rng.uniform(0.0, 4.0, size=(labels, h * w)).astype(np.float32)
+    position = LatticeFilter.from_features(pixel_features(h, w, 3))
     bilateral = LatticeFilter.from_features(pixel_features(h, w, 30, image, 13))
     for label_weights in (np.ones(labels), np.array([1.0, 0.5, 2.0, 1.0, 0.25])):
         crf = dcrf.DenseCRF2D(w, h, labels)
@@ -188,21 +220,100 @@ def test_engine_marginals_match_pydensecrf():
         crf.addPairwiseGaussian(sxy=3, compat=(-3 * label_weights).astype(np.float32))
         crf.addPairwiseBilateral(sxy=30, srgb=13, rgbim=image, compat=(-10 * label_weights).astype(np.float32))
         expected = np.array(crf.inference(5)).reshape(labels, -1)
-        got = mean_field(unary, [(spatial_filter(h, w, 3), 3.0), (bilateral, 10.0)], 5, label_weights)
+        got = mean_field(unary, [(position, 3.0), (bilateral, 10.0)], 5, label_weights)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
-def test_spatial_filter_equals_the_lattice_of_its_own_pixels():
-    """Cut from a cached canvas lattice, yet the same filter as one built from the image's pixels
-    (shapes inside one canvas tile, across tiles, thin, and the whole canvas, before and after
-    which the canvas must stay intact)."""
-    rng = np.random.default_rng(0)
-    for height, width in ((40, 50), (128, 128), (130, 129), (3, 200), (100, 90)):
-        values = torch.from_numpy(rng.random((height * width, 2)).astype(np.float32))
-        own = LatticeFilter.from_features(pixel_features(height, width, 3))
-        cut = spatial_filter(height, width, 3)
-        assert cut.vertices == own.vertices
-        np.testing.assert_allclose(cut(values).numpy(), own(values).numpy(), rtol=0, atol=1e-6)
+def test_engine_mixes_kernel_layouts():
+    """The grid Gaussian (channels first) beside the lattice (pixels first) gives the same marginals as the
+    same two kernels both fed pixels first, whatever their order."""
+    rng = np.random.default_rng(8)
+    image, _ = blocks(rng, [3])
+    h, w = image.shape[:2]
+    unary = rng.uniform(0.0, 4.0, size=(4, h * w)).astype(np.float32)
+    grid = spatial_filter(h, w, 2)
+    bilateral = LatticeFilter.from_features(pixel_features(h, w, 30, image, 13))
+
+    class PixelsFirst:  # the grid filter through a transpose
+        channels_first = False
+        filtered_ones = grid.filtered_ones
+
+        def __call__(self, values, weight=1.0, add_to=None):
+            filtered = grid(values.T.contiguous(), weight).T
+            return filtered.contiguous() if add_to is None else add_to.add_(filtered)
+
+    reference = mean_field(unary, [(PixelsFirst(), 3.0), (bilateral, 10.0)], 4)
+    for kernels in ([(grid, 3.0), (bilateral, 10.0)], [(bilateral, 10.0), (grid, 3.0)], [(grid, 3.0)]):
+        got = mean_field(unary, kernels, 4)
+        if len(kernels) == 1:
+            assert not np.allclose(got, reference, atol=1e-3)  # the bilateral term matters
+        else:
+            np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "std"),
+    [(13, 17, 1.0), (13, 17, 2.5), (3, 40, 1.0), (40, 3, 3.0), (5, 4, 3.0), (37, 70, 3.0)],
+)
+def test_grid_gaussian_is_the_truncated_dense_gaussian(height, width, std):
+    """Blocked 1D passes = D^-1/2 G D^-1/2 with G the pixel Gaussian cut at |dy|, |dx| <= radius, by brute
+    force (thin images and a radius beyond the image included); within 0.2 % of the uncut Gaussian."""
+    rng = np.random.default_rng(height * width)
+    grid = GridGaussian(height, width, std)
+    assert grid.radius == int(3 * std + 0.5)
+    ys, xs = np.divmod(np.arange(height * width), width)
+    dy, dx = np.abs(ys[:, None] - ys[None]), np.abs(xs[:, None] - xs[None])
+    gaussian = np.exp(-(dy**2 + dx**2) / (2 * std**2))
+    cut = gaussian * ((dy <= grid.radius) & (dx <= grid.radius))
+    values = rng.random((3, height * width))
+
+    def normalised(kernel: np.ndarray, x: np.ndarray) -> np.ndarray:
+        norm = 1 / np.sqrt(kernel.sum(axis=1))
+        return (norm[:, None] * (kernel @ (norm[:, None] * x.T))).T
+
+    exact = normalised(cut, values)
+    got = grid(torch.from_numpy(values.astype(np.float32))).numpy()
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-6)
+    accumulated = torch.ones(3, height * width)
+    grid(torch.from_numpy(values.astype(np.float32)), 2.0, add_to=accumulated)
+    np.testing.assert_allclose(accumulated.numpy(), 1 + 2 * exact, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(grid.filtered_ones.numpy(), normalised(cut, np.ones((1, height * width)))[0], atol=1e-6)
+    uncut = normalised(gaussian, values)
+    assert np.linalg.norm(got - uncut) / np.linalg.norm(uncut) < 2e-3
+
+
+@pytest.mark.parametrize("sxy", [1.0, 3.0])
+def test_grid_gaussian_has_the_std_the_lattice_realises(sxy):
+    """densecrf's position lattice (features (x, y) / sxy), its kernel averaged over where a pixel falls in
+    the lattice, has variance sxy^2 along each axis (the blurs 3/4 of it, splat and slice the rest; see
+    wsss.crf.densecrf) and all but ~1e-5 of it lies within 3.5 sxy; the grid Gaussian of std sxy matches
+    that moment, and K~ Q of the two differ by ~1 % (relative L2) on random values, a 0.8x or 1.25x std
+    by more."""
+    size = int(24 * sxy) + 30
+    lattice = LatticeFilter.from_features(pixel_features(size, size, sxy))
+    reach = int(4 * sxy) + 2
+    centres = [(y, x) for y in range(size // 2 - 6, size // 2 + 6) for x in range(size // 2 - 6, size // 2 + 6)]
+    impulses = torch.zeros(size * size, len(centres))
+    for column, (y, x) in enumerate(centres):
+        impulses[y * size + x, column] = 1
+    responses = lattice(impulses).numpy()
+    averaged = sum(
+        responses[:, column].reshape(size, size)[y - reach : y + reach + 1, x - reach : x + reach + 1]
+        for column, (y, x) in enumerate(centres)
+    )
+    averaged /= averaged.sum()
+    offsets = np.arange(-reach, reach + 1)
+    for marginal in (averaged.sum(axis=0), averaged.sum(axis=1)):
+        assert np.sqrt((marginal * offsets**2).sum()) == pytest.approx(sxy, rel=0.01)
+        assert marginal[np.abs(offsets) > 3.5 * sxy].sum() < 1e-4  # a Gaussian's: 4.6e-4
+    values = torch.from_numpy(np.random.default_rng(0).random((2, size * size)).astype(np.float32))
+    reference = lattice(values.T.contiguous()).T
+
+    def error(std: float) -> float:
+        return float((GridGaussian(size, size, std)(values) - reference).norm() / reference.norm())
+
+    assert error(sxy) < 0.02
+    assert error(sxy) < min(error(0.8 * sxy), error(1.25 * sxy))
 
 
 def _dense_normalised_gaussian(features: np.ndarray, std: float, values: np.ndarray) -> np.ndarray:

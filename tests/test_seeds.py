@@ -199,8 +199,9 @@ def image_case():
 
 def test_every_seed_variant_is_made_from_its_own_source():
     """Table 3's unsuffixed steps from the full network (its own CAM breaking overlaps), the `_no_td` steps
-    from the ablation network, the CAM baselines: `cam_crf` is `cam` through the official seed CRF."""
-    from wsss.crf.refine import crf_official
+    from the ablation network, the CAM baselines: `cam_crf` is `cam` through the seed CRF (`refine_seed`, which
+    tests/test_crf.py holds to the official call: here, on 12 x 16 px of noise, it differs on at most 1 px)."""
+    from wsss.crf.refine import crf_official, refine_seed
 
     classes, full, ablation, image, superpixels, options = image_case()
     seeds = image_seeds(image, full, classes, superpixels, ablation_scores=ablation, **options)
@@ -211,9 +212,11 @@ def test_every_seed_variant_is_made_from_its_own_source():
     assert np.array_equal(seeds["icd_refined_no_td"], icd_seed(ablation[2], classes, ablation[0]))
     assert not np.array_equal(seeds["icd_bottom_up"], seeds["icd_bottom_up_no_td"])
     assert np.array_equal(seeds["cam"], cam_seed(full[0], classes, background_threshold=0.3))
-    assert np.array_equal(seeds["cam_crf"], crf_official(image, seeds["cam"], **options["crf"]))
+    assert np.array_equal(seeds["cam_crf"], refine_seed(image, seeds["cam"], **options["crf"]))
     assert np.array_equal(seeds["cam_sp"], brute_force_cam_sp_seed(full[0], classes, superpixels, 0.2))
-    assert np.array_equal(seeds["icd_crf"], crf_official(image, seeds["icd"], **options["crf"]))
+    assert np.array_equal(seeds["icd_crf"], refine_seed(image, seeds["icd"], **options["crf"]))
+    for name in ("cam", "icd"):
+        assert (seeds[f"{name}_crf"] != crf_official(image, seeds[name], **options["crf"])).sum() <= 1
     # Without an ablation network its rows are absent and nothing else changes.
     alone = image_seeds(image, full, classes, superpixels, **options)
     assert set(seeds) - set(alone) == {"icd_bottom_up_no_td", "icd_refined_no_td"}

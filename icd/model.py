@@ -95,17 +95,44 @@ class SignFlip(nn.Module):
         return raw_scores * self.sign().to(raw_scores.dtype)[None, :, None, None]
 
 
+def _bilinear_taps(source: int, target: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each of `target` outputs samples `source` inputs under bilinear resizing with
+    align_corners=True: (lower index, upper index, upper weight), computed in `dtype` as PyTorch's CPU
+    kernel does (source position = i (source - 1) / (target - 1), index floored, weight clamped to 0..1)."""
+    scale = torch.tensor((source - 1) / (target - 1) if target > 1 else 0.0, dtype=dtype)
+    position = torch.arange(target, dtype=dtype) * scale
+    lower = position.floor().long().clamp(max=source - 1)
+    weight = (position - lower).clamp(0, 1)
+    return lower, (lower + 1).clamp(max=source - 1), weight
+
+
 def superpixel_memberships(superpixels: torch.Tensor, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
     """Soft memberships B x K x (h*w) of B x H x W superpixel ids (0..K-1, K = batch max + 1).
 
-    The one-hot map is resized bilinearly with align_corners=True, as the official MXNet
-    `BilinearResize2D`; at equal sizes the one-hot map is used as is.
+    The one-hot map resized bilinearly with align_corners=True, as the official MXNet
+    `BilinearResize2D` (at equal sizes the one-hot map itself). Built without the B x K x H x W one-hot
+    image: each output reads four input pixels, so their four weights are added to their four ids'
+    rows (equal to resizing the one-hot map up to float rounding; tests/test_model.py compares them).
     """
+    batch, height, width = superpixels.shape
     count = int(superpixels.max()) + 1
-    onehot = F.one_hot(superpixels, count).permute(0, 3, 1, 2).to(dtype)
-    if tuple(onehot.shape[2:]) != tuple(size):
-        onehot = F.interpolate(onehot, size=size, mode="bilinear", align_corners=True)
-    return onehot.flatten(2)
+    (top, bottom, down), (left, right, across) = (
+        _bilinear_taps(height, size[0], dtype),
+        _bilinear_taps(width, size[1], dtype),
+    )
+    rows, cols = torch.stack([top, top, bottom, bottom]), torch.stack([left, right, left, right])
+    device = superpixels.device
+    ids = superpixels[:, rows[:, :, None].to(device), cols[:, None, :].to(device)].flatten(2)  # B x 4 x hw
+    weights = torch.stack(
+        [
+            (1 - down)[:, None] * (1 - across),
+            (1 - down)[:, None] * across,
+            down[:, None] * (1 - across),
+            down[:, None] * across,
+        ]
+    ).flatten(1)  # 4 x hw
+    memberships = torch.zeros(batch, count, size[0] * size[1], dtype=dtype, device=device)
+    return memberships.scatter_add_(1, ids, weights.to(device).expand(batch, -1, -1))
 
 
 @torch.no_grad()

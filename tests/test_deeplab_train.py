@@ -11,9 +11,10 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from deeplab.data import SeedTrainingSet, augment
-from deeplab.train import _stream_positions, segmentation_loss, train_deeplab
+from deeplab.train import _stream_positions, segmentation_loss, shrink_labels, train_deeplab
 from tests.workflow_helpers import (
     assert_a_killed_run_resumes,
     assert_divergence_keeps_the_checkpoint,
@@ -96,10 +97,19 @@ def test_loss_ignores_255_and_is_zero_without_labelled_pixels():
     logits = torch.randn(1, 21, 4, 4)
     labels = torch.full((1, 8, 8), IGNORE_LABEL)
     assert segmentation_loss(logits, labels).item() == 0.0
-    labels[0, :4] = 3
-    upsampled = torch.nn.functional.interpolate(logits, size=(8, 8), mode="bilinear", align_corners=False)
-    expected = -upsampled.log_softmax(dim=1)[0, 3, :4].mean()
+    labels[0, :4] = 3  # rows 1 and 3 are the centres of logit rows 0 and 1
+    expected = -logits.log_softmax(dim=1)[0, 3, :2].mean()
     assert segmentation_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("full,size", [((96, 96), (12, 12)), ((97, 130), (13, 17)), ((41, 23), (41, 23))])
+def test_labels_shrink_as_pil_nearest(full, size):
+    """The reference is PIL's NEAREST resize, what deeplab-pytorch's resize_labels runs."""
+    labels = torch.randint(0, 21, (2, *full), generator=torch.Generator().manual_seed(sum(full)))
+    expected = [
+        np.asarray(Image.fromarray(m.numpy().astype(np.uint8)).resize(size[::-1], Image.NEAREST)) for m in labels
+    ]
+    np.testing.assert_array_equal(shrink_labels(labels, size).numpy(), np.stack(expected))
 
 
 def _train_command(dataset_file, out_dir, options, labels_root=None) -> list[str]:

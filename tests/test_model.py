@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from icd.losses import icd_losses
-from icd.model import ICDNet, SignFlip, refine_with_superpixels
+from icd.model import ICDNet, SignFlip, refine_with_superpixels, superpixel_memberships
 from wsss.core.errors import ConfigError
 from wsss.nets.backbones import VGG16DeepLab
 
@@ -215,6 +215,26 @@ def test_refinement_matches_the_official_operator_on_multi_class_images(seed):
     labels = np.array([[1, 1, 1, 0], [0, 1, 1, 1]], dtype=float)
     refined = refine_with_superpixels(torch.tensor(scores), torch.tensor(superpixels), torch.tensor(labels))
     np.testing.assert_allclose(refined.numpy(), official_sp_refine(scores, superpixels, labels), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "source,target", [((160, 160), (20, 20)), ((17, 29), (5, 7)), ((9, 6), (9, 6)), ((5, 7), (12, 3))]
+)
+def test_memberships_equal_the_resized_one_hot_map(source, target, dtype):
+    """The four-tap scatter against the plain construction (one-hot image, then PyTorch's bilinear resize with
+    align_corners=True): down-, up- and non-resizing, both float widths, a batch with ids absent from one image."""
+    generator = torch.Generator().manual_seed(sum(source) + sum(target))
+    superpixels = torch.randint(0, 6, (2, *source), generator=generator)
+    superpixels[1][superpixels[1] == 2] = 7
+    onehot = torch.nn.functional.one_hot(superpixels, 8).permute(0, 3, 1, 2).to(dtype)
+    if source != target:
+        onehot = torch.nn.functional.interpolate(onehot, size=target, mode="bilinear", align_corners=True)
+    expected = onehot.flatten(2)
+    got = superpixel_memberships(superpixels, target, dtype)
+    assert got.dtype == dtype and got.shape == expected.shape
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-14
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=0, atol=tolerance)
 
 
 # ---------------------------------------------------------------------------------------------

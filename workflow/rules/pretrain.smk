@@ -32,7 +32,7 @@ rule measure_premise:
         f"{RESULTS}/benchmarks/measure_premise.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: 1
     params:
         root=lambda wildcards, input: input.data[0],
         options=as_json(icd_plan.backbone_options(config, ICD_NORMALISATION)),

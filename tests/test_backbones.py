@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wsss.core.errors import ConfigError
-from wsss.nets.backbones import FEATURE_KEYS, VGG16DeepLab, load_vgg16_weights, save_backbone
+from wsss.nets.backbones import FEATURE_KEYS, UniformDropout, VGG16DeepLab, load_vgg16_weights, save_backbone
 
 # torchvision vgg16's 13 `features` convolutions: (out channels, in channels), in order.
 TV_VGG16_CHANNELS = [
@@ -211,3 +211,20 @@ def test_pickled_objects_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="weights_only") as info:
         load_vgg16_weights(VGG16DeepLab(width=0.125), path)
     assert str(path) in str(info.value)
+
+
+def test_uniform_dropout_keeps_one_minus_p_scaled_and_passes_gradients_through_kept_values():
+    torch.manual_seed(0)
+    drop = UniformDropout(0.3).train()
+    x = torch.rand(40, 50, 60) + 1.0  # no zeros: a zero output means dropped
+    x.requires_grad_(True)
+    y = drop(x)
+    kept = y != 0
+    # 120,000 draws: the kept fraction's standard deviation is 0.0013.
+    assert abs(kept.float().mean().item() - 0.7) < 0.006
+    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(UniformDropout(0.0).train()(x), x)
+    assert not UniformDropout(1.0).train()(x).any()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from pathlib import Path
 
@@ -393,7 +394,14 @@ def test_sign_buffer_is_updated_in_training_only_and_saved():
         net(images, labels, superpixels)
     assert net.sign_flip.stored.abs().sum() == 0 and net.feature_bn.num_batches_tracked == 0
 
+    probe = copy.deepcopy(net).train()
+    torch.manual_seed(1)  # the same dropout draws in both passes
+    with torch.no_grad():
+        probe(images, labels, superpixels)
+        # Reverse every direction this batch would leave at +1: each of them now turns to -1 on it.
+        net.directions[probe.sign_flip.sign() > 0] *= -1
     net.train()
+    torch.manual_seed(1)
     with torch.no_grad():
         out = net(images, labels, superpixels)
     stored = net.sign_flip.stored.clone()

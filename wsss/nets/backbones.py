@@ -56,6 +56,22 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
+class UniformDropout(nn.Dropout):
+    """Dropout whose mask is `uniform >= p` (kept values scaled by 1 / (1 - p)), not `bernoulli_(1 - p)`.
+
+    The same distribution as nn.Dropout, from another random stream: PyTorch's CPU `bernoulli_` draws element
+    by element (9 ms for ICD's fc6 output of a batch of 8 here, two of them a step), `rand` in vectorised
+    blocks (4 ms with the compare and the product).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.p == 1:
+            return x * 0
+        return x * (torch.rand_like(x) >= self.p) * (1 / (1 - self.p))
+
+
 class VGG16DeepLab(nn.Module):
     """VGG16 as DeepLab uses it: output stride 8, dilated conv5, fc6/fc7 as convolutions.
 
@@ -118,8 +134,8 @@ class VGG16DeepLab(nn.Module):
         self.fc6 = nn.Conv2d(in_channels, fc, 3, padding=fc6_dilation, dilation=fc6_dilation)
         self.fc7 = nn.Conv2d(fc, fc, 1)
         self.relu = nn.ReLU(inplace=True)
-        self.drop6 = nn.Dropout(dropout)
-        self.drop7 = nn.Dropout(dropout)
+        self.drop6 = UniformDropout(dropout)
+        self.drop7 = UniformDropout(dropout)
         self.feature_channels: dict[str, int] = {
             "conv4": scaled(512, width),
             "conv5": in_channels,

@@ -33,7 +33,6 @@ from wsss.nets.backbones import default_device
 from wsss.nets.normalisation import Normalisation, trained_normalisation
 
 SERVER_FOLDER = Path("results/VOC2012/Segmentation/comp6_test_cls")
-POSTPROCESSING = ("raw", "crf")
 
 
 def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Module, Normalisation]:

@@ -38,14 +38,14 @@ rule train_icd:
         f"{LOGS}/train_icd.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_icd.tsv"
+    # Everything downstream waits for these two: start them before the other jobs that are ready with them.
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     # The training thread plus its loader workers, as train_deeplab. On 2 CPU cores the two networks then train
     # side by side, one core each: 1.2x the steps per second of one 2-thread training at a time (a 2-thread ICD
     # step is only 1.7x faster than a 1-thread one).
     threads: config["icd"]["workers"] + 1
-    # Everything downstream waits for these two: start them before the other jobs that are ready with them.
-    priority: 10
     resources:
         gpu=1 if not SYNTHETIC else 0,
     params:

@@ -113,8 +113,8 @@ def refine_seed(image, seed, settings: SeedCRFSettings | None = None, /, **crf) 
     Cost: pydensecrf's per-pixel work barely depends on the label count (3-5 channels through it
     were only 2-3x faster than 21). wsss.crf.densecrf builds the bilateral lattice with vectorised
     numpy, filters the position kernel on the grid and P channels per iteration (the group's follows
-    from sum Q = 1): 6.7-7.2x less CPU than `crf_official` on 500 x 375 images with config.yaml's CRF
-    (5.7-6.4x with the VOC values, sxy 3 and bilateral 80, whose official lattices are cheaper;
+    from sum Q = 1): 6.3-7.2x less CPU than `crf_official` on 500 x 375 images with config.yaml's CRF
+    (5.7-6.0x with the VOC values, sxy 3 and bilateral 80, whose official lattices are cheaper;
     benchmarks/crf.py).
     """
     settings = SeedCRFSettings.resolve(settings, crf)

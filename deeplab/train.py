@@ -29,6 +29,7 @@ from wsss.core.checkpoints import check_intervals, distributed, fingerprint, pro
 from wsss.core.digests import file_digest, files_digest, training_inputs
 from wsss.core.errors import ConfigError
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
+from wsss.data.transforms import nearest_indices
 from wsss.nets.normalisation import from_scratch, weights_normalisation
 from wsss.training import TrainingLoop
 
@@ -36,13 +37,13 @@ log = logging.getLogger(__name__)
 
 
 def shrink_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """B x H x W labels at `size`: each cell takes the label nearest its centre, floor((i + 0.5) H / h), as
-    PIL's NEAREST resize does (what deeplab-pytorch's `resize_labels` calls)."""
+    """B x H x W labels at `size`: each cell takes the label nearest its centre (`nearest_indices`, as PIL's
+    NEAREST resize, which deeplab-pytorch's `resize_labels` calls)."""
     rows, cols = (
-        ((torch.arange(out, dtype=torch.float64) + 0.5) * (full / out)).long().clamp(max=full - 1)
+        torch.from_numpy(nearest_indices(full, out)).to(labels.device)
         for out, full in zip(size, labels.shape[-2:], strict=True)
     )
-    return labels[:, rows[:, None].to(labels.device), cols[None, :].to(labels.device)]
+    return labels[:, rows[:, None], cols[None, :]]
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -11,10 +11,15 @@ import numpy as np
 from PIL import Image
 
 
+def nearest_indices(source: int, target: int) -> np.ndarray:
+    """The source index each of `target` outputs takes under a nearest resize: the one holding the output
+    pixel's centre, floor((i + 0.5) source / target), as PIL's NEAREST."""
+    return np.minimum(((np.arange(target) + 0.5) * source / target).astype(np.int64), source - 1)
+
+
 def nearest_resize(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of a label map (pixel centres), exact for any integer dtype."""
-    rows = np.minimum(((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64), labels.shape[1] - 1)
+    rows, cols = nearest_indices(labels.shape[0], height), nearest_indices(labels.shape[1], width)
     return np.take(np.take(labels, rows, axis=0), cols, axis=1)  # two 1D takes: ~3x faster than one 2D gather
 
 

@@ -117,78 +117,75 @@ def pretrain_backbone(
     train_x, train_y = images[:-num_val], labels[:-num_val]
     val_x, val_y = images[-num_val:], labels[-num_val:]
 
-    previous_deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
-            torch.manual_seed(seed)
-            backbone = VGG16DeepLab(width=width, batch_norm=batch_norm, dropout=0.0)
-            net = _PretextNet(backbone, len(PRETEXT_CLASSES))
-        generator = torch.Generator().manual_seed(seed)
+    # No torch.use_deterministic_algorithms: on the CPU every kernel this loop runs is already deterministic for a
+    # fixed thread count (the same weights with and without it), and the mode fills every new tensor before use.
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
+        torch.manual_seed(seed)
+        backbone = VGG16DeepLab(width=width, batch_norm=batch_norm, dropout=0.0)
+        net = _PretextNet(backbone, len(PRETEXT_CLASSES))
+    generator = torch.Generator().manual_seed(seed)
 
-        decay = [p for n, p in net.named_parameters() if n.endswith("weight") and p.ndim > 1]
-        no_decay = [p for n, p in net.named_parameters() if not (n.endswith("weight") and p.ndim > 1)]
-        optimizer = torch.optim.SGD(
-            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=lr,
-            momentum=0.9,
+    decay = [p for n, p in net.named_parameters() if n.endswith("weight") and p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if not (n.endswith("weight") and p.ndim > 1)]
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        momentum=0.9,
+    )
+    steps_per_epoch = len(train_x) // batch_size  # drop the last partial batch (BN)
+    total_steps = steps_per_epoch * epochs
+    warmup = min(steps_per_epoch, total_steps)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+
+    history = []
+    step = 0
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(len(train_x), generator=generator)
+        loss_sum = correct = seen = 0
+        bar = tqdm(range(steps_per_epoch), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for batch in bar:
+            idx = order[batch * batch_size : (batch + 1) * batch_size]
+            x = normalise(train_x[idx])
+            flips = torch.rand(2, len(idx), generator=generator) < 0.5
+            x = torch.where(flips[0, :, None, None, None], x.flip(3), x)
+            x = torch.where(flips[1, :, None, None, None], x.flip(2), x)
+            y = train_y[idx]
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise ConfigError(
+                    f"pretraining diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}); "
+                    f"lower pretrain.lr (now {lr:g}) or use model.backbone: vgg16_bn."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(idx)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        val_loss, val_acc, confusion = _evaluate(net, val_x, val_y, 2 * batch_size, len(PRETEXT_CLASSES), normalise)
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss_sum / max(1, seen),
+            "train_accuracy": correct / max(1, seen),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": lr_at(step - 1),
+        }
+        history.append(record)
+        log(
+            f"pretrain epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f} train acc "
+            f"{record['train_accuracy']:.3f} val loss {val_loss:.4f} val acc {val_acc:.3f} lr {record['lr']:.2e}"
         )
-        steps_per_epoch = len(train_x) // batch_size  # drop the last partial batch (BN)
-        total_steps = steps_per_epoch * epochs
-        warmup = min(steps_per_epoch, total_steps)
-
-        def lr_at(step: int) -> float:
-            if step < warmup:
-                return lr * (step + 1) / warmup
-            return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
-        history = []
-        step = 0
-        for epoch in range(epochs):
-            net.train()
-            order = torch.randperm(len(train_x), generator=generator)
-            loss_sum = correct = seen = 0
-            bar = tqdm(range(steps_per_epoch), desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress, leave=False)
-            for batch in bar:
-                idx = order[batch * batch_size : (batch + 1) * batch_size]
-                x = normalise(train_x[idx])
-                flips = torch.rand(2, len(idx), generator=generator) < 0.5
-                x = torch.where(flips[0, :, None, None, None], x.flip(3), x)
-                x = torch.where(flips[1, :, None, None, None], x.flip(2), x)
-                y = train_y[idx]
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step)
-                logits = net(x)
-                loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
-                    raise ConfigError(
-                        f"pretraining diverged at epoch {epoch + 1}, step {step + 1} (loss {loss.item()}); "
-                        f"lower pretrain.lr (now {lr:g}) or use model.backbone: vgg16_bn."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                loss_sum += loss.item() * len(idx)
-                correct += (logits.argmax(1) == y).sum().item()
-                seen += len(idx)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-            val_loss, val_acc, confusion = _evaluate(net, val_x, val_y, 2 * batch_size, len(PRETEXT_CLASSES), normalise)
-            record = {
-                "epoch": epoch + 1,
-                "loss": loss_sum / max(1, seen),
-                "train_accuracy": correct / max(1, seen),
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-                "lr": lr_at(step - 1),
-            }
-            history.append(record)
-            log(
-                f"pretrain epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f} train acc "
-                f"{record['train_accuracy']:.3f} val loss {val_loss:.4f} val acc {val_acc:.3f} lr {record['lr']:.2e}"
-            )
-    finally:
-        torch.use_deterministic_algorithms(previous_deterministic)
 
     save_backbone(backbone, out_path, normalise.name)
     seconds = time.perf_counter() - start_time

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icd.scores import SCORE_MAPS, scored_training_images
+from icd.score_maps import SCORE_MAPS, scored_training_images
 
 
 def confusion(results: Path, score_map: str, canvas: int) -> dict[str, float]:

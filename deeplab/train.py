@@ -3,8 +3,8 @@
 DeepLab's recipe: SGD with momentum, weight decay except on biases, the head at 10x (weights) and 20x
 (biases) the base lr, poly decay per iteration, random scale/flip/crop. A batch can be split into
 `accumulation_steps` micro-batches whose gradients add up (for short GPU memory), and over several
-processes under torchrun (DDP). The loss is the cross-entropy of the logits upsampled to the crop,
-averaged over the labelled pixels.
+processes under torchrun (DDP). The loss is the cross-entropy at the logits' resolution (1/8 of the
+crop) against the labels shrunk to it (`shrink_labels`), averaged over the labelled pixels.
 
 The loop is `wsss.training.TrainingLoop`, counting iterations (checkpoint, resume, reseeding, DDP, history;
 this module gives it the sample stream, the step and the record): every random draw is a function of

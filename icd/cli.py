@@ -281,7 +281,7 @@ def _scores(args: argparse.Namespace) -> None:
 @ABLATION_SCORES
 @arg("--out", required=True, help="CSV table")
 def _score_ap(args: argparse.Namespace) -> None:
-    from icd.scores import score_map_average_precision
+    from icd.score_maps import score_map_average_precision
 
     table = score_map_average_precision(
         read_json(args.dataset), args.scores, canvas=args.inference_size, ablation_shards=args.ablation_scores

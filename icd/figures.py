@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icd.scores import upsample
+from icd.score_maps import upsample
 from wsss.core.files import atomic_path
 from wsss.core.shards import ShardStore
 from wsss.data.classes import PALETTE, VOC_CLASSES

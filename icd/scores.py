@@ -3,7 +3,8 @@
 As the official `run_infer`: single scale, the image padded at the bottom/right to a fixed canvas
 (513 on VOC), no flip, BatchNorm in eval mode, the stored sign-flip EMA orienting S. Only the
 image's present classes are kept, at feature resolution and in float16, so VoC-scale scores stay
-a few GB; consumers resize them to the canvas (bilinear, half-pixel centres as cv2.resize) and crop.
+a few GB; consumers resize them to the canvas (bilinear, half-pixel centres as cv2.resize) and crop
+(`icd.score_maps`).
 
 `inference_scale` enlarges the padded canvas before the network sees it (1 on VOC, as the official
 code). The maps still cover the canvas, so consumers need only the canvas size, whatever the scale.
@@ -15,27 +16,18 @@ import json
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from icd.model import ICDNet, refine_with_superpixels
-from icd.seed_sets import NO_TOP_DOWN
 from icd.train import build_network
 from wsss.core.errors import ConfigError
 from wsss.core.shards import ShardStore, save_shard
-from wsss.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL, NUM_FOREGROUND
-from wsss.data.io import read_mask, read_rgb
+from wsss.data.io import read_rgb
 from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to
 from wsss.data.voc import VOCPaths
-from wsss.metrics import PixelAveragePrecision
 from wsss.nets.backbones import default_device
 from wsss.nets.normalisation import Normalisation, trained_normalisation
 from wsss.training import multi_hot
-
-SCORE_MAPS = ("cam", "bottom_up", "refined", "adapted")
-# Table 3's steps before the adaptation: also taken, as extra `<map>_no_td` rows, from a network trained
-# without top-down adaptation when one exists (icd.seed_sets.NO_TOP_DOWN).
-ABLATION_MAPS = ("bottom_up", "refined")
 
 
 def load_trained(model_path, *, model: dict, icd: dict, normalisation: str) -> tuple[ICDNet, Normalisation]:
@@ -80,7 +72,7 @@ def image_scores(
     inference_scale: float = 1.0,
     normalise: Normalisation,
 ) -> np.ndarray:
-    """float16 array (len(SCORE_MAPS), k, h, w): the four maps for the image's k present classes.
+    """float16 array (len(icd.score_maps.SCORE_MAPS), k, h, w): the four maps for the image's k present classes.
 
     The image is padded with the colour `normalise` (the input the trained network records) maps to
     zero. The refined map is always computed (with the image's superpixels, padding as its own region) so
@@ -140,67 +132,3 @@ def infer_scores_shard(
             normalise=normalise,
         )
     save_shard(out_path, scores)
-
-
-def upsample(maps: np.ndarray, canvas: int, height: int, width: int) -> np.ndarray:
-    """(..., h, w) feature-resolution maps -> (..., height, width) float32: resize to the canvas, crop."""
-    tensor = torch.from_numpy(np.asarray(maps, dtype=np.float32))
-    lead = tensor.shape[:-2]
-    resized = F.interpolate(
-        tensor.reshape(1, -1, *tensor.shape[-2:]), size=(canvas, canvas), mode="bilinear", align_corners=False
-    )
-    return resized[0, :, :height, :width].reshape(*lead, height, width).numpy()
-
-
-def scored_training_images(
-    dataset: dict, score_shards: list[str], *, canvas: int, description: str, progress: bool = True
-):
-    """Yield (id, ground truth, image-resolution score maps, present classes) over the training split.
-
-    The one loop that every score-based evaluation (Table 1, the Table 2 sweep) walks.
-    """
-    paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
-    split = dataset["roles"]["train"]
-    store = ShardStore(score_shards)
-    for image_id in tqdm(dataset["splits"][split], desc=description, disable=not progress, mininterval=2.0):
-        gt = read_mask(paths.ground_truth(split, image_id))
-        yield image_id, gt, upsample(store[image_id], canvas, *gt.shape), dataset["labels"][image_id]
-
-
-def score_map_average_precision(
-    dataset: dict,
-    score_shards: list[str],
-    *,
-    canvas: int,
-    ablation_shards: list[str] | None = None,
-    progress: bool = True,
-) -> dict[str, dict[str, float]]:
-    """Table 1: pixel-level AP per class and its mean over classes, for each score map.
-
-    Each class ranks every valid pixel of the images holding it by that class's score. Every
-    SCORE_MAPS row comes from `score_shards` (the full network, as the official inference writes all
-    four maps of one network); `ablation_shards` (a network trained without top-down adaptation) add
-    its ABLATION_MAPS as `<map>_no_td` rows, matching Table 3's `icd_<map>_no_td` seeds.
-    """
-    meters = {name: PixelAveragePrecision(NUM_FOREGROUND) for name in SCORE_MAPS}
-    ablation = ShardStore(ablation_shards) if ablation_shards else None
-    if ablation is not None:
-        meters.update({name + NO_TOP_DOWN: PixelAveragePrecision(NUM_FOREGROUND) for name in ABLATION_MAPS})
-    images = scored_training_images(dataset, score_shards, canvas=canvas, description="pixel AP", progress=progress)
-    for image_id, gt, stacked, classes in images:
-        maps = dict(zip(SCORE_MAPS, stacked, strict=True))
-        if ablation is not None:
-            other = dict(zip(SCORE_MAPS, upsample(ablation[image_id], canvas, *gt.shape), strict=True))
-            maps.update({name + NO_TOP_DOWN: other[name] for name in ABLATION_MAPS})
-        valid = gt != IGNORE_LABEL
-        for position, class_index in enumerate(classes):
-            for name, scores in maps.items():
-                meters[name].add(class_index - 1, scores[position].astype(np.float16), gt == class_index, valid)
-    table = {}
-    for name, meter in meters.items():
-        per_class = meter.per_class()
-        table[name] = {
-            "mAP": float(np.nanmean(per_class)),
-            **{cls: float(ap) for cls, ap in zip(FOREGROUND_CLASSES, per_class, strict=True) if not np.isnan(ap)},
-        }
-    return table

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icd.scores import scored_training_images
+from icd.score_maps import scored_training_images
 from icd.seeds import cam_seed, icd_seed
 from wsss.core.shards import ShardStore
 from wsss.data.classes import VOC_CLASSES

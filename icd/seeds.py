@@ -140,7 +140,7 @@ def image_seeds(
     ablation_scores: np.ndarray | None = None,
     variants: Collection[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The seed variants of one image from its upsampled score maps (icd.scores.SCORE_MAPS order).
+    """The seed variants of one image from its upsampled score maps (icd.score_maps.SCORE_MAPS order).
 
     `variants`: the ones to make (one family's, icd.seed_sets), each from only the inputs and settings it
     needs; None makes every variant the inputs allow. `cam_backgrounds`: the background threshold of `cam`
@@ -218,7 +218,7 @@ def generate_seed_shard(
     """
     from tqdm import tqdm
 
-    from icd.scores import upsample
+    from icd.score_maps import upsample
     from wsss.core.errors import DataError
     from wsss.core.files import atomic_dir
     from wsss.core.shards import ShardStore

@@ -300,7 +300,7 @@ def half_pixel_bilinear_weights(source: int, target: int) -> np.ndarray:
 def test_upsample_resizes_to_the_canvas_then_crops_the_image_corner():
     """Score maps cover the padded canvas (image at its top-left corner): resizing them straight to the
     image, cropping another corner or swapping the axes would misplace every score."""
-    from icd.scores import upsample
+    from icd.score_maps import upsample
 
     rng = np.random.default_rng(0)
     maps = rng.normal(size=(4, 2, 6, 9))  # non-square: a swapped axis shows
@@ -310,3 +310,25 @@ def test_upsample_resizes_to_the_canvas_then_crops_the_image_corner():
     got = upsample(maps, canvas, height, width)
     assert got.shape == (4, 2, height, width) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("source", "canvas", "kept"), [((17, 17), 129, (96, 128)), ((9, 5), 65, (65, 40)), ((7, 7), 7, (7, 5))]
+)
+def test_upsample_matches_torch_interpolate(source, canvas, kept):
+    """The numpy resize against the operator it replaces (`F.interpolate`, bilinear, align_corners=False)
+    on float16 maps as the shards store them: the same taps, and weights a few float32 roundings apart (PyTorch's
+    compiled kernel computes the source position with its own rounding), so outputs differ by at most ~1e-6 of
+    the maps' magnitude."""
+    import torch
+    from torch.nn import functional as F
+
+    from icd.score_maps import upsample
+
+    maps = np.random.default_rng(1).normal(scale=30, size=(4, 3, *source)).astype(np.float16)
+    expected = F.interpolate(
+        torch.from_numpy(maps.astype(np.float32)).reshape(1, 12, *source), size=(canvas, canvas), mode="bilinear"
+    )[0, :, : kept[0], : kept[1]].reshape(4, 3, *kept)
+    got = upsample(maps, canvas, *kept)
+    assert got.dtype == np.float32 and got.shape == (4, 3, *kept)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=2e-6 * float(np.abs(maps).max()))

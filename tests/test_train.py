@@ -266,7 +266,8 @@ def test_a_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint
 
 
 def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tiny_dataset, prepared, tmp_path):
-    from icd.scores import SCORE_MAPS, load_trained, score_map_average_precision
+    from icd.score_maps import SCORE_MAPS, score_map_average_precision
+    from icd.scores import load_trained
     from wsss.core.errors import ConfigError
 
     shards = prepared[1]

@@ -112,10 +112,14 @@ def predict_split(
             if settings is not None:
                 labels["crf"] = crf_refine(image, probabilities, settings)
             if server_layout:
-                write_mask(tmp / SERVER_FOLDER / f"{image_id}.png", labels["crf" if settings is not None else "raw"])
+                write_mask(
+                    tmp / SERVER_FOLDER / f"{image_id}.png",
+                    labels["crf" if settings is not None else "raw"],
+                    atomic=False,
+                )
             else:
                 for name, label_map in labels.items():
-                    write_mask(tmp / name / f"{image_id}.png", label_map)
+                    write_mask(tmp / name / f"{image_id}.png", label_map, atomic=False)
 
 
 def pack_for_server(predictions_root, tar_path) -> int:

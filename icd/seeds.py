@@ -126,6 +126,14 @@ def _wants(variants: Collection[str] | None, *names: str) -> bool:
     return variants is None or any(name in variants for name in names)
 
 
+def _through_crf(image: np.ndarray, seed: np.ndarray, crf: dict) -> np.ndarray:
+    """`seed` through the seed CRF (`wsss.crf.refine.refine_seed`), imported only here: it loads torch, which a
+    job making seeds without a CRF never needs (its import costs about as much CPU as such a job's work)."""
+    from wsss.crf.refine import refine_seed
+
+    return refine_seed(image, seed, **crf)
+
+
 def image_seeds(
     image: np.ndarray,
     scores: np.ndarray,
@@ -152,14 +160,12 @@ def image_seeds(
     the backbone. A network trained without top-down adaptation has no adapted scores (NaN), hence no
     `icd`, `icd_crf`, `icd_sal`: asking for them is an error, None leaves them out.
     """
-    from wsss.crf.refine import refine_seed
-
     cam, bottom_up, refined, adapted = scores
     seeds = {}
     if _wants(variants, "cam", "cam_crf"):
         seeds["cam"] = cam_seed(cam, classes, background_threshold=cam_backgrounds["cam"])
     if _wants(variants, "cam_crf"):
-        seeds["cam_crf"] = refine_seed(image, seeds["cam"], **crf)
+        seeds["cam_crf"] = _through_crf(image, seeds["cam"], crf)
     if _wants(variants, "cam_sp"):
         seeds["cam_sp"] = cam_seed(
             cam, classes, background_threshold=cam_backgrounds["cam_sp"], superpixels=superpixels
@@ -177,7 +183,7 @@ def image_seeds(
     if _wants(variants, *adapted_variants) and np.isfinite(adapted).all():
         seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
         if _wants(variants, "icd_crf"):
-            seeds["icd_crf"] = refine_seed(image, seeds["icd"], **crf)
+            seeds["icd_crf"] = _through_crf(image, seeds["icd"], crf)
         if saliency is not None and _wants(variants, "icd_sal"):
             seeds["icd_sal"] = saliency_seed(
                 adapted, classes, cam, saliency, threshold=threshold, saliency_background=saliency_background
@@ -253,7 +259,7 @@ def generate_seed_shard(
                 variants=variants,
             )
             for variant, seed in seeds.items():
-                write_mask(tmp / variant / f"{image_id}.png", seed)
+                write_mask(tmp / variant / f"{image_id}.png", seed, atomic=False)
 
 
 def collect_seed_shards(shard_dirs: list[str], out_root, variants: list[str]) -> None:

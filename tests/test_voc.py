@@ -151,6 +151,16 @@ def test_palette_round_trip(tmp_path, png_mode):
     assert len(VOC_CLASSES) == 21 and VOC_CLASSES[15] == "person"
 
 
+def test_non_atomic_mask_write_gives_the_same_file(tmp_path):
+    """Inside an atomic folder the per-file temporary is skipped: the same bytes, the parent made, and no
+    temporary next to it."""
+    mask = np.arange(21, dtype=np.uint8).repeat(4).reshape(6, 14)
+    write_mask(tmp_path / "atomic.png", mask)
+    write_mask(tmp_path / "sub" / "plain.png", mask, atomic=False)
+    assert (tmp_path / "sub" / "plain.png").read_bytes() == (tmp_path / "atomic.png").read_bytes()
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["atomic.png", "plain.png", "sub"]
+
+
 def test_mask_values_outside_voc_are_rejected(tmp_path):
     path = tmp_path / "m.png"
     Image.fromarray(np.full((4, 4), 42, np.uint8), mode="L").save(path)

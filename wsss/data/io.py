@@ -70,13 +70,19 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return mask
 
 
-def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Write H x W uint8 class indices as a VOC palettised PNG, atomically."""
+def write_mask(path: str | os.PathLike, mask: np.ndarray, *, atomic: bool = True) -> None:
+    """Write H x W uint8 class indices as a VOC palettised PNG, atomically unless `atomic` is False: for a file
+    inside a folder that is itself written atomically (`wsss.core.files.atomic_dir`), where a temporary and a
+    rename per file add nothing but a scan of the growing folder for a dead writer's leftovers per file."""
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype != np.uint8:
         raise ValueError(f"mask must be a 2-D uint8 array, got {mask.dtype} {mask.shape}")
     image = Image.fromarray(mask, mode="P")
     image.putpalette(PALETTE.reshape(-1).tolist())
+    if not atomic:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, format="PNG")
+        return
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
 

@@ -456,9 +456,9 @@ def _write_sample(root: Path, image_id: str, sample: _Sample, o: dict, *, labell
         xml = _annotation_xml(image_id, sample.objects, sample.instances, segmented)
         write_text(root / "Annotations" / f"{image_id}.xml", xml)
         mask = _label_mask(sample.instances, sample.objects, o["boundary_width"])
-        write_mask(root / "SegmentationClassAug" / f"{image_id}.png", mask)
+        write_mask(root / "SegmentationClassAug" / f"{image_id}.png", mask, atomic=False)
         if segmented:
-            write_mask(root / "SegmentationClass" / f"{image_id}.png", mask)
+            write_mask(root / "SegmentationClass" / f"{image_id}.png", mask, atomic=False)
 
 
 def _write_lists(root: Path, ids: dict[str, list[str]]) -> None:

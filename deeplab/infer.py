@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from deeplab.evaluate import POSTPROCESSING
 from deeplab.model import build_model
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_dir, atomic_path
@@ -104,19 +105,17 @@ def predict_split(
     settings = None if crf is None else CRFSettings.from_config(crf, "deeplab.crf")
     net, normalise = load_trained(model_path)
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
+    raw_folder, crf_folder = POSTPROCESSING  # the folders deeplab.evaluate reads
     with atomic_dir(out_dir) as tmp:  # an interrupted run leaves no half-filled folder behind
         for image_id in tqdm(dataset["splits"][split], desc=f"predict {split}", disable=not progress, mininterval=2.0):
             image = read_rgb(paths.image(image_id))
             probabilities = class_probabilities(net, image, normalise=normalise, scales=scales, flip=flip)
-            labels = {"raw": probabilities.argmax(axis=0).astype(np.uint8)}
+            labels = {raw_folder: probabilities.argmax(axis=0).astype(np.uint8)}
             if settings is not None:
-                labels["crf"] = crf_refine(image, probabilities, settings)
+                labels[crf_folder] = crf_refine(image, probabilities, settings)
             if server_layout:
-                write_mask(
-                    tmp / SERVER_FOLDER / f"{image_id}.png",
-                    labels["crf" if settings is not None else "raw"],
-                    atomic=False,
-                )
+                final = labels[crf_folder if settings is not None else raw_folder]
+                write_mask(tmp / SERVER_FOLDER / f"{image_id}.png", final, atomic=False)
             else:
                 for name, label_map in labels.items():
                     write_mask(tmp / name / f"{image_id}.png", label_map, atomic=False)

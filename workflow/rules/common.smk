@@ -59,6 +59,20 @@ def family_reads(name, paths):
     return lambda wildcards: paths if name in SEED_FAMILIES[wildcards.family].reads else []
 
 
+# Which ready job Snakemake starts first when the cores are short (the highest `priority`): the one with the longest
+# chain of work still ahead of it, as measured on the synthetic default (issue 19). The pretext stand-in and the
+# ICD trainings (10), then what turns their scores into the seed sets DeepLab trains on (8-6), the DeepLab
+# trainings, ResNet101's (the longer) first (5, 4), their predictions (3); tables, figures and evaluations (0) fill
+# the cores that would otherwise idle. A GPU cluster runs them all at once and never asks.
+PRIORITY_DEEPLAB_SEEDS = 6
+
+
+def deeplab_seeds_priority(variants):
+    """make_seeds and collect_seeds: ahead of the DeepLab trainings for a seed set DeepLab trains on, else last."""
+    trained_on = set(deeplab_plan.seed_sets(config["deeplab"]))
+    return PRIORITY_DEEPLAB_SEEDS if trained_on.intersection(variants) else 0
+
+
 ABLATION_NETWORK = icd_plan.ablation_network(config)
 SEED_VARIANTS = icd_plan.variants(config)
 SEED_FAMILIES = icd_plan.families(config)

@@ -43,6 +43,7 @@ rule train_deeplab:
         f"{LOGS}/deeplab/train_{{backbone}}_{{seeds}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/deeplab/train_{{backbone}}_{{seeds}}.tsv"
+    priority: lambda wildcards: 5 if wildcards.backbone == "resnet101" else 4
     conda:
         "../../envs/torch.yaml"
     threads: DEEPLAB["workers"] + 1
@@ -79,6 +80,7 @@ rule predict_deeplab:
         f"{LOGS}/deeplab/predict_{{backbone}}_{{seeds}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/deeplab/predict_{{backbone}}_{{seeds}}.tsv"
+    priority: 3
     conda:
         "../../envs/torch.yaml"
     threads: 1

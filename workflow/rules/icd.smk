@@ -38,7 +38,8 @@ rule train_icd:
         f"{LOGS}/train_icd.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_icd.tsv"
-    # Everything downstream waits for these two: start them before the other jobs that are ready with them.
+    # Everything downstream waits for these two: start them before the other jobs that are ready with them
+    # (the priorities in common.smk).
     priority: 10
     conda:
         "../../envs/torch.yaml"
@@ -90,6 +91,8 @@ rule export_icd_backbone:
         f"{RESULTS}/icd/backbone.pth",
     log:
         f"{LOGS}/export_icd_backbone.log",
+    # VGG16 DeepLab starts from it.
+    priority: PRIORITY_DEEPLAB_SEEDS
     conda:
         "../../envs/torch.yaml"
     threads: 1

@@ -10,6 +10,7 @@ rule pretrain_backbone:
         f"{LOGS}/pretrain_backbone.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_backbone.tsv"
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     # One core: a two-thread step costs 1.3x the CPU of a one-thread one (the network is tiny), and the other core
@@ -57,6 +58,7 @@ rule pretrain_resnet101:
         f"{LOGS}/pretrain_resnet101.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_resnet101.tsv"
+    priority: 2
     conda:
         "../../envs/torch.yaml"
     threads: config["resnet_pretrain"]["workers"] + 1

@@ -13,6 +13,7 @@ rule infer_scores:
         f"{LOGS}/scores/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/scores/shard_{{shard}}.tsv"
+    priority: 8
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -40,6 +41,8 @@ use rule infer_scores as infer_scores_without_top_down with:
         f"{LOGS}/scores_without_top_down/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/scores_without_top_down/shard_{{shard}}.tsv"
+    # Only tables read the ablation network's scores.
+    priority: 0
     params:
         shards=config["seeds"]["shards"],
         options=as_json(icd_plan.score_inference_options(config, icd_plan.without_top_down(config), ICD_NORMALISATION)),

@@ -15,6 +15,8 @@ rule seed_sweep:
         f"{LOGS}/seed_sweep.log",
     benchmark:
         f"{RESULTS}/benchmarks/seed_sweep.tsv"
+    # The CAM seeds' background threshold.
+    priority: 7
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -51,6 +53,7 @@ rule make_seeds:
         f"{LOGS}/seeds/{{family}}/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/seeds/{{family}}/shard_{{shard}}.tsv"
+    priority: lambda wildcards: deeplab_seeds_priority(SEED_FAMILIES[wildcards.family].variants)
     conda:
         "../../envs/crf.yaml"
     threads: 1
@@ -76,6 +79,7 @@ rule collect_seeds:
         directory(f"{RESULTS}/seeds/{{variant}}"),
     log:
         f"{LOGS}/collect_seeds/{{variant}}.log",
+    priority: lambda wildcards: deeplab_seeds_priority([wildcards.variant])
     conda:
         "../../envs/data.yaml"
     threads: 1

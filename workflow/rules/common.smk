@@ -60,10 +60,11 @@ def family_reads(name, paths):
 
 
 # Which ready job Snakemake starts first when the cores are short (the highest `priority`): the one with the longest
-# chain of work still ahead of it, as measured on the synthetic default (issue 19). The pretext stand-in and the
-# ICD trainings (10), then what turns their scores into the seed sets DeepLab trains on (8-6), the DeepLab
-# trainings, ResNet101's (the longer) first (5, 4), their predictions (3); tables, figures and evaluations (0) fill
-# the cores that would otherwise idle. A GPU cluster runs them all at once and never asks.
+# chain of work still ahead of it, as measured on the synthetic default (issue 19). The data, the pretext stand-in
+# and the ICD trainings (10), then what turns their scores into the seed sets DeepLab trains on (8-6), the DeepLab
+# trainings, ResNet101's (the longer, with its stand-in) first (5, 4), their predictions (3); tables, figures and
+# evaluations (0) fill the cores that would otherwise idle. A job never ranks below one it feeds
+# (tests/test_scheduling.py). A GPU cluster runs them all at once and never asks.
 PRIORITY_DEEPLAB_SEEDS = 6
 
 

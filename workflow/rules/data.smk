@@ -11,6 +11,7 @@ rule synthesize_data:
         f"{LOGS}/synthesize_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/synthesize_data.tsv"
+    priority: 10
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -37,6 +38,7 @@ rule validate_data:
         f"{LOGS}/validate_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/validate_data.tsv"
+    priority: 10
     conda:
         "../../envs/data.yaml"
     # Reads every image (two readers on real data); the synthetic set takes a second, on the core the pretext
@@ -61,6 +63,7 @@ rule accept_data:
         f"{RESULTS}/data/dataset.json",
     log:
         f"{LOGS}/accept_data.log",
+    priority: 10
     localrule: True
     conda:
         "../../envs/data.yaml"

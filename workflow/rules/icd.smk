@@ -12,6 +12,7 @@ rule superpixels:
         f"{LOGS}/superpixels/shard_{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/superpixels/shard_{{shard}}.tsv"
+    priority: 10
     conda:
         "../../envs/torch.yaml"
     threads: 1

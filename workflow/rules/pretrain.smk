@@ -58,7 +58,7 @@ rule pretrain_resnet101:
         f"{LOGS}/pretrain_resnet101.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_resnet101.tsv"
-    priority: 2
+    priority: 5
     conda:
         "../../envs/torch.yaml"
     threads: config["resnet_pretrain"]["workers"] + 1

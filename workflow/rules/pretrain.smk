@@ -14,7 +14,8 @@ rule pretrain_backbone:
     conda:
         "../../envs/torch.yaml"
     # One core: a two-thread step costs 1.3x the CPU of a one-thread one (the network is tiny), and the other core
-    # meanwhile makes the dataset, its superpixels, the ResNet101 stand-in and DeepLab ResNet101 on ground truth.
+    # meanwhile makes the dataset, the ResNet101 stand-in and DeepLab ResNet101 on ground truth (the superpixels
+    # need these weights).
     threads: 1
     params:
         options=as_json(icd_plan.pretrain_options(config, ICD_NORMALISATION)),

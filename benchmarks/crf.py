@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ["OMP_NUM_THREADS"] = "1"  # per-core figures; before numpy is imported
@@ -35,14 +36,17 @@ import torch
 import yaml
 
 from wsss.core.config import SCHEMA_PATH, load_config
+from wsss.crf import refine
 from wsss.crf.densecrf import spatial_filter
-from wsss.crf.refine import crf_official, refine_seed
 from wsss.crf.settings import SeedCRFSettings
-from wsss.data.classes import IGNORE_LABEL
+from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
 from wsss.data.io import read_mask, read_rgb
 from wsss.data.synthetic import generate_dataset
 
 HEIGHT, WIDTH = 375, 500
+# Both CRFs over VOC's 21 labels, as the official call runs.
+crf_official = partial(refine.crf_official, num_classes=NUM_CLASSES)
+refine_seed = partial(refine.refine_seed, num_classes=NUM_CLASSES)
 SPEED_GOAL, AGREEMENT_GOAL = 6.0, 0.995
 CONDITIONS = ("idle", "busy")
 

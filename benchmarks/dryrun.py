@@ -1,13 +1,15 @@
-"""Dry-run time of the whole DAG on a VOC-scale layout: how long `snakemake -n` takes to plan a real run.
+"""Dry-run time of the whole DAG on a VOC- or COCO-scale layout: how long `snakemake -n` takes to plan a real run.
 
-Fabricates PASCAL VOC 2012 + SBD + saliency folders with VOC's image counts (10,582 train_aug,
-1,449 val, 1,456 test) as empty files (a dry run never reads them), a real-VOC config pointing at
-them and fabricated ImageNet weight files (torchvision's key names, whose layout tells the input
-normalisation when the Snakefile is parsed, over empty tensors), then times `snakemake -n` of the
-default target, beside the same for 3 images per split. Per-image work is sharded, so the job count stays
-in the tens whatever the image count, and so must the time; the goal is <= 3 s.
+--source voc fabricates PASCAL VOC 2012 + SBD + saliency folders with VOC's image counts (10,582 train_aug,
+1,449 val, 1,456 test) as empty files (a dry run never reads them); --source coco, MS-COCO 2014 as downloaded
+with the counts of its labelled images (82,081 train2014, 40,137 val2014), annotation JSONs that are not JSON (a
+plan that parsed them would fail: the conversion, rule convert_coco, is the only reader). Either comes with a real
+config pointing at it and fabricated ImageNet weight files (torchvision's key names, whose layout tells the input
+normalisation when the Snakefile is parsed, over empty tensors); then `snakemake -n` of the default target is timed,
+beside the same for 3 images per split. Per-image work is sharded, so the job count stays in the tens whatever the
+image count, and so must the time; the goal is <= 3 s for VOC, <= 15 s for COCO's 9 times as many images.
 
-    python benchmarks/dryrun.py [--scale 1.0] [--repeat 3]
+    python benchmarks/dryrun.py [--source voc|coco] [--scale 1.0] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VOC_COUNTS = {"train_aug": 10_582, "val": 1_449, "test": 1_456}
 GOAL_SECONDS = 3.0
+# COCO 2014's labelled images per folder (wsss.data.coco: the converted train and val splits).
+COCO_COUNTS = {"train2014": 82_081, "val2014": 40_137}
+COCO_GOAL_SECONDS = 15.0
+# What the fabricated annotation files hold: not JSON, so a plan that read them would fail.
+NOT_JSON = "planning must never read this file\n"
 
 
 def voc_ids(counts: dict[str, int]) -> dict[str, list[str]]:
@@ -87,14 +94,36 @@ def fabricate_layout(root: Path, counts: dict[str, int] = VOC_COUNTS) -> dict:
     for path, split_ids in lists.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{i}\n" for i in split_ids))
-    (root / "weights").mkdir(parents=True, exist_ok=True)
-    _fabricate_weights(root / "weights" / "vgg16-397923af.pth", torchvision_keys("vgg16"))
-    _fabricate_weights(root / "weights" / "resnet101-63fe2227.pth", torchvision_keys("resnet101"))
     return {
         "run": "voc",
         "data": {"source": "voc", "voc_root": str(voc), "sbd_root": str(sbd), "saliency_root": str(saliency)},
-        "pretrain": {"weights": str(root / "weights" / "vgg16-397923af.pth")},
-        "deeplab": {"weights": {"resnet101": str(root / "weights" / "resnet101-63fe2227.pth")}},
+        **_fabricate_weight_settings(root / "weights"),
+    }
+
+
+def fabricate_coco_layout(root: Path, counts: dict[str, int] = COCO_COUNTS) -> dict:
+    """Empty-file COCO 2014 image folders with these counts ({folder: images}) and annotation files that are not
+    JSON; returns the COCO config."""
+    coco = root / "coco"
+    (coco / "annotations").mkdir(parents=True, exist_ok=True)
+    for folder, count in counts.items():
+        _touch_all(coco / folder, (f"COCO_{folder}_{number:012d}.jpg" for number in range(1, count + 1)))
+        (coco / "annotations" / f"instances_{folder}.json").write_text(NOT_JSON)
+    return {
+        "run": "coco",
+        "data": {"source": "coco", "coco_root": str(coco)},
+        **_fabricate_weight_settings(root / "weights"),
+    }
+
+
+def _fabricate_weight_settings(folder: Path) -> dict:
+    """Fabricated ImageNet VGG16 and ResNet101 files in `folder`, as the config settings naming them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _fabricate_weights(folder / "vgg16-397923af.pth", torchvision_keys("vgg16"))
+    _fabricate_weights(folder / "resnet101-63fe2227.pth", torchvision_keys("resnet101"))
+    return {
+        "pretrain": {"weights": str(folder / "vgg16-397923af.pth")},
+        "deeplab": {"weights": {"resnet101": str(folder / "resnet101-63fe2227.pth")}},
     }
 
 
@@ -125,7 +154,7 @@ def snakemake_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
 
 def dry_run(workdir: Path, config: dict, *targets: str) -> tuple[Counter, float]:
     """Plan the DAG in `workdir` with `config` on top of config.yaml: ({rule: jobs}, seconds)."""
-    configfile = workdir / "voc.yaml"
+    configfile = workdir / f"{config['run']}.yaml"
     configfile.write_text(yaml.safe_dump(config))
     command = snakemake_command(workdir, configfile, "-n", *targets)
     start = time.perf_counter()
@@ -136,25 +165,34 @@ def dry_run(workdir: Path, config: dict, *targets: str) -> tuple[Counter, float]
     return job_counts(result.stdout), seconds
 
 
+# --source: (layout fabricator, full-scale counts, goal in seconds, name of the scale)
+SOURCES = {
+    "voc": (fabricate_layout, VOC_COUNTS, GOAL_SECONDS, "VOC-scale"),
+    "coco": (fabricate_coco_layout, COCO_COUNTS, COCO_GOAL_SECONDS, "COCO-scale"),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of VOC's image counts")
+    parser.add_argument("--source", choices=sorted(SOURCES), default="voc", help="the dataset layout to fabricate")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the dataset's image counts")
     parser.add_argument("--repeat", type=int, default=3, help="dry runs to time (the median is reported)")
     args = parser.parse_args()
-    counts = {split: max(1, round(count * args.scale)) for split, count in VOC_COUNTS.items()}
+    fabricate, full_counts, goal, scale_name = SOURCES[args.source]
+    counts = {split: max(1, round(count * args.scale)) for split, count in full_counts.items()}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        config = fabricate_layout(Path(folder) / "data", counts)
-        fabricate = time.perf_counter() - start
+        config = fabricate(Path(folder) / "data", counts)
+        fabrication = time.perf_counter() - start
         runs = [dry_run(Path(folder), config) for _ in range(args.repeat)]
         small = Path(folder) / "small"
-        small_config = fabricate_layout(small / "data", dict.fromkeys(VOC_COUNTS, 3))
+        small_config = fabricate(small / "data", dict.fromkeys(full_counts, 3))
         small_runs = [dry_run(small, small_config) for _ in range(args.repeat)]
     jobs = runs[0][0]
     seconds = statistics.median(run[1] for run in runs)
     small_seconds = statistics.median(run[1] for run in small_runs)
     print(
-        f"VOC-scale layout {counts} fabricated in {fabricate:.1f} s; `snakemake -n` of the default target, "
+        f"{scale_name} layout {counts} fabricated in {fabrication:.1f} s; `snakemake -n` of the default target, "
         f"median of {args.repeat}:"
     )
     print(f"| {'rule':<24} | {'jobs':>5} |")
@@ -163,12 +201,13 @@ def main() -> None:
         print(f"| {rule:<24} | {count:>5} |")
     print(f"| {'total':<24} | {sum(jobs.values()):>5} |")
     print("| layout | jobs | dry run (median) | runs |\n|---|---|---|---|")
-    for name, layout_runs, median in (("VOC-scale", runs, seconds), ("3 images per split", small_runs, small_seconds)):
+    for name, layout_runs, median in ((scale_name, runs, seconds), ("3 images per split", small_runs, small_seconds)):
         times = ", ".join(f"{run[1]:.1f}" for run in layout_runs)
         print(f"| {name} | {sum(layout_runs[0][0].values())} | {median:.1f} s | {times} s |")
+    same = "the same job count" if small_runs[0][0] == jobs else "A DIFFERENT PLAN"
     print(
-        f"VOC-scale dry run {seconds:.1f} s: {'within' if seconds <= GOAL_SECONDS else 'OVER'} the goal of "
-        f"<= {GOAL_SECONDS:.0f} s; {seconds - small_seconds:+.1f} s against 3 images per split"
+        f"{scale_name} dry run {seconds:.1f} s: {'within' if seconds <= goal else 'OVER'} the goal of "
+        f"<= {goal:.0f} s; {seconds - small_seconds:+.1f} s against 3 images per split, {same}"
     )
 
 

@@ -62,8 +62,9 @@ from deeplab.train import segmentation_loss
 from icd.losses import icd_losses, normalise_target
 from icd.scores import image_scores
 from icd.train import build_network
-from wsss.core.config import SCHEMA_PATH, deep_merge, load_config
+from wsss.core.config import SCHEMA_PATH, deep_merge, derive_from_the_data, load_config
 from wsss.crf.refine import refine_seed
+from wsss.data.canvas import canvas_size
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES, NUM_FOREGROUND
 from wsss.nets.normalisation import named
 from wsss.nets.resnet import Bottleneck
@@ -226,7 +227,9 @@ def schema_defaults(schema: dict) -> dict:
 
 
 def unvalidated_paper_config() -> dict:
-    return deep_merge(schema_defaults(yaml.safe_load(SCHEMA_PATH.read_text())), REAL_VOC)
+    config = deep_merge(schema_defaults(yaml.safe_load(SCHEMA_PATH.read_text())), REAL_VOC)
+    derive_from_the_data(config)  # what validation fills in where the schema's default is null
+    return config
 
 
 def paper_sizes(config: dict) -> Sizes:
@@ -240,7 +243,7 @@ def paper_sizes(config: dict) -> Sizes:
         deeplab_crop=deeplab["crop_size"],
         check_batch=2,
         check_crop=161,
-        canvas=config["seeds"]["inference_size"],
+        canvas=canvas_size(config["seeds"]["inference_size"], {"largest_side": max(VOC_IMAGE_SIZE)}),
         image=VOC_IMAGE_SIZE,
         superpixels=config["superpixels"]["max_regions"],
         warmup_steps=3,
@@ -414,7 +417,9 @@ class ICDWorkload(Workload):
         self.batch_size, self.crop = sizes.icd_batch, sizes.icd_crop
 
     def build(self, device: torch.device) -> nn.Module:
-        return build_network({**self.config["model"], "width": self.sizes.icd_width}, self.config["icd"]).to(device)
+        return build_network(
+            {**self.config["model"], "width": self.sizes.icd_width}, self.config["icd"], NUM_FOREGROUND
+        ).to(device)
 
     def inputs(self, batch_size: int, crop: int, seed: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng(seed)
@@ -480,6 +485,7 @@ class DeepLabWorkload(Workload):
         branches quietened, BatchNorm calibrated on a random batch, then frozen as `deeplab.freeze_bn` says."""
         deeplab = self.config["deeplab"]
         net = build_model(
+            num_classes=NUM_CLASSES,
             backbone=self.backbone,
             head=deeplab["head"],
             width=self.sizes.deeplab_width,
@@ -923,7 +929,7 @@ def measure_seed_crf(config: dict, sizes: Sizes, m: Measurements) -> None:
     process per core (timed after every worker has started and run once)."""
     height, width = sizes.image
     image, seed = seed_crf_case(np.random.default_rng(0), height, width)
-    params = config["crf"]
+    params = {**config["crf"], "num_classes": NUM_CLASSES}
     with torch_threads(1):
         refine_seed(image, seed, **params)  # warm-up: the cached spatial filter, the allocator
         one = statistics.median(

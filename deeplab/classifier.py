@@ -34,7 +34,7 @@ from wsss.core.checkpoints import check_intervals, fingerprint, process_device, 
 from wsss.core.digests import training_inputs
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_path
-from wsss.data.classes import NUM_FOREGROUND
+from wsss.data.classes import ClassList
 from wsss.data.io import read_rgb
 from wsss.nets.normalisation import from_scratch, with_record
 from wsss.nets.resnet import ResNet101
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class ResNet101Classifier(nn.Module):
     """ResNet101 trunk, global average pooling and `fc`: torchvision's classifier layout, multi-label logits."""
 
-    def __init__(self, width: float, num_classes: int = NUM_FOREGROUND) -> None:
+    def __init__(self, width: float, num_classes: int) -> None:
         super().__init__()
         self.backbone = ResNet101(width=width, output_stride=32, zero_init_residual=True)
         self.head = nn.Linear(self.backbone.out_channels, num_classes)
@@ -72,13 +72,14 @@ class LabelledImageStream(SeedTrainingSet):
                 "the dataset report is incomplete. Rerun validate-data."
             )
         self.labels = {image_id: dataset["labels"][image_id] for image_id in self.ids}
+        self.num_foreground = ClassList.of_dataset(dataset).num_foreground
 
     def __getitem__(self, draw: int):
         image_id = self.image_at(draw)
         image, _ = augment(
             np.random.default_rng([self.seed, draw]), read_rgb(self.paths.image(image_id)), None, **self.options
         )
-        return torch.from_numpy(image), torch.from_numpy(multi_hot(self.labels[image_id]))
+        return torch.from_numpy(image), torch.from_numpy(multi_hot(self.labels[image_id], self.num_foreground))
 
 
 def train_classifier(
@@ -133,7 +134,7 @@ def train_classifier(
     )
 
     torch.manual_seed(seed)
-    net = ResNet101Classifier(width).to(device)
+    net = ResNet101Classifier(width, data.num_foreground).to(device)
     optimizer = torch.optim.SGD(
         parameter_groups(net, weight_decay=weight_decay, head_lr_mult=1.0, head_bias_lr_mult=1.0),
         lr=lr,

@@ -98,6 +98,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     write_json(
         args.out,
         {
+            "dataset": dataset["source"],
             "backbone": args.backbone,
             "seeds": args.seeds,
             "split": dataset["roles"]["eval"],

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from wsss.core.errors import DataError
-from wsss.data.classes import VOC_CLASSES
+from wsss.data.classes import ClassList
 from wsss.evaluation import folder_confusion
 from wsss.metrics import class_iou, mean_iou
 
@@ -36,11 +36,10 @@ def evaluate_predictions(dataset: dict, predictions_dir, *, progress: bool = Tru
             progress=progress,
         )
         ious = class_iou(confusion)
+        names = ClassList.of_dataset(dataset).names
         results[name] = {
             "miou": mean_iou(confusion),
-            "per_class": {
-                cls: (None if np.isnan(iou) else float(iou)) for cls, iou in zip(VOC_CLASSES, ious, strict=True)
-            },
+            "per_class": {cls: (None if np.isnan(iou) else float(iou)) for cls, iou in zip(names, ious, strict=True)},
         }
     if not results:
         raise DataError(

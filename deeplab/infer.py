@@ -26,7 +26,6 @@ from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_dir, atomic_path
 from wsss.crf.refine import pydensecrf_marginals
 from wsss.crf.settings import CRFSettings
-from wsss.data.classes import NUM_CLASSES
 from wsss.data.io import read_rgb, write_mask
 from wsss.data.transforms import bilinear_resize
 from wsss.data.voc import VOCPaths
@@ -47,7 +46,8 @@ def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Mod
             f"{path}: not a DeepLab model written by `deeplab train-deeplab` ({exc}). Retrain it."
         ) from None
     normalise = trained_normalisation(saved, path)
-    net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    labels = next(value.shape[0] for key, value in reversed(saved["model"].items()) if key.startswith("head."))
+    net = build_model(num_classes=labels, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
     net.load_state_dict(saved["model"])
     return net.to(device or default_device()).eval(), normalise
 
@@ -56,12 +56,11 @@ def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Mod
 def class_probabilities(
     net, image: np.ndarray, *, normalise: Normalisation, scales=(1.0,), flip: bool = False
 ) -> np.ndarray:
-    """NUM_CLASSES x H x W float32: softmax of full-resolution logits, averaged over scales and flips; the
-    network sees the input `normalise` makes (what it was trained on)."""
+    """K x H x W float32 (K: the network's labels, background included): softmax of full-resolution logits,
+    averaged over scales and flips; the network sees the input `normalise` makes (what it was trained on)."""
     device = next(net.parameters()).device
     height, width = image.shape[:2]
-    total = torch.zeros(NUM_CLASSES, height, width, device=device)
-    count = 0
+    total, count = 0.0, 0
     for factor in scales:
         resized = bilinear_resize(image, max(1, round(height * factor)), max(1, round(width * factor)))
         batch = normalise(resized[None]).to(device)
@@ -99,6 +98,8 @@ def predict_split(
     progress: bool = True,
 ) -> None:
     """Predict every image of `split` (a role such as 'eval' or 'test', or a split name) into `out_dir`."""
+    if split in dataset["roles"] and dataset["roles"][split] is None:
+        raise ConfigError(f"the dataset has no {split} split (data.{split}_split is null, as for COCO's test split).")
     split = dataset["roles"].get(split, split)
     if split not in dataset["splits"]:
         raise ConfigError(f"split '{split}' is not in the dataset report (it has {', '.join(dataset['splits'])}).")

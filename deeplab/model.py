@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from wsss.core.errors import ConfigError
-from wsss.data.classes import NUM_CLASSES
 from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights, read_state_dict
 from wsss.nets.resnet import ResNet101
 
@@ -55,9 +54,7 @@ class _DeepLab(nn.Module):
 class DeepLabLargeFOV(_DeepLab):
     """VGG16 DeepLab-LargeFOV: logits (B x classes x H/8 x W/8); `head` is fc8."""
 
-    def __init__(
-        self, *, width: float = 1.0, batch_norm: bool = False, num_classes: int = NUM_CLASSES, dropout: float = 0.5
-    ) -> None:
+    def __init__(self, *, num_classes: int, width: float = 1.0, batch_norm: bool = False, dropout: float = 0.5) -> None:
         super().__init__()
         self.backbone = VGG16DeepLab(
             width=width, batch_norm=batch_norm, fc6_dilation=LARGEFOV_DILATION, dropout=dropout
@@ -89,7 +86,7 @@ class DilatedClassifier(nn.Module):
 class DeepLabResNet101(_DeepLab):
     """ResNet101 DeepLab v2: LargeFOV (one branch, rate 12) or ASPP (rates 6, 12, 18, 24, summed)."""
 
-    def __init__(self, *, head: str = "largefov", width: float = 1.0, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, *, num_classes: int, head: str = "largefov", width: float = 1.0) -> None:
         super().__init__()
         self.backbone = ResNet101(width=width)
         rates = ASPP_RATES if head == "aspp" else (LARGEFOV_DILATION,)
@@ -106,9 +103,10 @@ def build_model(
     width: float,
     batch_norm: bool = False,
     freeze_bn: bool = False,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int,
 ) -> _DeepLab:
-    """The network a `deeplab` config describes (`batch_norm` only concerns VGG16; ResNet101 always has BN)."""
+    """The network a `deeplab` config describes, for `num_classes` labels (background included: the dataset's
+    `ClassList.num_classes`); `batch_norm` only concerns VGG16, ResNet101 always has BN."""
     if backbone not in BACKBONES:
         raise ConfigError(f"unknown DeepLab backbone {backbone!r}; choose one of {', '.join(BACKBONES)}.")
     if head not in HEADS:

@@ -12,7 +12,9 @@ from wsss.data.classes import PALETTE
 from wsss.data.io import read_mask, read_rgb
 from wsss.data.voc import VOCPaths
 
-TABLE_COLUMNS = ("backbone", "seeds", "supervision", "split", "multiscale", "crf", "miou")
+# `dataset` (data.source: voc, coco, synthetic) beside `split`, as a split's name says which images only within one
+# dataset: tables of several runs stay readable side by side.
+TABLE_COLUMNS = ("backbone", "seeds", "supervision", "dataset", "split", "multiscale", "crf", "miou")
 # The paper's DeepLab-LargeFOV mIoU (%), (val, test): Table 7 (VGG16) and Table 8 (ResNet101).
 PAPER = {
     "vgg16": {"I": (61.2, 60.9), "I+S": (64.0, 63.9)},
@@ -21,6 +23,8 @@ PAPER = {
 PAPER_TABLE = {"vgg16": 7, "resnet101": 8}
 # The seed sets the paper's I and I+S rows were trained on: ICD + CRF, and ICD with saliency.
 PAPER_SEEDS = frozenset({"icd_crf", "icd_sal"})
+# The datasets whose rows sit beside the paper's VOC numbers: VOC, and the synthetic VOC standing in for it.
+PAPER_DATASETS = frozenset({"voc", "synthetic"})
 
 
 def supervision(seeds: str) -> str:
@@ -40,6 +44,7 @@ def segmentation_rows(evaluations: list[dict]) -> list[dict]:
                     "backbone": record["backbone"],
                     "seeds": record["seeds"],
                     "supervision": supervision(record["seeds"]),
+                    "dataset": record["dataset"],
                     "split": record["split"],
                     "multiscale": record["multiscale"],
                     "crf": post == "crf",
@@ -61,7 +66,8 @@ def paper_tables_markdown(rows: list[dict]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for row in ours:
-            paper = PAPER[backbone].get(row["supervision"]) if row["seeds"] in PAPER_SEEDS else None
+            compared = row["seeds"] in PAPER_SEEDS and row["dataset"] in PAPER_DATASETS
+            paper = PAPER[backbone].get(row["supervision"]) if compared else None
             val, test = paper if paper else ("-", "-")
             lines.append(
                 f"| {row['seeds']} | {row['supervision']} | {'yes' if row['multiscale'] else 'no'} | "

@@ -28,7 +28,7 @@ from deeplab.model import build_model, load_imagenet_weights, parameter_groups
 from wsss.core.checkpoints import check_intervals, distributed, fingerprint, process_device, save_trained
 from wsss.core.digests import file_digest, files_digest, training_inputs
 from wsss.core.errors import ConfigError
-from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
+from wsss.data.classes import IGNORE_LABEL, ClassList
 from wsss.data.transforms import nearest_indices
 from wsss.nets.normalisation import from_scratch, weights_normalisation
 from wsss.training import TrainingLoop
@@ -149,7 +149,8 @@ def train_deeplab(
     data.check_seed_sizes(progress and rank == 0)
 
     torch.manual_seed(seed)
-    net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    num_classes = ClassList.of_dataset(dataset).num_classes
+    net = build_model(num_classes=num_classes, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
     if weights is not None:
         load_imagenet_weights(net, weights)
     else:

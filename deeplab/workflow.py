@@ -69,10 +69,7 @@ def runs(root: str, deeplab: dict, backbones: list[str] | None = None) -> list[t
     ]
 
 
-def stage_targets(root: str, deeplab: dict, test_split: str, backbones: list[str] | None = None) -> list[str]:
-    """Trained models, evaluations and server tars."""
-    return [
-        f"{folder}/{name}"
-        for _, _, folder in runs(root, deeplab, backbones)
-        for name in ("model.pt", "evaluation.json", f"{test_split}.tar")
-    ]
+def stage_targets(root: str, deeplab: dict, test_split: str | None, backbones: list[str] | None = None) -> list[str]:
+    """Trained models, evaluations and server tars (none where the dataset has no test split: COCO)."""
+    names = ("model.pt", "evaluation.json") + ((f"{test_split}.tar",) if test_split else ())
+    return [f"{folder}/{name}" for _, _, folder in runs(root, deeplab, backbones) for name in names]

@@ -50,10 +50,21 @@ def _training_shard(args: argparse.Namespace) -> tuple[dict, list[str]]:
     return dataset, shard_ids(dataset["splits"][dataset["roles"]["train"]], args.shard, args.shards)
 
 
-def _run_on_training_shard(args: argparse.Namespace, worker: Callable[..., object], **keywords: object) -> None:
-    """A sharded verb's work: `worker(--out, its shard's ids, dataset=<the report>, **keywords, **--options)`."""
+def _with_canvas(options: dict, key: str, dataset: dict) -> dict:
+    """`options` with its canvas setting `key` derived from the dataset's largest image where the config leaves it
+    null (wsss.data.canvas)."""
+    from wsss.data.canvas import canvas_size
+
+    return {**options, key: canvas_size(options[key], dataset)}
+
+
+def _run_on_training_shard(
+    args: argparse.Namespace, worker: Callable[..., object], canvas_key: str, **keywords: object
+) -> None:
+    """A sharded verb's work: `worker(--out, its shard's ids, dataset=<the report>, **keywords, **--options)`, the
+    options' canvas (`canvas_key`) resolved."""
     dataset, ids = _training_shard(args)
-    worker(args.out, ids, dataset=dataset, **keywords, **json.loads(args.options))
+    worker(args.out, ids, dataset=dataset, **keywords, **_with_canvas(json.loads(args.options), canvas_key, dataset))
 
 
 @verbs.verb("synthesize-data", help="write the synthetic dataset in the VOC layout")
@@ -66,18 +77,47 @@ def _synthesize(args: argparse.Namespace) -> None:
     write_json(args.stats, generate_dataset(Path(args.out), **json.loads(args.options)))
 
 
+@verbs.verb("convert-sbd", help="SBD as downloaded (.mat maps) as SegmentationClassAug PNGs and train_aug.txt")
+@arg("--sbd-root", required=True, help="SBD's benchmark_RELEASE/dataset folder (or benchmark_RELEASE)")
+@arg("--voc-root", required=True, help="the VOC2012 folder: its train and val lists, its train masks")
+@arg("--workers", type=int, default=1)
+@arg("--out", required=True, help="the folder to create, read as the pipeline's sbd_root")
+def _convert_sbd(args: argparse.Namespace) -> None:
+    from wsss.data.sbd import convert_sbd
+
+    log.info("SBD converted: %s", convert_sbd(args.sbd_root, args.voc_root, args.out, workers=args.workers))
+
+
+@verbs.verb("convert-coco", help="MS-COCO 2014 as downloaded in the VOC layout: image links, XML labels, class maps")
+@arg("--coco-root", required=True, help="the folder holding train2014/, val2014/ and annotations/")
+@arg("--workers", type=int, default=1)
+@arg("--out", required=True, help="the folder to create, read as the pipeline's voc_root and sbd_root")
+@arg("--report", required=True, help="JSON: the split counts and the images left out, for the dataset report")
+def _convert_coco(args: argparse.Namespace) -> None:
+    from wsss.data.coco import convert_coco
+
+    report = convert_coco(args.coco_root, args.out, workers=args.workers)
+    write_json(args.report, report)
+    log.info("COCO converted: %s", report["counts"])
+
+
 @verbs.verb("validate-data", help="check the dataset up front and write its report")
+@arg("--source", default="voc", choices=["voc", "coco", "synthetic"], help="data.source, recorded in the report")
 @arg("--voc-root", required=True)
 @arg("--sbd-root")
 @arg("--saliency-root")
 @arg("--train-split", default="train_aug")
 @arg("--eval-split", default="val")
-@arg("--test-split", default="test")
+@arg("--test-split", default="test", help="the VOC server's split; empty: none (COCO)")
+@arg("--classes", help="JSON list: the foreground class names (data.classes) in label order; default VOC's 20")
+@arg("--canvases", default="{}", help="JSON {setting key: size}: canvases the config sets, which must hold every image")
 @arg("--workers", type=int, default=1)
 @arg("--weights", help="the user's pretrained backbone weights, checked against --backbone")
 @arg("--backbone", default="{}", help='JSON {"width", "batch_norm"} the weights must fit')
-@arg("--out", required=True, help="JSON report: splits, labels, counts")
+@arg("--conversion", help="`icd convert-coco`'s report, recorded in the report (its counts, the images left out)")
+@arg("--out", required=True, help="JSON report: source, splits, labels, counts")
 def _validate_data(args: argparse.Namespace) -> None:
+    from wsss.data.classes import VOC, ClassList
     from wsss.data.voc import SplitRoles, VOCPaths, validate_dataset
 
     if args.weights:  # a user's weights file of the wrong shape fails here, before any work
@@ -86,8 +126,12 @@ def _validate_data(args: argparse.Namespace) -> None:
         backbone = json.loads(args.backbone)
         load_vgg16_weights(VGG16DeepLab(width=backbone["width"], batch_norm=backbone["batch_norm"]), args.weights)
     paths = VOCPaths.create(args.voc_root, args.sbd_root, args.saliency_root)
-    roles = SplitRoles(train=args.train_split, eval=args.eval_split, test=args.test_split)
-    report = validate_dataset(paths, roles, workers=args.workers)
+    roles = SplitRoles(train=args.train_split, eval=args.eval_split, test=args.test_split or None)
+    classes = ClassList(tuple(json.loads(args.classes))) if args.classes else VOC
+    report = validate_dataset(paths, roles, classes=classes, canvases=json.loads(args.canvases), workers=args.workers)
+    report = {"source": args.source, **report}
+    if args.conversion:
+        report["conversion"] = read_json(args.conversion)
     write_json(args.out, report)
     log.info("dataset ok: %s", report["counts"])
 
@@ -136,9 +180,8 @@ def _superpixels(args: argparse.Namespace) -> None:
     from icd.superpixels import compute_superpixel_shard
 
     dataset, ids = _training_shard(args)
-    stats = compute_superpixel_shard(
-        args.out, ids, voc_root=dataset["voc_root"], weights=args.weights, **json.loads(args.options)
-    )
+    options = _with_canvas(json.loads(args.options), "feature_input_size", dataset)
+    stats = compute_superpixel_shard(args.out, ids, voc_root=dataset["voc_root"], weights=args.weights, **options)
     log.info("shard %d/%d: %s", args.shard, args.shards, stats)
 
 
@@ -171,7 +214,9 @@ def _train_icd(args: argparse.Namespace) -> None:
 def _seed_sweep(args: argparse.Namespace) -> None:
     from icd.seed_quality import threshold_sweep
 
-    rows, best = threshold_sweep(read_json(args.dataset), args.scores, args.superpixels, **json.loads(args.options))
+    dataset = read_json(args.dataset)
+    options = _with_canvas(json.loads(args.options), "canvas", dataset)
+    rows, best = threshold_sweep(dataset, args.scores, args.superpixels, **options)
     write_csv(args.out_table, rows)
     write_json(args.out_choice, best)
     log.info("best background threshold (picked with ground truth): %s", best)
@@ -190,6 +235,7 @@ def _seeds(args: argparse.Namespace) -> None:
     _run_on_training_shard(
         args,
         generate_seed_shard,
+        "canvas",
         variants=args.variants,
         score_shards=args.scores,
         superpixel_shards=args.superpixels,
@@ -234,12 +280,14 @@ def _seed_table(args: argparse.Namespace) -> None:
 @arg("--dataset", required=True)
 @arg("--scores", nargs="+", required=True, help="score shards (.npz)")
 @arg("--seeds-root", required=True, help="folder holding cam/, cam_crf/, icd/ and icd_crf/ seeds")
-@arg("--canvas", type=int, required=True, help="seeds.inference_size")
+@arg("--canvas", type=int, help="seeds.inference_size (default: derived from the dataset's largest image)")
 @arg("--out", required=True, help="PNG")
 def _seed_figure(args: argparse.Namespace) -> None:
     from icd.figures import seed_figure
+    from wsss.data.canvas import canvas_size
 
-    seed_figure(args.out, read_json(args.dataset), args.scores, args.seeds_root, canvas=args.canvas)
+    dataset = read_json(args.dataset)
+    seed_figure(args.out, dataset, args.scores, args.seeds_root, canvas=canvas_size(args.canvas, dataset))
 
 
 @verbs.verb("training-curves", help="plot ICD training: losses, lr, sign flips per epoch")
@@ -271,21 +319,24 @@ def _seed_iou_chart(args: argparse.Namespace) -> None:
 def _scores(args: argparse.Namespace) -> None:
     from icd.scores import infer_scores_shard
 
-    _run_on_training_shard(args, infer_scores_shard, model_path=args.model, superpixel_shards=args.superpixels)
+    _run_on_training_shard(
+        args, infer_scores_shard, "inference_size", model_path=args.model, superpixel_shards=args.superpixels
+    )
 
 
 @verbs.verb("score-map-ap", help="Table 1: pixel-level AP of each score map")
 @arg("--dataset", required=True)
 @arg("--scores", nargs="+", required=True, help="score shards (.npz)")
-@arg("--inference-size", type=int, required=True)
+@arg("--inference-size", type=int, help="seeds.inference_size (default: derived from the dataset's largest image)")
 @ABLATION_SCORES
 @arg("--out", required=True, help="CSV table")
 def _score_ap(args: argparse.Namespace) -> None:
     from icd.score_maps import score_map_average_precision
+    from wsss.data.canvas import canvas_size
 
-    table = score_map_average_precision(
-        read_json(args.dataset), args.scores, canvas=args.inference_size, ablation_shards=args.ablation_scores
-    )
+    dataset = read_json(args.dataset)
+    canvas = canvas_size(args.inference_size, dataset)
+    table = score_map_average_precision(dataset, args.scores, canvas=canvas, ablation_shards=args.ablation_scores)
     write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
     log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
 

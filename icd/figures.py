@@ -7,7 +7,7 @@ import numpy as np
 from icd.score_maps import upsample
 from wsss.core.files import atomic_path
 from wsss.core.shards import ShardStore
-from wsss.data.classes import PALETTE, VOC_CLASSES
+from wsss.data.classes import PALETTE, ClassList
 from wsss.data.io import read_mask, read_rgb
 from wsss.data.voc import VOCPaths
 
@@ -34,6 +34,7 @@ def seed_figure(out_path, dataset: dict, score_shards: list[str], seeds_root, *,
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
     split = dataset["roles"]["train"]
     store = ShardStore(score_shards)
+    names = ClassList.of_dataset(dataset).names
     ids = dataset["splits"][split][:count]
     figure, axes = plt.subplots(
         len(ids), len(FIG4_COLUMNS), figsize=(2 * len(FIG4_COLUMNS), 2 * len(ids)), squeeze=False
@@ -56,7 +57,7 @@ def seed_figure(out_path, dataset: dict, score_shards: list[str], seeds_root, *,
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(FIG4_COLUMNS[column], fontsize=9)
-        axes[row][0].set_ylabel(f"{image_id}\n{VOC_CLASSES[dataset['labels'][image_id][0]]}", fontsize=8)
+        axes[row][0].set_ylabel(f"{image_id}\n{names[dataset['labels'][image_id][0]]}", fontsize=8)
     figure.tight_layout()
     with atomic_path(out_path) as tmp:
         figure.savefig(tmp, dpi=100)

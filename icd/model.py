@@ -194,7 +194,7 @@ class ICDNet(nn.Module):
     def __init__(
         self,
         *,
-        num_classes: int = 20,
+        num_classes: int,
         width: float = 1.0,
         batch_norm: bool = False,
         dropout: float = 0.5,

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from icd.seed_sets import NO_TOP_DOWN
 from wsss.core.shards import ShardStore
-from wsss.data.classes import FOREGROUND_CLASSES, IGNORE_LABEL, NUM_FOREGROUND
+from wsss.data.classes import IGNORE_LABEL, ClassList
 from wsss.data.io import read_mask
 from wsss.data.voc import VOCPaths
 from wsss.metrics import PixelAveragePrecision
@@ -60,8 +60,9 @@ def scored_training_images(
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
     split = dataset["roles"]["train"]
     store = ShardStore(score_shards)
+    num_classes = ClassList.of_dataset(dataset).num_classes
     for image_id in tqdm(dataset["splits"][split], desc=description, disable=not progress, mininterval=2.0):
-        gt = read_mask(paths.ground_truth(split, image_id))
+        gt = read_mask(paths.ground_truth(split, image_id), num_classes)
         yield image_id, gt, upsample(store[image_id], canvas, *gt.shape), dataset["labels"][image_id]
 
 
@@ -80,18 +81,19 @@ def score_map_average_precision(
     four maps of one network); `ablation_shards` (a network trained without top-down adaptation) add
     its ABLATION_MAPS as `<map>_no_td` rows, matching Table 3's `icd_<map>_no_td` seeds.
     """
-    meters = {name: PixelAveragePrecision(NUM_FOREGROUND) for name in SCORE_MAPS}
+    classes = ClassList.of_dataset(dataset)
+    meters = {name: PixelAveragePrecision(classes.num_foreground) for name in SCORE_MAPS}
     ablation = ShardStore(ablation_shards) if ablation_shards else None
     if ablation is not None:
-        meters.update({name + NO_TOP_DOWN: PixelAveragePrecision(NUM_FOREGROUND) for name in ABLATION_MAPS})
+        meters.update({name + NO_TOP_DOWN: PixelAveragePrecision(classes.num_foreground) for name in ABLATION_MAPS})
     images = scored_training_images(dataset, score_shards, canvas=canvas, description="pixel AP", progress=progress)
-    for image_id, gt, stacked, classes in images:
+    for image_id, gt, stacked, present in images:
         maps = dict(zip(SCORE_MAPS, stacked, strict=True))
         if ablation is not None:
             other = dict(zip(SCORE_MAPS, upsample(ablation[image_id], canvas, *gt.shape), strict=True))
             maps.update({name + NO_TOP_DOWN: other[name] for name in ABLATION_MAPS})
         valid = gt != IGNORE_LABEL
-        for position, class_index in enumerate(classes):
+        for position, class_index in enumerate(present):
             for name, scores in maps.items():
                 meters[name].add(class_index - 1, scores[position].astype(np.float16), gt == class_index, valid)
     table = {}
@@ -99,6 +101,6 @@ def score_map_average_precision(
         per_class = meter.per_class()
         table[name] = {
             "mAP": float(np.nanmean(per_class)),
-            **{cls: float(ap) for cls, ap in zip(FOREGROUND_CLASSES, per_class, strict=True) if not np.isnan(ap)},
+            **{cls: float(ap) for cls, ap in zip(classes.foreground, per_class, strict=True) if not np.isnan(ap)},
         }
     return table

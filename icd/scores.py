@@ -42,7 +42,7 @@ def load_trained(model_path, *, model: dict, icd: dict, normalisation: str) -> t
             "current configuration. Rerun train_icd (snakemake does this when the config changes) or "
             "restore the settings."
         )
-    net = build_network(model, icd)
+    net = build_network(model, icd, num_classes=state["model"]["fc8.weight"].shape[0])  # the labels it learned
     net.load_state_dict(state["model"])
     return net.eval(), normalise
 
@@ -91,7 +91,7 @@ def image_scores(
         image, regions = bilinear_resize(image, size, size), nearest_resize(regions, size, size)
     padded = normalise(image[None])
     regions = torch.from_numpy(regions)[None]
-    labels = torch.from_numpy(multi_hot(classes))[None]
+    labels = torch.from_numpy(multi_hot(classes, net.fc8.out_channels))[None]
     padded, regions, labels = padded.to(device), regions.to(device), labels.to(device)
     outputs = net(padded, labels, regions)
     refined = refine_with_superpixels(outputs["bottom_up"], regions, labels)

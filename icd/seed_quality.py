@@ -14,7 +14,7 @@ import numpy as np
 from icd.score_maps import scored_training_images
 from icd.seeds import cam_seed, icd_seed
 from wsss.core.shards import ShardStore
-from wsss.data.classes import VOC_CLASSES
+from wsss.data.classes import ClassList
 from wsss.evaluation import folder_confusion
 from wsss.metrics import class_iou, confusion_matrix, coverage, mean_iou, pixel_accuracy
 
@@ -51,9 +51,10 @@ def threshold_sweep(
     {"cam": best, "cam_sp": best}.
     """
     confusions: dict[tuple, np.ndarray] = {}
+    num_classes = ClassList.of_dataset(dataset).num_classes
 
     def add(key, gt, seed):
-        confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, seed)
+        confusions[key] = confusions.get(key, 0) + confusion_matrix(gt, seed, num_classes)
 
     regions = ShardStore(superpixel_shards)
     images = scored_training_images(
@@ -93,6 +94,7 @@ def evaluate_seed_folders(
 ) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Table 3 rows (one per seed folder) and per-class IoU of every folder, against the split's GT."""
     split = dataset["roles"]["train"]
+    names = ClassList.of_dataset(dataset).names
     rows, per_class = [], {}
     for variant, threshold in thresholds.items():
         confusion = folder_confusion(
@@ -105,6 +107,6 @@ def evaluate_seed_folders(
         )
         rows.append(quality_row(confusion, table=3, variant=variant, threshold=threshold))
         per_class[variant] = {
-            name: float(iou) for name, iou in zip(VOC_CLASSES, class_iou(confusion), strict=True) if not np.isnan(iou)
+            name: float(iou) for name, iou in zip(names, class_iou(confusion), strict=True) if not np.isnan(iou)
         }
     return rows, per_class

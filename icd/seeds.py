@@ -1,7 +1,7 @@
 """Pseudo-masks (seeds) from score maps, as the official `_generate_seed`, plus the CAM baselines.
 
 All maps here are at image resolution, one channel per present class (k x H x W), with `classes`
-the present VOC indices (1..20) in the same order.
+the present class indices (1..K of the dataset's classes) in the same order.
 
 ICD seeds (threshold T, Table 2): each class's score is split into its positive part, divided by
 its maximum, and its negative part, divided by its minimum. Foreground candidates are pixels where
@@ -126,12 +126,12 @@ def _wants(variants: Collection[str] | None, *names: str) -> bool:
     return variants is None or any(name in variants for name in names)
 
 
-def _through_crf(image: np.ndarray, seed: np.ndarray, crf: dict) -> np.ndarray:
+def _through_crf(image: np.ndarray, seed: np.ndarray, crf: dict, num_classes: int) -> np.ndarray:
     """`seed` through the seed CRF (`wsss.crf.refine.refine_seed`), imported only here: it loads torch, which a
     job making seeds without a CRF never needs (its import costs about as much CPU as such a job's work)."""
     from wsss.crf.refine import refine_seed
 
-    return refine_seed(image, seed, **crf)
+    return refine_seed(image, seed, num_classes=num_classes, **crf)
 
 
 def image_seeds(
@@ -140,6 +140,7 @@ def image_seeds(
     classes: list[int],
     superpixels: np.ndarray | None,
     *,
+    num_classes: int,
     threshold: float | None = None,
     cam_backgrounds: dict[str, float] | None = None,
     crf: dict | None = None,
@@ -151,7 +152,8 @@ def image_seeds(
     """The seed variants of one image from its upsampled score maps (icd.score_maps.SCORE_MAPS order).
 
     `variants`: the ones to make (one family's, icd.seed_sets), each from only the inputs and settings it
-    needs; None makes every variant the inputs allow. `cam_backgrounds`: the background threshold of `cam`
+    needs; None makes every variant the inputs allow. `num_classes`: the dataset's labels, background included
+    (the seed CRF has a channel per label). `cam_backgrounds`: the background threshold of `cam`
     and of `cam_sp` (each its own sweep's best). `cam_crf` is the `cam` seed through the same CRF (`crf`,
     wsss.crf.refine.refine_seed) as `icd_crf`. Table 3's `icd_bottom_up` and `icd_refined` come from
     `scores`, the full network, as the official inference writes S and S' beside S''. `ablation_scores`, the
@@ -165,7 +167,7 @@ def image_seeds(
     if _wants(variants, "cam", "cam_crf"):
         seeds["cam"] = cam_seed(cam, classes, background_threshold=cam_backgrounds["cam"])
     if _wants(variants, "cam_crf"):
-        seeds["cam_crf"] = _through_crf(image, seeds["cam"], crf)
+        seeds["cam_crf"] = _through_crf(image, seeds["cam"], crf, num_classes)
     if _wants(variants, "cam_sp"):
         seeds["cam_sp"] = cam_seed(
             cam, classes, background_threshold=cam_backgrounds["cam_sp"], superpixels=superpixels
@@ -183,7 +185,7 @@ def image_seeds(
     if _wants(variants, *adapted_variants) and np.isfinite(adapted).all():
         seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
         if _wants(variants, "icd_crf"):
-            seeds["icd_crf"] = _through_crf(image, seeds["icd"], crf)
+            seeds["icd_crf"] = _through_crf(image, seeds["icd"], crf, num_classes)
         if saliency is not None and _wants(variants, "icd_sal"):
             seeds["icd_sal"] = saliency_seed(
                 adapted, classes, cam, saliency, threshold=threshold, saliency_background=saliency_background
@@ -228,11 +230,13 @@ def generate_seed_shard(
     from wsss.core.errors import DataError
     from wsss.core.files import atomic_dir
     from wsss.core.shards import ShardStore
+    from wsss.data.classes import ClassList
     from wsss.data.io import read_grey, read_rgb, write_mask
     from wsss.data.voc import VOCPaths
 
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"], dataset["saliency_root"])
     store = ShardStore(score_shards)
+    num_classes = ClassList.of_dataset(dataset).num_classes
     regions = ShardStore(superpixel_shards) if superpixel_shards and _wants(variants, "cam_sp") else None
     ablation = ShardStore(ablation_shards) if ablation_shards and _wants(variants, *ABLATION_VARIANTS) else None
     read_saliency = paths.saliency_root is not None and _wants(variants, "icd_sal")
@@ -250,6 +254,7 @@ def generate_seed_shard(
                 upsample(store[image_id], canvas, *image.shape[:2]),
                 dataset["labels"][image_id],
                 regions[image_id] if regions else None,
+                num_classes=num_classes,
                 threshold=threshold,
                 cam_backgrounds=cam_backgrounds,
                 crf=crf,

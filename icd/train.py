@@ -27,7 +27,7 @@ from wsss.core.checkpoints import distributed, fingerprint, process_device, save
 from wsss.core.digests import file_digest, files_digest, training_inputs
 from wsss.core.errors import ConfigError
 from wsss.core.shards import ShardStore
-from wsss.data.classes import FOREGROUND_CLASSES, NUM_FOREGROUND
+from wsss.data.classes import ClassList
 from wsss.data.io import read_rgb
 from wsss.data.transforms import augment
 from wsss.data.voc import VOCPaths
@@ -40,8 +40,10 @@ log = logging.getLogger(__name__)
 class ICDTrainingSet(Dataset):
     """Augmented (image, superpixels, labels) samples; augmentation seeded by (seed, epoch, index)."""
 
-    def __init__(self, ids, labels, voc_root, superpixels: ShardStore, *, seed, scales, flip, crop_size, pad_rgb):
-        self.ids, self.labels = list(ids), labels
+    def __init__(
+        self, ids, labels, num_foreground, voc_root, superpixels: ShardStore, *, seed, scales, flip, crop_size, pad_rgb
+    ):
+        self.ids, self.labels, self.num_foreground = list(ids), labels, num_foreground
         self.paths = VOCPaths.create(voc_root)
         self.superpixels = superpixels
         self.seed, self.epoch = seed, 0
@@ -59,14 +61,14 @@ class ICDTrainingSet(Dataset):
         return (
             torch.from_numpy(image),
             torch.from_numpy(superpixels),
-            torch.from_numpy(multi_hot(self.labels[image_id])),
+            torch.from_numpy(multi_hot(self.labels[image_id], self.num_foreground)),
         )
 
 
-def build_network(model: dict, icd: dict) -> ICDNet:
-    """The ICD network described by the `model` and `icd` config sections."""
+def build_network(model: dict, icd: dict, num_classes: int) -> ICDNet:
+    """The ICD network described by the `model` and `icd` config sections, for `num_classes` image-level labels."""
     return ICDNet(
-        num_classes=NUM_FOREGROUND,
+        num_classes=num_classes,
         width=model["width"],
         batch_norm=model["backbone"] == "vgg16_bn",
         dropout=icd["dropout"],
@@ -119,6 +121,7 @@ def train_icd(
     train_split = dataset["roles"]["train"]
     ids = dataset["splits"][train_split]
     labels = {image_id: dataset["labels"][image_id] for image_id in ids}
+    classes = ClassList.of_dataset(dataset)
     per_rank_batch = max(1, icd["batch_size"] // world)
     batch_size = per_rank_batch * world
     iterations_per_epoch = len(ids) // batch_size  # the official loader drops the last partial batch
@@ -132,7 +135,7 @@ def train_icd(
     run_id = fingerprint(options)
 
     torch.manual_seed(seed)
-    net = build_network(model, icd)
+    net = build_network(model, icd, classes.num_foreground)
     net.load_backbone(weights)
     net.to(device)
     groups = net.parameter_groups(icd["lr"], icd["weight_decay"], icd["new_layer_lr_mult"])
@@ -141,6 +144,7 @@ def train_icd(
     data = ICDTrainingSet(
         ids,
         labels,
+        classes.num_foreground,
         dataset["voc_root"],
         ShardStore(superpixel_shards),
         seed=seed,
@@ -218,7 +222,7 @@ def train_icd(
             "seconds": seconds,
             "top_down_weight": top_down_weight(epochs_done - 1, iterations_per_epoch - 1),  # the epoch's last
             "class_rank_accuracy": totals["correct"] / max(totals["labels"], 1),
-            "sign": {name: int(sign) for name, sign in zip(FOREGROUND_CLASSES, signs, strict=True)},
+            "sign": {name: int(sign) for name, sign in zip(classes.foreground, signs, strict=True)},
             **{key: value / totals["steps"] for key, value in totals.items() if key.startswith("loss_")},
         }
 

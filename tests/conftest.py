@@ -125,6 +125,7 @@ def finished_run(tmp_path_factory) -> Path:
 def tiny_dataset(tmp_path_factory) -> dict:
     """A small synthetic VOC (24 train_aug / 8 val / 4 test, <= 64 px), validated: the dataset report."""
     from wsss.core.config import load_config
+    from wsss.data.classes import VOC
     from wsss.data.synthetic import generate_dataset
     from wsss.data.voc import VOCPaths, validate_dataset
 
@@ -133,4 +134,4 @@ def tiny_dataset(tmp_path_factory) -> dict:
     )["synthetic"]
     root = tmp_path_factory.mktemp("tiny") / "VOC2012"
     generate_dataset(root, **options, progress=False)
-    return validate_dataset(VOCPaths.create(root, saliency_root=root / "Saliency"), progress=False)
+    return validate_dataset(VOCPaths.create(root, saliency_root=root / "Saliency"), classes=VOC, progress=False)

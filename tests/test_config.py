@@ -10,6 +10,7 @@ import yaml
 from tests.workflow_helpers import TINY, snakemake_command
 from wsss.core.config import PROJECT_ROOT, load_config
 from wsss.core.errors import ConfigError
+from wsss.data.canvas import derived_canvas
 
 VOC = {"run": "voc", "data": {"source": "voc", "voc_root": "/data/VOC2012"}, "pretrain": {"weights": "/w/vgg16.pth"}}
 
@@ -34,7 +35,8 @@ def test_voc_config_uses_the_paper_settings_not_the_synthetic_overrides(tmp_path
     path.write_text(yaml.safe_dump(VOC))
     config = load_config(PROJECT_ROOT / "config.yaml", path)
     assert config["model"]["width"] == 1.0 and config["icd"]["crop_size"] == 321 and config["icd"]["batch_size"] == 32
-    assert config["superpixels"]["max_regions"] == 64 and config["seeds"]["inference_size"] == 513
+    assert config["superpixels"]["max_regions"] == 64 and config["seeds"]["inference_size"] is None  # from the data
+    assert derived_canvas(500) == 513  # VOC's largest side gives the official canvas
     assert config["icd"]["lr"] == 0.001
     assert config["data"]["sbd_root"] == "/data/VOC2012"  # defaults to voc_root
 
@@ -48,7 +50,8 @@ BAD = {
     "wrong type": ({"icd": {"epochs": "twenty"}}, "at 'icd.epochs': 'twenty' is not of type 'integer'"),
     "out of range": ({"crf": {"confidence": 1.5}}, "at 'crf.confidence': 1.5 is greater than the maximum of 1"),
     "bad enum": ({"icd": {"bottom_up_loss": "l3"}}, "at 'icd.bottom_up_loss': 'l3' is not one of ['l2', 'abs', 'sig']"),
-    "bad source": ({"data": {"source": "coco"}}, "at 'data.source': 'coco' is not one of ['synthetic', 'voc']"),
+    "bad source": ({"data": {"source": "ade"}}, "at 'data.source': 'ade' is not one of ['synthetic', 'voc', 'coco']"),
+    "coco without root": ({"data": {"source": "coco"}}, "at 'data': 'coco_root' is a required property"),
     "bad run name": ({"run": "../escape"}, "at 'run': '../escape' does not match"),
     "voc without root": ({"data": {"source": "voc"}}, "at 'data': 'voc_root' is a required property"),
     "typo in overrides": (
@@ -121,3 +124,33 @@ def test_defaults_are_copies_so_one_config_cannot_change_another():
     first["deeplab"]["backbones"].clear()
     second = load_config()
     assert "dog" not in second["synthetic"]["classes"] and second["deeplab"]["backbones"] == ["vgg16", "resnet101"]
+
+
+def test_deeplab_seeds_follow_the_data_unless_set():
+    """Without saliency maps the default seed sets drop icd_sal (which nothing could make) instead of stopping the
+    run at parse time; with them, or when the user lists seed sets, nothing is derived."""
+    assert load_config(overrides=VOC)["deeplab"]["seeds"] == ["icd_crf"]
+    with_saliency = {**VOC, "data": {**VOC["data"], "saliency_root": "/data/saliency"}}
+    assert load_config(overrides=with_saliency)["deeplab"]["seeds"] == ["icd_crf", "icd_sal"]
+    assert load_config()["deeplab"]["seeds"] == ["icd_crf", "icd_sal"]  # the synthetic set has saliency maps
+    assert load_config(overrides={"synthetic": {"saliency": False}})["deeplab"]["seeds"] == ["icd_crf"]
+    chosen = {**VOC, "deeplab": {"seeds": ["cam", "icd_crf"]}}
+    assert load_config(overrides=chosen)["deeplab"]["seeds"] == ["cam", "icd_crf"]
+    config = load_config(overrides=VOC)
+    assert load_config(overrides=config)["deeplab"]["seeds"] == ["icd_crf"]  # validating again changes nothing
+
+
+def test_the_cpu_preset_is_offered_by_name_for_any_source():
+    """`preset: cpu` gives real data the synthetic default's CPU-sized settings without copying keys (explicit keys
+    still win); real data defaults to the paper's settings, and `preset: paper` gives them to synthetic data too."""
+    cpu = load_config(PROJECT_ROOT / "config.yaml", overrides={**VOC, "preset": "cpu", "icd": {"crop_size": 128}})
+    synthetic = load_config()
+    assert cpu["preset"] == synthetic["preset"] == "cpu"
+    assert cpu["model"] == synthetic["model"] and cpu["deeplab"]["init_from_icd"] is True
+    assert cpu["icd"] == {**synthetic["icd"], "crop_size": 128}
+    paper = load_config(PROJECT_ROOT / "config.yaml", overrides=VOC)
+    assert paper["preset"] == "paper" and paper["model"]["width"] == 1.0 and paper["icd"]["crop_size"] == 321
+    full_size = load_config(overrides={"preset": "paper"})
+    assert full_size["model"]["width"] == 1.0 and full_size["data"]["source"] == "synthetic"
+    with pytest.raises(ConfigError, match="at 'preset'"):
+        load_config(overrides={"preset": "gpu"})

@@ -54,8 +54,8 @@ def seed_from(rng: np.random.Generator, gt: np.ndarray, ignore: float) -> np.nda
 
 def agreement(image, seed, **overrides) -> tuple[float, np.ndarray, np.ndarray]:
     params = {**PARAMS, **overrides}
-    official = crf_official(image, seed, **params)
-    reduced = refine_seed(image, seed, **params)
+    official = crf_official(image, seed, num_classes=NUM_CLASSES, **params)
+    reduced = refine_seed(image, seed, num_classes=NUM_CLASSES, **params)
     return float((official == reduced).mean()), official, reduced
 
 
@@ -172,11 +172,13 @@ def test_all_ignore_seed():
 def test_bad_shapes_name_both():
     image = np.zeros((H, W, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match=r"\(72, 96, 3\).*\(72, 95\)"):
-        refine_seed(image, np.zeros((H, W - 1), dtype=np.uint8), **PARAMS)
+        refine_seed(image, np.zeros((H, W - 1), dtype=np.uint8), num_classes=NUM_CLASSES, **PARAMS)
     with pytest.raises(ValueError, match=r"\(72, 96\).*\(72, 96\)"):
-        crf_official(np.zeros((H, W), dtype=np.uint8), np.zeros((H, W), dtype=np.uint8), **PARAMS)
+        crf_official(
+            np.zeros((H, W), dtype=np.uint8), np.zeros((H, W), dtype=np.uint8), num_classes=NUM_CLASSES, **PARAMS
+        )
     with pytest.raises(ValueError, match="outside"):
-        refine_seed(image, np.full((H, W), 30, dtype=np.uint8), **PARAMS)
+        refine_seed(image, np.full((H, W), 30, dtype=np.uint8), num_classes=NUM_CLASSES, **PARAMS)
 
 
 def test_all_labels_present():
@@ -197,10 +199,10 @@ def test_deterministic_and_independent_of_the_shape_cache():
     rng = np.random.default_rng(3)
     image, gt = blocks(rng, [4, 11])
     seed = seed_from(rng, gt, 0.2)
-    first = refine_seed(image, seed, **PARAMS)
+    first = refine_seed(image, seed, num_classes=NUM_CLASSES, **PARAMS)
     spatial_filter.cache_clear()
-    np.testing.assert_array_equal(refine_seed(image, seed, **PARAMS), first)
-    np.testing.assert_array_equal(refine_seed(image, seed, **PARAMS), first)
+    np.testing.assert_array_equal(refine_seed(image, seed, num_classes=NUM_CLASSES, **PARAMS), first)
+    np.testing.assert_array_equal(refine_seed(image, seed, num_classes=NUM_CLASSES, **PARAMS), first)
 
 
 def test_engine_marginals_match_pydensecrf():

@@ -33,6 +33,7 @@ def test_unknown_and_missing_keys_are_named():
         refine_seed(
             np.zeros((4, 5, 3), np.uint8),
             np.zeros((4, 5), np.uint8),
+            num_classes=NUM_CLASSES,
             **{("gaussian_std" if key == "gaussian_sxy" else key): value for key, value in section.items()},
         )
 
@@ -45,9 +46,12 @@ def test_object_and_keywords_give_the_same_labels():
     section = load_config()["crf"]
     settings = SeedCRFSettings.from_config(section)
     for function in (crf_official, refine_seed):
-        np.testing.assert_array_equal(function(image, seed, settings), function(image, seed, **section))
+        np.testing.assert_array_equal(
+            function(image, seed, settings, num_classes=NUM_CLASSES),
+            function(image, seed, num_classes=NUM_CLASSES, **section),
+        )
         with pytest.raises(TypeError, match="not both"):
-            function(image, seed, settings, iterations=3)
+            function(image, seed, settings, num_classes=NUM_CLASSES, iterations=3)
     probabilities = rng.dirichlet(np.ones(NUM_CLASSES), size=(30, 40)).transpose(2, 0, 1).astype(np.float32)
     deeplab = load_config()["deeplab"]["crf"]
     np.testing.assert_array_equal(

@@ -15,6 +15,7 @@ from deeplab.classifier import ResNet101Classifier, train_classifier
 from deeplab.model import DeepLabResNet101, load_imagenet_weights
 from tests.torchvision_layouts import resnet101_torchvision_shapes
 from wsss.core.errors import ConfigError
+from wsss.data.classes import NUM_CLASSES, NUM_FOREGROUND
 from wsss.data.io import read_rgb, write_jpeg
 from wsss.data.transforms import bilinear_resize
 from wsss.data.voc import VOCPaths
@@ -58,16 +59,16 @@ def test_the_saved_file_is_a_torchvision_resnet101_and_loads_into_deeplab(tiny_d
     assert recorded_normalisation(state) == "torchvision"  # in _metadata, where strict loading does not see it
     assert state["fc.weight"].shape == (20, ResNet101(width=WIDTH).out_channels)
 
-    model = DeepLabResNet101(width=WIDTH)
+    model = DeepLabResNet101(width=WIDTH, num_classes=NUM_CLASSES)
     load_imagenet_weights(model, tmp_path / "resnet101.pth")  # strict: raises on any missing/unexpected key
     loaded = model.backbone.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in state.items() if not key.startswith("fc."))
     with pytest.raises(ConfigError, match="width-0.125"):  # a stand-in of another width is refused by name
-        load_imagenet_weights(DeepLabResNet101(width=0.125), tmp_path / "resnet101.pth")
+        load_imagenet_weights(DeepLabResNet101(width=0.125, num_classes=NUM_CLASSES), tmp_path / "resnet101.pth")
 
 
 def test_classifier_geometry_is_torchvision_and_blocks_start_as_the_identity():
-    net = ResNet101Classifier(WIDTH).eval()
+    net = ResNet101Classifier(WIDTH, NUM_FOREGROUND).eval()
     assert net.backbone(torch.zeros(1, 3, 64, 96)).shape[-2:] == (2, 3)  # stride 32, not DeepLab's 8
     block = net.backbone.layer3[5]
     assert isinstance(block, Bottleneck) and block.downsample is None
@@ -87,8 +88,8 @@ def test_training_lowers_the_loss(tiny_dataset, tmp_path, one_torch_thread):
     ids = tiny_dataset["splits"]["train_aug"][:8]
     paths = VOCPaths.create(tiny_dataset["voc_root"])
     images = np.stack([bilinear_resize(read_rgb(paths.image(i)), 48, 48) for i in ids])
-    targets = torch.from_numpy(np.stack([multi_hot(tiny_dataset["labels"][i]) for i in ids]))
-    trained, initial = ResNet101Classifier(WIDTH), ResNet101Classifier(WIDTH)
+    targets = torch.from_numpy(np.stack([multi_hot(tiny_dataset["labels"][i], NUM_FOREGROUND) for i in ids]))
+    trained, initial = ResNet101Classifier(WIDTH, NUM_FOREGROUND), ResNet101Classifier(WIDTH, NUM_FOREGROUND)
     state = _state(tmp_path / "resnet101.pth")
     trained.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
     trained.head.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})

@@ -30,7 +30,7 @@ def saved_model(tmp_path_factory):
     deeplab = {**load_config()["deeplab"], "width": 0.0625, "freeze_bn": False}
     network = network_options("vgg16", deeplab, MODEL_SECTION)
     torch.manual_seed(0)
-    net = build_model(**{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
     torch.nn.init.normal_(net.head.weight, std=1.0)  # spread the logits so predictions differ between classes
     path = tmp_path_factory.mktemp("deeplab") / "model.pt"
     torch.save(

@@ -15,11 +15,18 @@ from wsss.data.io import read_mask, write_mask
 from wsss.data.voc import VOCPaths
 
 
-def record(backbone, seeds, miou_raw, miou_crf=None):
+def record(backbone, seeds, miou_raw, miou_crf=None, dataset="voc"):
     results = {"raw": {"miou": miou_raw, "per_class": {"background": 0.9, "cat": None}}}
     if miou_crf is not None:
         results["crf"] = {"miou": miou_crf, "per_class": {"background": 0.95, "cat": 0.1}}
-    return {"backbone": backbone, "seeds": seeds, "split": "val", "multiscale": False, "results": results}
+    return {
+        "dataset": dataset,
+        "backbone": backbone,
+        "seeds": seeds,
+        "split": "val",
+        "multiscale": False,
+        "results": results,
+    }
 
 
 def test_segmentation_csv_and_paper_tables(tmp_path):
@@ -31,7 +38,7 @@ def test_segmentation_csv_and_paper_tables(tmp_path):
     ]
     write_segmentation_tables(evaluations, tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "pc.csv")
     table = pd.read_csv(tmp_path / "s.csv")
-    assert list(table.columns) == ["backbone", "seeds", "supervision", "split", "multiscale", "crf", "miou"]
+    assert list(table.columns) == ["backbone", "seeds", "supervision", "dataset", "split", "multiscale", "crf", "miou"]
     assert table[["seeds", "supervision", "crf"]].values.tolist() == [
         ["icd_crf", "I", False],
         ["icd_crf", "I", True],
@@ -47,6 +54,16 @@ def test_segmentation_csv_and_paper_tables(tmp_path):
     assert "| cam | I | no | no | 30.0 | - | - |" in markdown  # the paper has no CAM-seed DeepLab row
     per_class = pd.read_csv(tmp_path / "pc.csv")
     assert len(per_class) == 5 and per_class["cat"].isna().sum() == 4
+
+
+def test_a_coco_row_names_its_dataset_and_sits_beside_no_paper_number(tmp_path):
+    """The paper's numbers are VOC's: a COCO run's rows are shown alone."""
+    rows = write_segmentation_tables(
+        [record("vgg16", "icd_crf", 0.3, dataset="coco")], tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "pc.csv"
+    )
+    assert [row["dataset"] for row in rows] == ["coco"]
+    assert pd.read_csv(tmp_path / "s.csv")["dataset"].tolist() == ["coco"]
+    assert "| icd_crf | I | no | no | 30.0 | - | - |" in (tmp_path / "s.md").read_text()
 
 
 def test_prediction_figure_shows_every_model_beside_the_ground_truth(tiny_dataset, tmp_path):

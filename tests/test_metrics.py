@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from wsss.data.classes import NUM_CLASSES
 from wsss.metrics import PixelAveragePrecision, class_iou, confusion_matrix, coverage, mean_iou, pixel_accuracy
 
 
@@ -27,7 +28,7 @@ def test_iou_matches_brute_force_counts(seed):
     rng = np.random.default_rng(seed)
     gt = rng.choice([0, 1, 2, 5, 255], size=(40, 30), p=[0.4, 0.2, 0.2, 0.1, 0.1]).astype(np.uint8)
     pred = rng.choice([0, 1, 2, 7, 255], size=(40, 30)).astype(np.uint8)
-    confusion = confusion_matrix(gt, pred)
+    confusion = confusion_matrix(gt, pred, NUM_CLASSES)
     for strict in (False, True):
         np.testing.assert_allclose(class_iou(confusion, strict=strict), brute_force_iou(gt, pred, 21, strict))
         assert mean_iou(confusion, strict=strict) == pytest.approx(np.nanmean(brute_force_iou(gt, pred, 21, strict)))
@@ -40,7 +41,7 @@ def test_iou_matches_brute_force_counts(seed):
 def test_strict_iou_is_never_higher():
     gt = np.array([[1, 1, 0, 0]], np.uint8)
     pred = np.array([[1, 255, 0, 255]], np.uint8)
-    confusion = confusion_matrix(gt, pred)
+    confusion = confusion_matrix(gt, pred, NUM_CLASSES)
     assert mean_iou(confusion) == 1.0 and mean_iou(confusion, strict=True) == 0.5
 
 

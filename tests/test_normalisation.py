@@ -35,6 +35,7 @@ from tests.workflow_helpers import snakemake
 from wsss.core.checkpoints import save_checkpoint, save_trained
 from wsss.core.config import PROJECT_ROOT, SCHEMA_PATH, load_config
 from wsss.core.errors import ConfigError
+from wsss.data.classes import NUM_CLASSES
 from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights, save_backbone
 from wsss.nets.normalisation import (
     NORMALISATIONS,
@@ -226,7 +227,7 @@ def test_resnet101_layer2_from_a_torchvision_file_matches_torchvision_preprocess
 
     normalise = weights_normalisation(path, "auto", key="deeplab.normalisation.resnet101")
     assert normalise.name == "torchvision"
-    model = DeepLabResNet101(width=1.0)
+    model = DeepLabResNet101(width=1.0, num_classes=NUM_CLASSES)
     load_imagenet_weights(model, path)
 
     def stop(module, inputs, output):

@@ -8,6 +8,7 @@ import pytest
 
 from icd.seed_sets import seed_families, seed_variants
 from icd.seeds import cam_seed, icd_seed, image_seeds, saliency_seed, variant_thresholds
+from wsss.data.classes import NUM_CLASSES
 
 
 def reference_seed(scores, classes, cam, threshold):
@@ -193,7 +194,12 @@ def image_case():
     full, ablation = rng.normal(size=(2, 4, 2, 12, 16))
     image = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
     superpixels = (np.arange(16)[None, :] // 4 + 4 * (np.arange(12)[:, None] // 6)).astype(np.uint8)
-    options = {"threshold": 0.0, "cam_backgrounds": {"cam": 0.3, "cam_sp": 0.2}, "crf": load_config()["crf"]}
+    options = {
+        "num_classes": NUM_CLASSES,
+        "threshold": 0.0,
+        "cam_backgrounds": {"cam": 0.3, "cam_sp": 0.2},
+        "crf": load_config()["crf"],
+    }
     return classes, full, ablation, image, superpixels, options
 
 
@@ -212,11 +218,13 @@ def test_every_seed_variant_is_made_from_its_own_source():
     assert np.array_equal(seeds["icd_refined_no_td"], icd_seed(ablation[2], classes, ablation[0]))
     assert not np.array_equal(seeds["icd_bottom_up"], seeds["icd_bottom_up_no_td"])
     assert np.array_equal(seeds["cam"], cam_seed(full[0], classes, background_threshold=0.3))
-    assert np.array_equal(seeds["cam_crf"], refine_seed(image, seeds["cam"], **options["crf"]))
+    assert np.array_equal(seeds["cam_crf"], refine_seed(image, seeds["cam"], num_classes=NUM_CLASSES, **options["crf"]))
     assert np.array_equal(seeds["cam_sp"], brute_force_cam_sp_seed(full[0], classes, superpixels, 0.2))
-    assert np.array_equal(seeds["icd_crf"], refine_seed(image, seeds["icd"], **options["crf"]))
+    assert np.array_equal(seeds["icd_crf"], refine_seed(image, seeds["icd"], num_classes=NUM_CLASSES, **options["crf"]))
     for name in ("cam", "icd"):
-        assert (seeds[f"{name}_crf"] != crf_official(image, seeds[name], **options["crf"])).sum() <= 1
+        assert (
+            seeds[f"{name}_crf"] != crf_official(image, seeds[name], num_classes=NUM_CLASSES, **options["crf"])
+        ).sum() <= 1
     # Without an ablation network its rows are absent and nothing else changes.
     alone = image_seeds(image, full, classes, superpixels, **options)
     assert set(seeds) - set(alone) == {"icd_bottom_up_no_td", "icd_refined_no_td"}

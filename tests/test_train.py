@@ -249,6 +249,7 @@ def test_an_epoch_visits_full_batches_only_and_every_rank_the_same_number_of_ima
                 "roles": {"train": "t"},
                 "splits": {"t": [str(i) for i in range(24)]},
                 "labels": {str(i): [0] for i in range(24)},
+                "classes": ["a"],
                 "voc_root": "v",
                 "sbd_root": "v",
             },

@@ -13,13 +13,16 @@ from PIL import Image
 
 from tests.conftest import resize_png, snapshot, truncate, write_annotation
 from wsss.core.errors import DataError
-from wsss.data.classes import PALETTE, VOC_CLASSES, class_index
+from wsss.data.canvas import canvas_size, derived_canvas
+from wsss.data.classes import PALETTE, VOC, VOC_CLASSES, ClassList, class_index
 from wsss.data.io import read_mask, read_rgb, write_mask
 from wsss.data.voc import SplitRoles, VOCPaths, parse_annotation, read_split, validate_dataset
 
 
 def validate(root: Path, **kwargs) -> dict:
-    return validate_dataset(VOCPaths.create(root, saliency_root=root / "Saliency"), progress=False, **kwargs)
+    return validate_dataset(
+        VOCPaths.create(root, saliency_root=root / "Saliency"), progress=False, **{"classes": VOC, **kwargs}
+    )
 
 
 def test_valid_tree_report(voc_tree):
@@ -33,11 +36,11 @@ def test_valid_tree_report(voc_tree):
 def test_difficult_objects_dropped_unless_all_difficult(tmp_path):
     xml = tmp_path / "x.xml"
     write_annotation(xml, [("cat", 0), ("dog", 1), ("cat", 1)])
-    assert parse_annotation(xml) == (class_index("cat"),)
+    assert parse_annotation(xml, VOC) == (class_index("cat"),)
     write_annotation(xml, [("dog", 1), ("sheep", 1)])
-    assert parse_annotation(xml) == (class_index("dog"), class_index("sheep"))
+    assert parse_annotation(xml, VOC) == (class_index("dog"), class_index("sheep"))
     write_annotation(xml, [("tvmonitor", 0), ("aeroplane", 0), ("tvmonitor", 0)])
-    assert parse_annotation(xml) == (1, 20)
+    assert parse_annotation(xml, VOC) == (1, 20)
 
 
 def test_deeplab_style_list_lines(voc_tree):
@@ -161,11 +164,14 @@ def test_non_atomic_mask_write_gives_the_same_file(tmp_path):
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["atomic.png", "plain.png", "sub"]
 
 
-def test_mask_values_outside_voc_are_rejected(tmp_path):
+def test_mask_values_outside_the_dataset_classes_are_rejected(tmp_path):
     path = tmp_path / "m.png"
     Image.fromarray(np.full((4, 4), 42, np.uint8), mode="L").save(path)
-    with pytest.raises(DataError, match=r"m.png: label mask holds values \[42\]"):
-        read_mask(path)
+    with pytest.raises(DataError, match=r"m.png: label mask holds values \[42\] outside 0..20 and 255"):
+        read_mask(path, VOC.num_classes)
+    with pytest.raises(DataError, match=r"values \[42\] outside 0..3 and 255.*3 classes"):
+        read_mask(path, 4)
+    assert (read_mask(path, 43) == 42).all() and (read_mask(path) == 42).all()  # COCO-sized; only drawn
 
 
 def test_atomic_writes_get_the_usual_permissions_and_replace_only_on_success(tmp_path):
@@ -208,3 +214,42 @@ def test_a_rerun_removes_the_temporaries_of_a_killed_writer_and_only_those(tmp_p
         (folder / "x").write_text("1")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.txt", "folder"] + [p.name for p in kept])
     assert (tmp_path / "a.txt").read_text() == "new"
+
+
+def test_a_dataset_of_its_own_classes_is_read_with_them(voc_tree):
+    """data.classes: the XML names map to the list's order (1-based), masks are checked against its size, the
+    report records it; a VOC name outside the list is the usual clear error."""
+    own = ClassList(("dog", "cat", "boat", "train", "car", "bird", "person", "sheep"))  # the masks hold 8: sheep
+    report = validate(voc_tree, classes=own)
+    assert report["classes"] == list(own.foreground)
+    assert report["labels"] == {"a1": [2], "a2": [1], "a3": [3, 4]}  # a2's difficult person dropped, as for VOC
+    assert ClassList.of_dataset(report) == own and own.names[0] == "background" and own.num_classes == 9
+    with pytest.raises(DataError, match=r"a1.xml: unknown class name 'cat'. .* 2 classes of data.classes: dog, bird"):
+        validate(voc_tree, classes=ClassList(("dog", "bird")))
+    # 8 is outside a 7-class list's 0..7, and named.
+    narrow = ClassList(("dog", "cat", "boat", "train", "car", "bird", "person"))
+    with pytest.raises(DataError, match=r"SegmentationClass/v1.png: label mask holds values \[8\] outside 0..7"):
+        validate(voc_tree, classes=narrow)
+
+
+@pytest.mark.parametrize(
+    "names", [(), ("a", "a"), ("background", "b"), (" a",), ("",), tuple(f"c{i}" for i in range(255))]
+)
+def test_a_class_list_refuses_what_no_label_map_can_hold(names):
+    with pytest.raises(ValueError):
+        ClassList(names)
+
+
+def test_the_canvas_follows_the_largest_image_and_a_set_canvas_too_small_is_named_up_front(voc_tree):
+    """The official 513 is VOC's 500 px rounded up to 32k + 1; the check records the largest side, from which every
+    step derives its canvas, and refuses a configured canvas an image does not fit in before any heavy job."""
+    assert [derived_canvas(side) for side in (1, 33, 128, 129, 130, 500, 513)] == [1, 33, 129, 129, 161, 513, 513]
+    report = validate(voc_tree, canvases={"seeds.inference_size": 40})
+    assert report["largest_side"] == 40  # the tree's images are 40 x 30
+    assert canvas_size(None, report) == 65 and canvas_size(40, report) == 40
+    with pytest.raises(
+        DataError,
+        match=r"JPEGImages/\w+.jpg: image side of 40 px is larger than "
+        r"superpixels.feature_input_size 33.*Raise superpixels.feature_input_size to at least 40",
+    ):
+        validate(voc_tree, canvases={"superpixels.feature_input_size": 33, "seeds.inference_size": 65})

@@ -8,6 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wsss.core.errors import DataError
+from wsss.data.classes import ClassList
 from wsss.data.io import read_mask
 from wsss.data.voc import VOCPaths
 from wsss.metrics import confusion_matrix
@@ -28,14 +29,15 @@ def folder_confusion(dataset: dict, split: str, folder, *, kind: str, fix: str, 
             f"{folder}: no {kind} for {len(missing)} of the {len(ids)} '{split}' ids (first: {missing[0]}). {fix}"
         )
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
+    num_classes = ClassList.of_dataset(dataset).num_classes
     confusion = 0
     for image_id in tqdm(ids, desc=f"{kind}s {folder.name}", disable=not progress, mininterval=2.0):
-        ground_truth = read_mask(paths.ground_truth(split, image_id))
-        labels = read_mask(folder / f"{image_id}.png")
+        ground_truth = read_mask(paths.ground_truth(split, image_id), num_classes)
+        labels = read_mask(folder / f"{image_id}.png", num_classes)
         if labels.shape != ground_truth.shape:
             raise DataError(
                 f"{folder / image_id}.png: {kind} is {labels.shape[1]}x{labels.shape[0]} but the ground truth is "
                 f"{ground_truth.shape[1]}x{ground_truth.shape[0]}. {fix}"
             )
-        confusion = confusion + confusion_matrix(ground_truth, labels)
+        confusion = confusion + confusion_matrix(ground_truth, labels, num_classes)
     return confusion

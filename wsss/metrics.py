@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
-
-# Column NUM_CLASSES of the confusion matrix counts pixels the prediction left at 255 (ignored).
-UNLABELLED = NUM_CLASSES
+from wsss.data.classes import IGNORE_LABEL
 
 
-def confusion_matrix(ground_truth: np.ndarray, prediction: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """(num_classes) x (num_classes + 1) counts: rows GT class, columns predicted class or 'left at 255'.
+def confusion_matrix(ground_truth: np.ndarray, prediction: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes) x (num_classes + 1) counts: rows GT class (background included), columns predicted class or
+    'left at 255' (the last column).
 
     GT pixels at 255 are skipped; predictions at 255 land in the last column.
     """

@@ -22,16 +22,15 @@ from tqdm import tqdm
 
 from wsss.core.checkpoints import resume, save_checkpoint
 from wsss.core.errors import ICDError
-from wsss.data.classes import NUM_FOREGROUND
 
 
 class TrainingDiverged(ICDError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def multi_hot(classes: list[int]) -> np.ndarray:
-    """VOC class indices 1..20 -> a 20-dim float vector (background is not a label)."""
-    vector = np.zeros(NUM_FOREGROUND, np.float32)
+def multi_hot(classes: list[int], num_foreground: int) -> np.ndarray:
+    """Class indices 1..K -> a K-dim float vector (background is not a label)."""
+    vector = np.zeros(num_foreground, np.float32)
     vector[np.asarray(classes, dtype=np.int64) - 1] = 1.0
     return vector
 

@@ -26,13 +26,54 @@ def is_synthetic(config: dict) -> bool:
     return config["data"]["source"] == "synthetic"
 
 
+def is_coco(config: dict) -> bool:
+    return config["data"]["source"] == "coco"
+
+
 def dataset_roots(config: dict) -> tuple[str, str, str | None]:
-    """(voc_root, sbd_root, saliency_root) the pipeline reads: generated ones for synthetic data."""
+    """(voc_root, sbd_root, saliency_root) the pipeline reads: generated ones for synthetic data, COCO's converted
+    tree (rule convert_coco's, masks of both splits in SegmentationClass) for coco, and SBD's converted folder when
+    data.sbd_root is SBD's original release."""
     if is_synthetic(config):
         root = f"{results_root(config)}/data/VOC2012"
         return root, root, f"{root}/Saliency" if config["synthetic"]["saliency"] else None
     data = config["data"]
-    return data["voc_root"], data["sbd_root"], data["saliency_root"]
+    if is_coco(config):
+        return converted_coco(config), converted_coco(config), data["saliency_root"]
+    sbd_root = converted_sbd(config) if sbd_release(config) else data["sbd_root"]
+    return data["voc_root"], sbd_root, data["saliency_root"]
+
+
+def converted_coco(config: dict) -> str:
+    """Where MS-COCO 2014 (data.coco_root), converted once by rule convert_coco, lies in the VOC layout."""
+    return f"{results_root(config)}/data/COCO2014"
+
+
+def converted_folders(config: dict) -> set[str]:
+    """The dataset folders a rule of the run writes from the user's download (COCO's tree, SBD's converted folder):
+    inputs rebuilt when their rule changes, where the user's own folders are never rebuilt."""
+    if is_coco(config):
+        return {converted_coco(config)}
+    return {converted_sbd(config)} if sbd_release(config) else set()
+
+
+def sbd_release(config: dict) -> str | None:
+    """SBD's original release folder when data.sbd_root is one (benchmark_RELEASE or its dataset/), which the rule
+    convert_sbd turns into `converted_sbd`; None for a ready SegmentationClassAug tree and for other sources (SBD
+    augments VOC only).
+
+    Recognised from a few stat calls (wsss.data.sbd.release_folder), so planning does not grow with the dataset."""
+    if config["data"]["source"] != "voc":
+        return None
+    from wsss.data.sbd import release_folder  # imported for real data only: the default run never needs it
+
+    folder = release_folder(config["data"]["sbd_root"])
+    return str(folder) if folder else None
+
+
+def converted_sbd(config: dict) -> str:
+    """Where SBD's release, converted once, lies in the ready layout: the pipeline's sbd_root from then on."""
+    return f"{results_root(config)}/data/SBD"
 
 
 def has_saliency(config: dict) -> bool:
@@ -41,16 +82,30 @@ def has_saliency(config: dict) -> bool:
 
 
 def dataset_check(config: dict, backbone: dict) -> dict:
-    """The dataset check's settings (validate_data's params): the roots, the splits, and the user's weights file
-    with the backbone shape it must fit (`backbone`: {"width", "batch_norm"}) as the verb's arguments."""
+    """The dataset check's settings (validate_data's params): the source (recorded in the report), the roots, the
+    splits ("" for no test split), the class list, and the user's weights file with the backbone shape it must fit
+    (`backbone`: {"width", "batch_norm"}) as the verb's arguments."""
     import shlex
 
     weights = config["pretrain"]["weights"]
     return {
+        "source": config["data"]["source"],
         "roots": [root or "" for root in dataset_roots(config)],
-        "splits": [config["data"][key] for key in ("train_split", "eval_split", "test_split")],
+        "splits": [config["data"][key] or "" for key in ("train_split", "eval_split", "test_split")],
+        "classes": as_json(config["data"]["classes"]),
+        "canvases": as_json(explicit_canvases(config)),
         "weights": (f"--weights {shlex.quote(weights)} --backbone {shlex.quote(as_json(backbone))}" if weights else ""),
     }
+
+
+def explicit_canvases(config: dict) -> dict[str, int]:
+    """The canvas sizes the config sets ({setting key: pixels}); those left null are derived from the data
+    (wsss.data.canvas), and the set ones must hold its largest image, which the dataset check verifies."""
+    settings = {
+        "superpixels.feature_input_size": config["superpixels"]["feature_input_size"],
+        "seeds.inference_size": config["seeds"]["inference_size"],
+    }
+    return {key: size for key, size in settings.items() if size is not None}
 
 
 def checked_dataset(config: dict, check: dict) -> str:

@@ -12,11 +12,22 @@ import deeplab.workflow as deeplab_plan
 import icd.workflow as icd_plan
 from wsss.core.config import check_data_roots
 from wsss.nets.normalisation import backbone_normalisations
-from wsss.workflow import as_json, dataset_roots, is_synthetic, results_root
+from wsss.workflow import (
+    as_json,
+    converted_folders,
+    dataset_roots,
+    is_coco,
+    is_synthetic,
+    results_root,
+    sbd_release,
+)
 
 RESULTS = results_root(config)
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = is_synthetic(config)
+COCO = is_coco(config)
+# SBD's original release when data.sbd_root is one: rule convert_sbd makes the folder the pipeline reads from it.
+SBD_RELEASE = sbd_release(config)
 check_data_roots(config)  # a missing dataset folder fails here, naming the key, not later as a missing input
 # The input normalisation of each backbone, decided by its weights (wsss.nets.normalisation): {"icd": ..., "deeplab":
 # {backbone: ...}}. A weights file of unknown normalisation fails here, naming the key to set.
@@ -36,10 +47,14 @@ shell.prefix(
 
 
 def dataset_inputs():
-    """The dataset as an input: the generated folder, or the user's folders (wrapped in ancient: never rebuilt)."""
+    """The dataset as an input: the generated folder, or the user's folders (wrapped in ancient: never rebuilt), the
+    converted ones (rule convert_coco's or convert_sbd's output, rebuilt when its rule changes) in place of COCO and
+    of SBD's original release."""
     if SYNTHETIC:
         return [rules.synthesize_data.output.root]
-    return [ancient(root) for root in dataset_roots(config) if root]
+    converted = converted_folders(config)
+    roots = dict.fromkeys(root for root in dataset_roots(config) if root)  # COCO's tree is both voc and sbd root
+    return [root if root in converted else ancient(root) for root in roots]
 
 
 def files_option(flag):
@@ -52,6 +67,13 @@ def files_option(flag):
         return f"{flag} {' '.join(map(shlex.quote, files))}" if files else ""
 
     return option
+
+
+def canvas_option(flag):
+    """`<flag> <seeds.inference_size>`, or nothing when the config leaves it null: the step then derives it from the
+    dataset's largest image (wsss.data.canvas)."""
+    size = config["seeds"]["inference_size"]
+    return f"{flag} {size}" if size is not None else ""
 
 
 def family_reads(name, paths):

@@ -1,6 +1,7 @@
-# Data: generate the synthetic VOC (embedded default) and validate whatever dataset is used, up front.
+# Data: generate the synthetic VOC (embedded default), convert SBD as downloaded and MS-COCO 2014, and validate
+# whatever dataset is used, up front.
 
-from wsss.workflow import checked_dataset, dataset_check
+from wsss.workflow import checked_dataset, converted_coco, converted_sbd, dataset_check
 
 
 rule synthesize_data:
@@ -21,6 +22,58 @@ rule synthesize_data:
         "icd synthesize-data --out {output.root:q} --stats {output.stats:q} --options {params.options:q} > {log:q} 2>&1"
 
 
+# SBD as downloaded (data.sbd_root at benchmark_RELEASE): its .mat maps, with VOC's train masks, become the ready
+# SegmentationClassAug layout under the run, once (wsss.data.sbd); the pipeline reads that folder as its sbd_root.
+# Planned only then: for a ready tree or synthetic data nothing asks for its output, and it has no inputs.
+SBD_INPUTS = {"sbd": ancient(SBD_RELEASE), "voc": ancient(config["data"]["voc_root"])} if SBD_RELEASE else {}
+
+
+rule convert_sbd:
+    input:
+        **SBD_INPUTS,
+    output:
+        directory(converted_sbd(config)),
+    log:
+        f"{LOGS}/convert_sbd.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/convert_sbd.tsv"
+    priority: 10
+    conda:
+        "../../envs/data.yaml"
+    # Decodes ~10,000 .mat maps and writes as many PNGs: the cores validate_data's readers take too.
+    threads: 2
+    shell:
+        "icd convert-sbd --sbd-root {input.sbd:q} --voc-root {input.voc:q} --workers {threads} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+# MS-COCO 2014 (data.source coco): the download at data.coco_root becomes the VOC layout under the run, once
+# (wsss.data.coco: image symlinks, XML labels, class maps, the train and val lists); the pipeline reads that tree as
+# its voc_root and sbd_root. Planned only then, with no inputs otherwise, as convert_sbd. Planning never reads the
+# annotation JSONs: the conversion's report (its counts) reaches dataset.json through validate_data.
+COCO_INPUTS = {"coco": ancient(config["data"]["coco_root"])} if COCO else {}
+
+
+rule convert_coco:
+    input:
+        **COCO_INPUTS,
+    output:
+        root=directory(converted_coco(config)),
+        report=f"{RESULTS}/data/coco_conversion.json",
+    log:
+        f"{LOGS}/convert_coco.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/convert_coco.tsv"
+    priority: 10
+    conda:
+        "../../envs/data.yaml"
+    # Rasterises the instance masks of 122,218 images: the cores validate_data's readers take too.
+    threads: 2
+    shell:
+        "icd convert-coco --coco-root {input.coco:q} --workers {threads} --out {output.root:q}"
+        " --report {output.report:q} > {log:q} 2>&1"
+
+
 # The dataset check's settings (validate_data's params); its report is named after them (wsss.workflow).
 DATASET_CHECK = dataset_check(
     config, {key: icd_plan.backbone_options(config, ICD_NORMALISATION)[key] for key in ("width", "batch_norm")}
@@ -32,6 +85,7 @@ rule validate_data:
     input:
         data=dataset_inputs(),
         weights=config["pretrain"]["weights"] if config["pretrain"]["weights"] else [],
+        conversion=rules.convert_coco.output.report if COCO else [],
     output:
         temp(CHECKED_DATASET),
     log:
@@ -46,11 +100,15 @@ rule validate_data:
     threads: 1 if SYNTHETIC else 2
     params:
         **DATASET_CHECK,
+        conversion=lambda wildcards, input: f"--conversion {shlex.quote(input.conversion)}" if input.conversion else "",
+    # An empty root or split (no saliency maps, no test split) is given as `--option=`: Snakemake leaves an empty
+    # value unquoted, and `--option ` would take the next option as its value.
     shell:
-        "icd validate-data --voc-root {params.roots[0]:q} --sbd-root {params.roots[1]:q}"
-        " --saliency-root {params.roots[2]:q} --train-split {params.splits[0]:q}"
-        " --eval-split {params.splits[1]:q} --test-split {params.splits[2]:q}"
-        " --workers {threads} {params.weights} --out {output:q} > {log:q} 2>&1"
+        "icd validate-data --source {params.source} --voc-root {params.roots[0]:q} --sbd-root {params.roots[1]:q}"
+        " --saliency-root={params.roots[2]:q} --train-split {params.splits[0]:q}"
+        " --eval-split {params.splits[1]:q} --test-split={params.splits[2]:q} --classes {params.classes:q}"
+        " --canvases {params.canvases:q}"
+        " --workers {threads} {params.weights} {params.conversion} --out {output:q} > {log:q} 2>&1"
 
 
 # The checked report becomes data/dataset.json, what every later step reads, in a step of its own: Snakemake

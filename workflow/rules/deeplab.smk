@@ -1,5 +1,6 @@
 # The DeepLab stage: one network per backbone x seed set (plus the CAM-seed and ground-truth reference
-# rows), full-resolution predictions of the eval and test splits, mIoU, Tables 7/8 and a Fig. 6-style figure.
+# rows), full-resolution predictions of the eval and test splits (no test split for COCO), mIoU, Tables 7/8 and a
+# Fig. 6-style figure.
 
 DEEPLAB = config["deeplab"]
 DEEPLAB_ROOT = f"{RESULTS}/deeplab"
@@ -8,6 +9,22 @@ deeplab_plan.check_config(DEEPLAB, SEED_VARIANTS, SYNTHETIC)
 RESNET101_STAND_IN = deeplab_plan.resnet101_stand_in(DEEPLAB, SYNTHETIC)
 DEEPLAB_RUNS = deeplab_plan.runs(DEEPLAB_ROOT, DEEPLAB)
 DEEPLAB_TARGETS = deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT)
+# The test split's predictions in the VOC server's layout, packed into a tar: outputs and command of predict_deeplab
+# only where the dataset has a test split (data.test_split null: COCO).
+PREDICTION_TEST_OUTPUTS = (
+    {
+        "test": directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}"),
+        "tar": f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}.tar",
+    }
+    if TEST_SPLIT
+    else {}
+)
+PREDICT_TEST_SPLIT = (
+    "; deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split test --options {params.options:q}"
+    " --gpus {resources.gpu} --out-dir {output.test:q} --server-tar {output.tar:q} >> {log:q} 2>&1"
+    if TEST_SPLIT
+    else ""
+)
 # Backbone weights: deeplab.weights, else VGG16 takes the trained ICD network's backbone (init_from_icd)
 # or the weights ICD started from, and ResNet101 the synthetic stand-in for ImageNet (real data requires
 # deeplab.weights.resnet101, see check_config).
@@ -73,9 +90,8 @@ rule predict_deeplab:
         model=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/model.pt",
         data=dataset_inputs(),
     output:
+        **PREDICTION_TEST_OUTPUTS,
         eval=directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{EVAL_SPLIT}"),
-        test=directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}"),
-        tar=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}.tar",
     log:
         f"{LOGS}/deeplab/predict_{{backbone}}_{{seeds}}.log",
     benchmark:
@@ -90,9 +106,7 @@ rule predict_deeplab:
         options=as_json(deeplab_plan.prediction_options(DEEPLAB)),
     shell:
         "deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split eval --options {params.options:q}"
-        " --gpus {resources.gpu} --out-dir {output.eval:q} > {log:q} 2>&1;"
-        " deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split test --options {params.options:q}"
-        " --gpus {resources.gpu} --out-dir {output.test:q} --server-tar {output.tar:q} >> {log:q} 2>&1"
+        f" --gpus {{resources.gpu}} --out-dir {{output.eval:q}} > {{log:q}} 2>&1{PREDICT_TEST_SPLIT}"
 
 
 rule evaluate_deeplab:

@@ -64,8 +64,8 @@ rule score_map_ap:
         "../../envs/torch.yaml"
     threads: 1
     params:
-        inference_size=config["seeds"]["inference_size"],
+        inference_size=canvas_option("--inference-size"),
         ablation=files_option("--ablation-scores"),
     shell:
         "icd score-map-ap --dataset {input.dataset:q} --scores {input.scores:q}"
-        " --inference-size {params.inference_size} {params.ablation} --out {output:q} > {log:q} 2>&1"
+        " {params.inference_size} {params.ablation} --out {output:q} > {log:q} 2>&1"

@@ -132,11 +132,11 @@ rule seed_figure:
         "../../envs/torch.yaml"
     threads: 1
     params:
-        canvas=config["seeds"]["inference_size"],
+        canvas=canvas_option("--canvas"),
         root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
     shell:
         "icd seed-figure --dataset {input.dataset:q} --scores {input.scores:q} --seeds-root {params.root:q}"
-        " --canvas {params.canvas} --out {output:q} > {log:q} 2>&1"
+        " {params.canvas} --out {output:q} > {log:q} 2>&1"
 
 
 rule seed_iou_chart:

@@ -82,28 +82,80 @@ def _validate_with_defaults(config: dict) -> None:
 
 
 def prepare_config(config: dict) -> dict:
-    """Validate `config` in place: synthetic presets applied, schema defaults filled, cross-checks run.
+    """Validate `config` in place: the preset applied, schema defaults filled, cross-checks run.
 
-    On synthetic data, `synthetic_overrides` supplies CPU-sized values for every key the config does
-    not set itself (explicit settings win). It is validated either way, so a typo in it never goes
-    unnoticed.
+    With the `cpu` preset (the synthetic source's default, `preset: cpu` for any other), `synthetic_overrides`
+    supplies CPU-sized values for every key the config does not set itself (explicit settings win); with `paper`
+    (real data's default) the schema's defaults, the paper's settings, apply. The preset's values are validated
+    either way, so a typo in them never goes unnoticed.
     """
     explicit = {key: value for key, value in config.items() if key != "synthetic_overrides"}
     overrides = config.get("synthetic_overrides") or {}
     merged = deep_merge(overrides, explicit)
     merged["synthetic_overrides"] = overrides
     _validate_with_defaults(merged)
-    if merged["data"]["source"] == "synthetic":
+    synthetic = merged["data"]["source"] == "synthetic"
+    preset = merged["preset"] or ("cpu" if synthetic else "paper")
+    if preset == "cpu":
         config.clear()
         config.update(merged)
-        _check_synthetic(config)
     else:
         _validate_with_defaults(config)
+    config["preset"] = preset
+    if synthetic:
+        _check_synthetic(config)
+    else:
         _check_real_data(config)
+    derive_from_the_data(config)
     return config
 
 
+# The splits each source's tree has, for the split keys the config leaves unset: VOC's (and the synthetic set's,
+# which copies VOC's), and the lists of the converted COCO tree (wsss.data.coco), which has no test split: COCO's
+# test images come without annotations, and no server scores predictions packed the VOC way.
+_DEFAULT_SPLITS = {
+    "voc": {"train_split": "train_aug", "eval_split": "val", "test_split": "test"},
+    "coco": {"train_split": "train", "eval_split": "val", "test_split": None},
+}
+_DEFAULT_SPLITS["synthetic"] = _DEFAULT_SPLITS["voc"]
+
+
+def derive_from_the_data(config: dict) -> None:
+    """Settings whose default depends on the dataset, filled in where the config leaves them null (or, for the
+    splits, unset: a null test split means none): DeepLab trains on ICD's CRF seeds, and on its saliency seeds
+    (I+S) only where saliency maps exist, so a dataset without them runs with the defaults instead of stopping at a
+    seed set nobody can make; the classes are VOC's, or COCO's for coco, unless set; the splits are the source's."""
+    data = config["data"]
+    for key, split in _DEFAULT_SPLITS[data["source"]].items():
+        data.setdefault(key, split)
+    if data["classes"] is None:
+        data["classes"] = list(_source_classes(data["source"]))
+    deeplab = config["deeplab"]
+    if deeplab["seeds"] is None:
+        saliency = config["synthetic"]["saliency"] if data["source"] == "synthetic" else data["saliency_root"]
+        deeplab["seeds"] = ["icd_crf"] + (["icd_sal"] if saliency else [])
+
+
+def _source_classes(source: str) -> tuple[str, ...]:
+    """What an unset data.classes means: COCO's 80 for coco, VOC's 20 for VOC and the synthetic set."""
+    if source == "coco":
+        from wsss.data.coco import COCO_CLASSES  # imported for COCO only: it loads pycocotools
+
+        return COCO_CLASSES
+    from wsss.data.classes import FOREGROUND_CLASSES
+
+    return FOREGROUND_CLASSES
+
+
 def _check_synthetic(config: dict) -> None:
+    from wsss.data.classes import FOREGROUND_CLASSES
+
+    if config["data"]["classes"] not in (None, list(FOREGROUND_CLASSES)):
+        raise ConfigError(
+            "invalid configuration at 'data.classes': the synthetic dataset is labelled with VOC's 20 classes "
+            "(choose among them with synthetic.classes). Leave data.classes unset, or use data.source voc for a "
+            "dataset of your own classes."
+        )
     synthetic = config["synthetic"]
     strays = sorted(set(synthetic["context_classes"]) - set(synthetic["classes"]))
     if strays:
@@ -123,31 +175,57 @@ def _check_real_data(config: dict) -> None:
     data = config["data"]
     if config["pretrain"]["weights"] is None:
         raise ConfigError(
-            "data.source is 'voc' but pretrain.weights is not set: the ICD backbone starts from ImageNet "
-            "VGG16 weights. Set pretrain.weights to a torchvision VGG16 file (vgg16-397923af.pth)."
+            f"data.source is '{data['source']}' but pretrain.weights is not set: the ICD backbone starts from "
+            "ImageNet VGG16 weights. Set pretrain.weights to a torchvision VGG16 file (vgg16-397923af.pth)."
         )
-    if data["sbd_root"] is None:
+    if data["source"] == "coco":
+        _check_coco(data)
+    elif data["sbd_root"] is None:
         data["sbd_root"] = data["voc_root"]
+
+
+def _check_coco(data: dict) -> None:
+    """The converted COCO tree fixes what the config could otherwise choose: its labels are COCO's 1..80 in
+    COCO's order, and it has no test split; voc_root and sbd_root are the converted tree, never the user's."""
+    from wsss.data.coco import COCO_CLASSES
+
+    if data["classes"] not in (None, list(COCO_CLASSES)):
+        raise ConfigError(
+            "invalid configuration at 'data.classes': with data.source coco the labels are COCO's 80 classes in "
+            "COCO's order (wsss.data.coco.COCO_CLASSES), as the conversion writes them. Leave data.classes unset."
+        )
+    if data.get("test_split") is not None:
+        raise ConfigError(
+            "invalid configuration at 'data.test_split': the converted COCO tree has no test split (COCO's test "
+            "images have no annotations and no VOC-style server). Leave data.test_split unset or null."
+        )
+    strays = [key for key in ("voc_root", "sbd_root") if data[key] is not None]
+    if strays:
+        raise ConfigError(
+            f"invalid configuration at 'data.{strays[0]}': with data.source coco the pipeline reads the tree it "
+            "converts from data.coco_root (results/<run>/data/COCO2014). Leave data.voc_root and data.sbd_root unset."
+        )
 
 
 # What each dataset folder must be, for the error when it is missing.
 _DATA_ROOT_FIXES = {
     "voc_root": "Set data.voc_root to the VOC2012 folder (JPEGImages/, Annotations/, ImageSets/).",
     "sbd_root": "Set data.sbd_root to the folder holding SegmentationClassAug/ and ImageSets/SegmentationAug/, "
-    "or leave it unset to read them from data.voc_root.",
+    "or to SBD as downloaded (benchmark_RELEASE/), or leave it unset to read them from data.voc_root.",
     "saliency_root": "Set data.saliency_root to the folder of saliency PNGs, or null to skip the I+S seeds.",
+    "coco_root": "Set data.coco_root to the MS-COCO 2014 folder (train2014/, val2014/, annotations/).",
 }
 
 
 def check_data_roots(config: dict) -> None:
-    """With data.source voc, raise a ConfigError unless every dataset folder the config names exists.
+    """With real data (voc, coco), raise a ConfigError unless every dataset folder the config names exists.
 
     Called when the Snakefile is parsed, so a mistyped root fails before any job with the key, the
     path and the fix. Not part of `prepare_config`: a VOC config stays loadable where the data is not.
     Relative roots are read from the working directory (Snakemake's --directory).
     """
     data = config["data"]
-    if data["source"] != "voc":
+    if data["source"] == "synthetic":
         return
     for key, fix in _DATA_ROOT_FIXES.items():
         root = data[key]

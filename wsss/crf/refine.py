@@ -1,7 +1,7 @@
 """Dense-CRF refinement of seed label maps (the official ICD `_generate_seed` CRF), and a fast equivalent.
 
-`crf_official` is the reference: 21 label channels, unary from the seed labels, Gaussian + bilateral
-Potts pairwise terms, mean-field, argmax with a `max prob < min_probability -> 255` rule.
+`crf_official` is the reference: a channel per label of the dataset (VOC: 21), unary from the seed labels,
+Gaussian + bilateral Potts pairwise terms, mean-field, argmax with a `max prob < min_probability -> 255` rule.
 `refine_seed` gives the same labels on >= 99.5 % of pixels (99.7-100 % measured) while running the
 same CRF (wsss.crf.densecrf's engine, not pydensecrf) over only the labels the seed holds plus one
 channel standing for all absent classes, with the position kernel on the pixel grid instead of a
@@ -14,14 +14,14 @@ import numpy as np
 
 from wsss.crf.densecrf import LatticeFilter, mean_field, pixel_features, spatial_filter
 from wsss.crf.settings import CRFSettings, SeedCRFSettings
-from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
+from wsss.data.classes import IGNORE_LABEL
 
 __all__ = ["crf_official", "pydensecrf_marginals", "refine_seed"]
 
 _TIE_RTOL = 1e-6  # relative gap below which the absent group and the best present label tie
 
 
-def _check_inputs(image, seed) -> tuple[np.ndarray, np.ndarray]:
+def _check_inputs(image, seed, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(image)
     seed = np.asarray(seed)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -37,9 +37,9 @@ def _check_inputs(image, seed) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"seed must hold integer labels, got dtype {seed.dtype}")
     outside = (seed < 0) | (seed > IGNORE_LABEL)
     counts = np.bincount(np.where(outside, 0, seed).astype(np.uint8).ravel(), minlength=IGNORE_LABEL + 1)
-    bad = np.union1d(np.unique(seed[outside]), np.flatnonzero(counts[NUM_CLASSES:IGNORE_LABEL]) + NUM_CLASSES)
+    bad = np.union1d(np.unique(seed[outside]), np.flatnonzero(counts[num_classes:IGNORE_LABEL]) + num_classes)
     if bad.size:
-        raise ValueError(f"seed holds labels {bad.tolist()} outside 0..{NUM_CLASSES - 1} and {IGNORE_LABEL}")
+        raise ValueError(f"seed holds labels {bad.tolist()} outside 0..{num_classes - 1} and {IGNORE_LABEL}")
     # pydensecrf needs a writeable C-contiguous buffer (PIL-backed arrays are read-only).
     return np.require(image, requirements=["C", "W"]), seed.astype(np.uint8, copy=False)
 
@@ -64,22 +64,23 @@ def pydensecrf_marginals(image, unary, settings: CRFSettings) -> np.ndarray:
     return np.array(d.inference(int(settings.iterations)), dtype=np.float32).reshape(m, h, w)
 
 
-def crf_official(image, seed, settings: SeedCRFSettings | None = None, /, **crf) -> np.ndarray:
-    """The official seed CRF (js-fan/ICD `run_icd.py` `_generate_seed`) over all 21 labels.
+def crf_official(image, seed, settings: SeedCRFSettings | None = None, /, *, num_classes: int, **crf) -> np.ndarray:
+    """The official seed CRF (js-fan/ICD `run_icd.py` `_generate_seed`) over all `num_classes` labels (VOC's 21;
+    the official code's `num_cls + 1`).
 
-    image: H x W x 3 uint8 RGB; seed: H x W labels 0..20 or 255 (ignore: uniform unary); the settings as
-    a SeedCRFSettings or as its fields' keywords (the config's `crf` section).
+    image: H x W x 3 uint8 RGB; seed: H x W labels 0..num_classes-1 or 255 (ignore: uniform unary); the settings
+    as a SeedCRFSettings or as its fields' keywords (the config's `crf` section).
     Returns H x W uint8 labels, 255 where the largest marginal is below `min_probability`.
     """
     settings = SeedCRFSettings.resolve(settings, crf)
-    image, seed = _check_inputs(image, seed)
+    image, seed = _check_inputs(image, seed, num_classes)
     h, w = seed.shape
     n = h * w
     seed_prob = float(settings.confidence)
-    res_prob = (1.0 - seed_prob) / NUM_CLASSES
+    res_prob = (1.0 - seed_prob) / num_classes
     prob = np.full((256, n), res_prob)
     prob[seed.ravel(), np.arange(n)] = seed_prob
-    prob = prob[:NUM_CLASSES]
+    prob = prob[:num_classes]
     prob /= prob.sum(axis=0, keepdims=True)
     unary = -np.log(np.maximum(prob, 1e-5))
     q = pydensecrf_marginals(image, unary, settings)
@@ -89,9 +90,9 @@ def crf_official(image, seed, settings: SeedCRFSettings | None = None, /, **crf)
     return out
 
 
-def refine_seed(image, seed, settings: SeedCRFSettings | None = None, /, **crf) -> np.ndarray:
+def refine_seed(image, seed, settings: SeedCRFSettings | None = None, /, *, num_classes: int, **crf) -> np.ndarray:
     """The labels of `crf_official` (same arguments) on >= 99.5 % of pixels, with the CRF run over the P
-    seeded labels + 1 channel (not 21).
+    seeded labels + 1 channel (not num_classes).
 
     The label reduction is exact (up to float32 rounding): in the official unary each absent class a
     (A of them) has the same value at every pixel (res_prob / column sum, clipped alike). Mean-field with Potts
@@ -118,19 +119,19 @@ def refine_seed(image, seed, settings: SeedCRFSettings | None = None, /, **crf) 
     benchmarks/crf.py).
     """
     settings = SeedCRFSettings.resolve(settings, crf)
-    image, seed = _check_inputs(image, seed)
+    image, seed = _check_inputs(image, seed, num_classes)
     h, w = seed.shape
     n = h * w
     flat = seed.ravel()
     labelled = flat != IGNORE_LABEL
-    present = np.flatnonzero(np.bincount(flat, minlength=IGNORE_LABEL + 1)[:NUM_CLASSES])
-    absent = np.setdiff1d(np.arange(NUM_CLASSES), present)  # background joins them if unseeded
+    present = np.flatnonzero(np.bincount(flat, minlength=IGNORE_LABEL + 1)[:num_classes])
+    absent = np.setdiff1d(np.arange(num_classes), present)  # background joins them if unseeded
     p, a = present.size, absent.size
 
     # The official energies -log(max(prob / column sum, 1e-5)) take three values; only needed rows.
     seed_prob = float(settings.confidence)
-    res_prob = (1.0 - seed_prob) / NUM_CLASSES
-    seeded_sum, ignored_sum = seed_prob + (NUM_CLASSES - 1) * res_prob, NUM_CLASSES * res_prob
+    res_prob = (1.0 - seed_prob) / num_classes
+    seeded_sum, ignored_sum = seed_prob + (num_classes - 1) * res_prob, num_classes * res_prob
     seeded, other, ignored = (
         -np.log(max(prob / total, 1e-5))
         for prob, total in ((seed_prob, seeded_sum), (res_prob, seeded_sum), (res_prob, ignored_sum))
@@ -145,7 +146,7 @@ def refine_seed(image, seed, settings: SeedCRFSettings | None = None, /, **crf) 
         unary[p] -= np.float32(np.log(a))
     group = [1.0] * p + ([1.0 / a] if a else [])  # the absent group's compatibility is w / A
 
-    if rows == 1:  # an all-255 seed: one channel, Q = 1 (every official marginal is 1/21)
+    if rows == 1:  # an all-255 seed: one channel, Q = 1 (every official marginal is 1/num_classes)
         q = np.ones((1, h, w), dtype=np.float32)
     else:
         bilateral = pixel_features(h, w, settings.bilateral_sxy, image, settings.bilateral_srgb)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from wsss.core.errors import DataError
 from wsss.core.files import atomic_path
-from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES, PALETTE
+from wsss.data.classes import IGNORE_LABEL, PALETTE
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -42,10 +42,12 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return height, width
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
+def read_mask(path: str | os.PathLike, num_classes: int | None = None) -> np.ndarray:
     """Read a label mask (palettised 'P' or grayscale 'L' PNG) as H x W uint8 label indices.
 
-    Values must be 0..20 or 255 (ignore); anything else means the file is not a VOC label mask.
+    With `num_classes` (the dataset's, background included), values must be 0..num_classes-1 or 255 (ignore):
+    anything else means the file is not a class-index mask of this dataset. Readers that only draw a mask leave
+    it unset.
     """
     path = Path(path)
     try:
@@ -61,12 +63,14 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: label mask not found. Check the dataset root and the split list.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable label mask ({exc}). Re-extract or regenerate it.") from None
-    bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(NUM_CLASSES), IGNORE_LABEL])
-    if bad.size:
-        raise DataError(
-            f"{path}: label mask holds values {bad.tolist()} outside 0..{NUM_CLASSES - 1} and "
-            f"{IGNORE_LABEL}. It is not a VOC class-index mask."
-        )
+    if num_classes is not None:
+        bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(num_classes), IGNORE_LABEL])
+        if bad.size:
+            raise DataError(
+                f"{path}: label mask holds values {bad.tolist()} outside 0..{num_classes - 1} and "
+                f"{IGNORE_LABEL}. It is not a class-index mask of this dataset's {num_classes - 1} classes "
+                "(data.classes)."
+            )
     return mask
 
 

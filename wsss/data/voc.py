@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from wsss.core.errors import DataError
-from wsss.data.classes import FOREGROUND_CLASSES, class_index
+from wsss.data.classes import ClassList
 from wsss.data.io import image_size, read_mask, read_rgb
 
 AUG_SPLITS = frozenset({"train_aug"})
@@ -89,8 +89,8 @@ def read_split(paths: VOCPaths, split: str) -> list[str]:
     return ids
 
 
-def parse_annotation(xml_path: str | os.PathLike) -> tuple[int, ...]:
-    """Foreground class indices (1..20, sorted, unique) of a VOC XML annotation.
+def parse_annotation(xml_path: str | os.PathLike, classes: ClassList) -> tuple[int, ...]:
+    """Foreground class indices (1..K of `classes`, sorted, unique) of a VOC XML annotation.
 
     Objects marked difficult are dropped unless every object of the image is difficult (the official
     rule), so an image never loses all its labels to the difficult flag.
@@ -106,14 +106,12 @@ def parse_annotation(xml_path: str | os.PathLike) -> tuple[int, ...]:
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         try:
-            index = class_index(name)
+            index = classes.index(name)
         except KeyError:
-            index = 0
-        if index == 0:
             raise DataError(
-                f"{xml_path}: unknown class name '{name}'. Object names must be one of the 20 VOC classes: "
-                f"{', '.join(FOREGROUND_CLASSES)}."
-            )
+                f"{xml_path}: unknown class name '{name}'. Object names must be one of the "
+                f"{classes.num_foreground} classes of data.classes: {', '.join(classes.foreground)}."
+            ) from None
         objects.append((index, (obj.findtext("difficult") or "0").strip() == "1"))
     kept = [index for index, difficult in objects if not difficult] or [index for index, _ in objects]
     return tuple(sorted(set(kept)))
@@ -121,20 +119,20 @@ def parse_annotation(xml_path: str | os.PathLike) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class SplitRoles:
-    """Which split plays which part: weak training labels, evaluation with GT, server test."""
+    """Which split plays which part: weak training labels, evaluation with GT, server test (None: a dataset with
+    no test split, COCO's; the report's roles then say test: null and its splits hold none)."""
 
     train: str = "train_aug"
     eval: str = "val"
-    test: str = "test"
+    test: str | None = "test"
 
 
-def _check_image(path: Path) -> str | None:
-    """Decode an image fully (catching truncation); a problem message or None."""
+def _decode_image(path: Path) -> tuple[str | None, int]:
+    """Decode an image fully (catching truncation): (a problem message or None, its longer side in pixels)."""
     try:
-        read_rgb(path)
+        return None, max(read_rgb(path).shape[:2])
     except DataError as exc:
-        return str(exc)
-    return None
+        return str(exc), 0
 
 
 def _check_same_size(image_path: Path, other: Path, what: str, fix: str) -> str | None:
@@ -148,14 +146,14 @@ def _check_same_size(image_path: Path, other: Path, what: str, fix: str) -> str 
     return None
 
 
-def _check_mask(image_path: Path, mask_path: Path) -> str | None:
+def _check_mask(image_path: Path, mask_path: Path, num_classes: int) -> str | None:
     if not mask_path.is_file():
         return f"{mask_path}: ground-truth mask missing. Add it or remove the id from the split list."
     problem = _check_same_size(image_path, mask_path, "mask", "Masks must have their image's size.")
     if problem:
         return problem
     try:
-        read_mask(mask_path)
+        read_mask(mask_path, num_classes)
     except DataError as exc:
         return str(exc)
     return None
@@ -165,13 +163,17 @@ def validate_dataset(
     paths: VOCPaths,
     roles: SplitRoles = SplitRoles(),
     *,
+    classes: ClassList,
+    canvases: dict[str, int] | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> dict:
     """Check everything the pipeline will read, before any work; raise one DataError listing the problems.
 
-    Returns a report: split ids, image-level labels of the training split and counts. Images are decoded
-    fully so a truncated JPEG is caught here rather than hours into training.
+    Returns a report: the class list, split ids, image-level labels of the training split, counts and the longest
+    image side (`largest_side`, from which wsss.data.canvas derives the inference canvases). Images are decoded
+    fully so a truncated JPEG is caught here rather than hours into training. `canvases`: the canvas sizes the
+    config sets ({setting key: pixels}), each of which must hold the largest image.
     """
     for directory, what in [
         (paths.voc_root, "data.voc_root (the VOC2012 folder)"),
@@ -182,7 +184,7 @@ def validate_dataset(
         if not directory.is_dir():
             raise DataError(f"{directory}: directory not found. Set {what} to an existing folder.")
 
-    splits = {role: read_split(paths, split) for role, split in vars(roles).items()}
+    splits = {role: read_split(paths, split) for role, split in vars(roles).items() if split is not None}
     problems: list[str] = []
     labels: dict[str, list[int]] = {}
     for image_id in splits["train"]:
@@ -193,7 +195,7 @@ def validate_dataset(
             )
             continue
         try:
-            found = parse_annotation(paths.annotation(image_id))
+            found = parse_annotation(paths.annotation(image_id), classes)
         except DataError as exc:
             problems.append(str(exc))
             continue
@@ -210,13 +212,23 @@ def validate_dataset(
         f"{p}: image missing for id '{p.stem}'. Add the JPEG or remove the id from its split list." for p in missing
     ]
     to_decode = [paths.image(i) for i in all_ids if paths.image(i).is_file()]
-    problems += [p for p in _map(_check_image, to_decode, workers, progress, "decode images") if p]
+    decoded = parallel_map(_decode_image, to_decode, workers, progress, "decode images")
+    problems += [problem for problem, _ in decoded if problem]
+    sides = [side for _, side in decoded]
+    largest_side = max(sides, default=0)
+    for key, size in (canvases or {}).items():
+        if largest_side > size:
+            largest = to_decode[sides.index(largest_side)]
+            problems.append(
+                f"{largest}: image side of {largest_side} px is larger than {key} {size}, the canvas images are "
+                f"padded to. Raise {key} to at least {largest_side}, or leave it null to derive it from the data."
+            )
 
     for role in ("train", "eval"):
         split = getattr(roles, role)
         for image_id in splits[role]:
             if paths.image(image_id).is_file():
-                problem = _check_mask(paths.image(image_id), paths.ground_truth(split, image_id))
+                problem = _check_mask(paths.image(image_id), paths.ground_truth(split, image_id), classes.num_classes)
                 if problem:
                     problems.append(problem)
     if paths.saliency_root is not None:
@@ -232,21 +244,29 @@ def validate_dataset(
                     problems.append(problem)
 
     if problems:
-        shown = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
-        more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
-        raise DataError(f"the dataset has {len(problems)} problem(s):\n  {shown}{more}")
+        raise problems_error("the dataset", problems)
     return {
         "voc_root": str(paths.voc_root),
         "sbd_root": str(paths.sbd_root),
         "saliency_root": str(paths.saliency_root) if paths.saliency_root else None,
+        "classes": list(classes.foreground),
         "splits": {getattr(roles, role): ids for role, ids in splits.items()},
         "roles": vars(roles),
         "labels": labels,
         "counts": {getattr(roles, role): len(ids) for role, ids in splits.items()},
+        "largest_side": largest_side,
     }
 
 
-def _map(function, items: Sequence, workers: int, progress: bool, description: str) -> Iterable:
+def problems_error(subject: str, problems: Sequence[str]) -> DataError:
+    """One error listing the problems found in `subject` (the first MAX_LISTED_PROBLEMS, then how many more), so
+    that one run tells the user everything to fix."""
+    shown = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
+    more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
+    return DataError(f"{subject} has {len(problems)} problem(s):\n  {shown}{more}")
+
+
+def parallel_map(function, items: Sequence, workers: int, progress: bool, description: str) -> Iterable:
     """Map over items, in worker processes when workers > 1, with a progress bar."""
     bar = dict(total=len(items), desc=description, disable=not progress, mininterval=2.0)
     if workers <= 1 or len(items) < 64:

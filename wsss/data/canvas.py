@@ -1,0 +1,25 @@
+"""The square canvas an image is padded to for whole-image inference (superpixel features, score maps).
+
+The official code pads every VOC image to 513 x 513, VOC's largest side (500) rounded up to 32k + 1: a
+canvas of 8k + 1 pixels puts the stride-8 feature grid on its first and last pixel, so score maps resize
+back to the canvas with aligned corners, and 32k + 1 keeps that at the coarser strides too. The canvas is a
+property of the data, not of the method: unless the config sets one (`superpixels.feature_input_size`,
+`seeds.inference_size`), it is derived from the largest image the dataset check found (`largest_side` in
+dataset.json), the same 32k + 1 rule that gives 513 for VOC and 129 for the synthetic set's 128 px.
+"""
+
+from __future__ import annotations
+
+import math
+
+CANVAS_STEP = 32
+
+
+def derived_canvas(largest_side: int) -> int:
+    """The smallest 32k + 1 that holds an image side of `largest_side` pixels."""
+    return CANVAS_STEP * math.ceil((largest_side - 1) / CANVAS_STEP) + 1
+
+
+def canvas_size(setting: int | None, dataset: dict) -> int:
+    """The canvas a step uses: the config's `setting`, or null's derived one from the dataset report."""
+    return setting if setting is not None else derived_canvas(dataset["largest_side"])

@@ -256,7 +256,7 @@ BAD_INPUTS = {
     "unknown class in XML": (
         _on_file("Annotations/{id}.xml", lambda p: write_annotation(p, [("unicorn", 0)])),
         "validate_data",
-        ["Annotations/train_000001.xml: unknown class name 'unicorn'", "must be one of the 20 VOC classes"],
+        ["Annotations/train_000001.xml: unknown class name 'unicorn'", "must be one of the 20 classes of data.classes"],
     ),
     "image without labels": (
         _on_file("Annotations/{id}.xml", lambda p: write_annotation(p, [])),

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from deeplab.evaluate import POSTPROCESSING
-from deeplab.model import build_model
+from deeplab.model import NETWORK_KEYS, build_model
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_dir, atomic_path
 from wsss.crf.refine import pydensecrf_marginals
@@ -47,7 +47,7 @@ def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Mod
         ) from None
     normalise = trained_normalisation(saved, path)
     labels = next(value.shape[0] for key, value in reversed(saved["model"].items()) if key.startswith("head."))
-    net = build_model(num_classes=labels, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    net = build_model(num_classes=labels, **{key: network[key] for key in NETWORK_KEYS if key in network})
     net.load_state_dict(saved["model"])
     return net.to(device or default_device()).eval(), normalise
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deeplab.workflow import LARGEFOV_DILATION
 from wsss.core.errors import ConfigError
 from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights, read_state_dict
 from wsss.nets.resnet import ResNet101
 
 BACKBONES = ("vgg16", "resnet101")
 HEADS = ("largefov", "aspp")
-LARGEFOV_DILATION = 12
 ASPP_RATES = (6, 12, 18, 24)
 HEAD_INIT_STD = 0.01
 
@@ -52,13 +52,20 @@ class _DeepLab(nn.Module):
 
 
 class DeepLabLargeFOV(_DeepLab):
-    """VGG16 DeepLab-LargeFOV: logits (B x classes x H/8 x W/8); `head` is fc8."""
+    """VGG16 DeepLab-LargeFOV: logits (B x classes x H/8 x W/8); `head` is fc8. `fc6_dilation`: the dilation its fc6
+    weights were trained at (deeplab.workflow.vgg16_fc6_dilation), LargeFOV's 12 for ImageNet's."""
 
-    def __init__(self, *, num_classes: int, width: float = 1.0, batch_norm: bool = False, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        width: float = 1.0,
+        batch_norm: bool = False,
+        dropout: float = 0.5,
+        fc6_dilation: int = LARGEFOV_DILATION,
+    ) -> None:
         super().__init__()
-        self.backbone = VGG16DeepLab(
-            width=width, batch_norm=batch_norm, fc6_dilation=LARGEFOV_DILATION, dropout=dropout
-        )
+        self.backbone = VGG16DeepLab(width=width, batch_norm=batch_norm, fc6_dilation=fc6_dilation, dropout=dropout)
         self.head = nn.Conv2d(self.backbone.feature_channels["fc7"], num_classes, 1)
         nn.init.normal_(self.head.weight, std=HEAD_INIT_STD)
         nn.init.zeros_(self.head.bias)
@@ -96,6 +103,11 @@ class DeepLabResNet101(_DeepLab):
         return self.head(self.backbone(images))
 
 
+# The keys of a stored network description (deeplab.train.network_options) that build_model takes; freeze_bn is
+# applied after the weights are loaded.
+NETWORK_KEYS = ("backbone", "head", "width", "batch_norm", "fc6_dilation")
+
+
 def build_model(
     *,
     backbone: str,
@@ -103,6 +115,7 @@ def build_model(
     width: float,
     batch_norm: bool = False,
     freeze_bn: bool = False,
+    fc6_dilation: int = LARGEFOV_DILATION,
     num_classes: int,
 ) -> _DeepLab:
     """The network a `deeplab` config describes, for `num_classes` labels (background included: the dataset's
@@ -117,7 +130,9 @@ def build_model(
                 "deeplab.head 'aspp' is DeepLab v2's ResNet101 head; VGG16 runs DeepLab-LargeFOV. "
                 "Set deeplab.head: largefov or deeplab.backbones: [resnet101]."
             )
-        model: _DeepLab = DeepLabLargeFOV(width=width, batch_norm=batch_norm, num_classes=num_classes)
+        model: _DeepLab = DeepLabLargeFOV(
+            width=width, batch_norm=batch_norm, num_classes=num_classes, fc6_dilation=fc6_dilation
+        )
     else:
         model = DeepLabResNet101(head=head, width=width, num_classes=num_classes)
     if freeze_bn:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from deeplab.data import SeedTrainingSet
-from deeplab.model import build_model, load_imagenet_weights, parameter_groups
+from deeplab.model import LARGEFOV_DILATION, NETWORK_KEYS, build_model, load_imagenet_weights, parameter_groups
 from wsss.core.checkpoints import check_intervals, distributed, fingerprint, process_device, save_trained
 from wsss.core.digests import file_digest, files_digest, training_inputs
 from wsss.core.errors import ConfigError
@@ -61,12 +61,14 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def network_options(backbone: str, deeplab: dict, model: dict) -> dict:
-    """What defines the network of one backbone: stored with the weights so inference rebuilds it."""
+    """What defines the network of one backbone: stored with the weights so inference rebuilds it. `model`: the
+    ICD backbone's batch_norm and, for VGG16, the fc6 dilation its weights were trained at (deeplab.workflow)."""
     return {
         "backbone": backbone,
         "head": deeplab["head"],
         "width": deeplab["width"],
         "batch_norm": backbone == "vgg16" and bool(model["batch_norm"]),
+        "fc6_dilation": model.get("fc6_dilation", LARGEFOV_DILATION),
         "freeze_bn": deeplab["freeze_bn"],
     }
 
@@ -150,7 +152,7 @@ def train_deeplab(
 
     torch.manual_seed(seed)
     num_classes = ClassList.of_dataset(dataset).num_classes
-    net = build_model(num_classes=num_classes, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    net = build_model(num_classes=num_classes, **{key: network[key] for key in NETWORK_KEYS})
     if weights is not None:
         load_imagenet_weights(net, weights)
     else:

@@ -10,6 +10,11 @@ GROUND_TRUTH = "gt"
 TEST_TIME_KEYS = frozenset(
     {"backbones", "seeds", "baselines", "weights", "normalisation", "test_scales", "test_flip", "test_crf", "crf"}
 )
+# VGG16's fc6 (deeplab.model.DeepLabLargeFOV): LargeFOV's dilation for ImageNet's fc6, a 7x7 classifier layer
+# DeepLab subsampled to a 3x3 at dilation 12, and the dilation of the fc6 this pipeline trains (ICD's, the pretext
+# stand-in's: a 3x3 at dilation 1).
+LARGEFOV_DILATION = 12
+TRAINED_FC6_DILATION = 1
 
 
 def seed_sets(deeplab: dict) -> list[str]:
@@ -38,12 +43,33 @@ def check_config(deeplab: dict, seed_variants: list[str], synthetic: bool) -> No
         )
 
 
-def training_options(deeplab: dict, backbone: str, model_options: dict, seed: int, normalisation: str) -> dict:
+def vgg16_fc6_dilation(config: dict) -> int:
+    """VGG16's fc6 dilation: deeplab.fc6_dilation, else the one the fc6 it starts from was trained at.
+
+    A user's file (deeplab.weights.vgg16, or pretrain.weights without init_from_icd) is ImageNet's, whose fc6
+    DeepLab-LargeFOV runs at 12. The ICD backbone (init_from_icd) and the synthetic pretext stand-in learned a 3x3
+    fc6 at dilation 1: run at 12, its taps read positions it never learned from (on the cpu preset's 96-px crops,
+    whose maps are 12 cells wide, mostly padding), and DeepLab VGG16 then lagged ResNet101 by ~30 points on ground
+    truth (issue 16).
+    """
+    deeplab = config["deeplab"]
+    if deeplab["fc6_dilation"] is not None:
+        return deeplab["fc6_dilation"]
+    if deeplab["weights"]["vgg16"]:
+        return LARGEFOV_DILATION
+    trained_here = deeplab["init_from_icd"] or not config["pretrain"]["weights"]
+    return TRAINED_FC6_DILATION if trained_here else LARGEFOV_DILATION
+
+
+def training_options(
+    deeplab: dict, backbone: str, model_options: dict, seed: int, normalisation: str, fc6_dilation: int
+) -> dict:
     """`deeplab train-deeplab --options` of one backbone: training keys only, its own lr, VGG16's batch_norm (of the
-    ICD backbone's `model_options`), and the input `normalisation` of the weights it starts from."""
-    section = {key: value for key, value in deeplab.items() if key not in TEST_TIME_KEYS}
+    ICD backbone's `model_options`) and `fc6_dilation` (vgg16_fc6_dilation), and the input `normalisation` of the
+    weights it starts from."""
+    section = {key: value for key, value in deeplab.items() if key not in TEST_TIME_KEYS | {"fc6_dilation"}}
     section["lr"] = {backbone: deeplab["lr"][backbone]}
-    model = {"batch_norm": model_options["batch_norm"]} if backbone == "vgg16" else {}
+    model = {"batch_norm": model_options["batch_norm"], "fc6_dilation": fc6_dilation} if backbone == "vgg16" else {}
     return {"deeplab": section, "model": model, "normalisation": normalisation, "seed": seed}
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from deeplab.evaluate import evaluate_predictions
 from deeplab.infer import SERVER_FOLDER, class_probabilities, crf_refine, load_trained, pack_for_server, predict_split
-from deeplab.model import build_model
+from deeplab.model import NETWORK_KEYS, build_model
 from deeplab.train import network_options
 from wsss.core.config import load_config
 from wsss.core.errors import DataError
@@ -30,7 +30,7 @@ def saved_model(tmp_path_factory):
     deeplab = {**load_config()["deeplab"], "width": 0.0625, "freeze_bn": False}
     network = network_options("vgg16", deeplab, MODEL_SECTION)
     torch.manual_seed(0)
-    net = build_model(num_classes=NUM_CLASSES, **{k: network[k] for k in ("backbone", "head", "width", "batch_norm")})
+    net = build_model(num_classes=NUM_CLASSES, **{key: network[key] for key in NETWORK_KEYS})
     torch.nn.init.normal_(net.head.weight, std=1.0)  # spread the logits so predictions differ between classes
     path = tmp_path_factory.mktemp("deeplab") / "model.pt"
     torch.save(
@@ -159,3 +159,16 @@ def test_evaluation_matches_a_brute_force_iou(tiny_dataset, tmp_path):
     (tmp_path / "raw" / f"{ids[0]}.png").unlink()
     with pytest.raises(DataError, match=rf"no prediction for 1 of the {len(ids)} 'val' ids"):
         evaluate_predictions(tiny_dataset, tmp_path, progress=False)
+
+
+def test_a_saved_network_is_rebuilt_with_the_fc6_dilation_it_was_trained_with(tmp_path):
+    """The dilation is no weight: a model rebuilt at LargeFOV's 12 would load the same tensors and compute other
+    features. Stored with the network description, it comes back; without one, LargeFOV's."""
+    deeplab = {**load_config()["deeplab"], "width": 0.0625}
+    assert network_options("vgg16", deeplab, MODEL_SECTION)["fc6_dilation"] == 12
+    network = network_options("vgg16", deeplab, {**MODEL_SECTION, "fc6_dilation": 1})  # from the ICD backbone
+    net = build_model(num_classes=NUM_CLASSES, **{key: network[key] for key in NETWORK_KEYS})
+    path = tmp_path / "model.pt"
+    torch.save({"model": net.state_dict(), "network": json.dumps(network), "normalisation": "minus127"}, path)
+    rebuilt, _ = load_trained(path, torch.device("cpu"))
+    assert rebuilt.backbone.fc6.dilation == (1, 1) and rebuilt.backbone.fc6.padding == (1, 1)

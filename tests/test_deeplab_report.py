@@ -95,8 +95,10 @@ def test_the_plan_trains_every_backbone_on_seeds_and_baselines_and_checks_the_co
         "r/vgg16/gt/evaluation.json",
         "r/vgg16/gt/test.tar",
     ]
-    options = plan.training_options(deeplab, "resnet101", {"batch_norm": True}, seed=3, normalisation="torchvision")
+    options = plan.training_options(deeplab, "resnet101", {"batch_norm": True}, 3, "torchvision", fc6_dilation=1)
     assert options["deeplab"]["lr"] == {"resnet101": deeplab["lr"]["resnet101"]} and options["model"] == {}
+    vgg16 = plan.training_options(deeplab, "vgg16", {"batch_norm": True}, 3, "minus127", fc6_dilation=1)
+    assert vgg16["model"] == {"batch_norm": True, "fc6_dilation": 1} and "fc6_dilation" not in vgg16["deeplab"]
     assert options["normalisation"] == "torchvision"
     assert not plan.TEST_TIME_KEYS & set(options["deeplab"])
     with pytest.raises(ConfigError, match=r"\['icd_sal'\].*needs data.saliency_root"):

@@ -139,3 +139,18 @@ def test_a_family_is_given_only_the_settings_its_seeds_read(synthetic):
     assert options["icd_crf"]["crf"] == synthetic["crf"] and "crf" not in options["icd"]
     # what generate_seed_shard takes as keywords
     assert all(json.loads(as_json(value)) == value for value in options.values())
+
+
+def test_vgg16_fc6_keeps_the_dilation_its_weights_were_trained_at(synthetic):
+    """ImageNet's fc6 runs at LargeFOV's 12; the fc6 this pipeline trains (the ICD backbone, the pretext stand-in) is a
+    3x3 at dilation 1 and keeps it; an explicit deeplab.fc6_dilation wins."""
+    assert deeplab_plan.vgg16_fc6_dilation(synthetic) == 1  # init_from_icd
+    voc = load_config(overrides=VOC)
+    assert deeplab_plan.vgg16_fc6_dilation(voc) == 12  # from pretrain.weights, ImageNet's
+    icd_backbone = {**VOC, "deeplab": {"init_from_icd": True}}
+    assert deeplab_plan.vgg16_fc6_dilation(load_config(overrides=icd_backbone)) == 1
+    imagenet = {**icd_backbone, "deeplab": {"init_from_icd": True, "weights": {"vgg16": "/weights/vgg16.pth"}}}
+    assert deeplab_plan.vgg16_fc6_dilation(load_config(overrides=imagenet)) == 12
+    stand_in = load_config(overrides={"deeplab": {"init_from_icd": False}})
+    assert deeplab_plan.vgg16_fc6_dilation(stand_in) == 1
+    assert deeplab_plan.vgg16_fc6_dilation(load_config(overrides={"deeplab": {"fc6_dilation": 4}})) == 4

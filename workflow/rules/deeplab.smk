@@ -74,6 +74,7 @@ rule train_deeplab:
                 icd_plan.backbone_options(config, ICD_NORMALISATION),
                 config["seed"],
                 NORMALISATION["deeplab"][wildcards.backbone],
+                deeplab_plan.vgg16_fc6_dilation(config),
             )
         ),
         labels=lambda wildcards, input: f"--labels-root {shlex.quote(input.labels)}" if input.labels else "",

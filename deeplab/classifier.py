@@ -34,7 +34,6 @@ from wsss.core.checkpoints import check_intervals, fingerprint, process_device, 
 from wsss.core.digests import training_inputs
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_path
-from wsss.data.classes import ClassList
 from wsss.data.io import read_rgb
 from wsss.nets.normalisation import from_scratch, with_record
 from wsss.nets.resnet import ResNet101
@@ -72,14 +71,13 @@ class LabelledImageStream(SeedTrainingSet):
                 "the dataset report is incomplete. Rerun validate-data."
             )
         self.labels = {image_id: dataset["labels"][image_id] for image_id in self.ids}
-        self.num_foreground = ClassList.of_dataset(dataset).num_foreground
 
     def __getitem__(self, draw: int):
         image_id = self.image_at(draw)
         image, _ = augment(
             np.random.default_rng([self.seed, draw]), read_rgb(self.paths.image(image_id)), None, **self.options
         )
-        return torch.from_numpy(image), torch.from_numpy(multi_hot(self.labels[image_id], self.num_foreground))
+        return torch.from_numpy(image), torch.from_numpy(multi_hot(self.labels[image_id], self.classes.num_foreground))
 
 
 def train_classifier(
@@ -134,7 +132,7 @@ def train_classifier(
     )
 
     torch.manual_seed(seed)
-    net = ResNet101Classifier(width, data.num_foreground).to(device)
+    net = ResNet101Classifier(width, data.classes.num_foreground).to(device)
     optimizer = torch.optim.SGD(
         parameter_groups(net, weight_decay=weight_decay, head_lr_mult=1.0, head_bias_lr_mult=1.0),
         lr=lr,

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from wsss.core.errors import DataError
-from wsss.data.classes import IGNORE_LABEL
+from wsss.data.classes import IGNORE_LABEL, ClassList
 from wsss.data.io import image_size, read_mask, read_rgb
 from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to
 from wsss.data.voc import MAX_LISTED_PROBLEMS, VOCPaths
@@ -64,6 +64,7 @@ class SeedTrainingSet(Dataset):
         self.split = dataset["roles"]["train"]
         self.ids = list(dataset["splits"][self.split])
         self.paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
+        self.classes = ClassList.of_dataset(dataset)
         self.labels_root = labels_root
         self.seed = seed
         self.options = dict(
@@ -119,7 +120,7 @@ class SeedTrainingSet(Dataset):
     def __getitem__(self, draw: int):
         image_id = self.image_at(draw)
         image = read_rgb(self.paths.image(image_id))
-        labels = read_mask(self.label_path(image_id))
+        labels = read_mask(self.label_path(image_id), self.classes.num_classes)
         rng = np.random.default_rng([self.seed, draw])
         image, labels = augment(rng, image, labels, **self.options)
         return torch.from_numpy(image), torch.from_numpy(labels.astype(np.int64))

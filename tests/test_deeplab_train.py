@@ -93,6 +93,20 @@ def test_every_epoch_of_the_stream_visits_each_image_once(tiny_dataset):
     assert sorted(first) == sorted(second) == sorted(tiny_dataset["splits"]["train_aug"]) and first != second
 
 
+def test_a_label_map_holding_a_value_beyond_the_classes_stops_with_its_file(tiny_dataset, tmp_path):
+    """The loss would index its logits with the label: a seed map of another dataset's classes is named instead."""
+    split = tiny_dataset["roles"]["train"]
+    paths = VOCPaths.create(tiny_dataset["voc_root"], tiny_dataset["sbd_root"])
+    for image_id in tiny_dataset["splits"][split]:
+        mask = read_mask(paths.ground_truth(split, image_id))
+        write_mask(tmp_path / f"{image_id}.png", np.where(mask == 0, 0, 30).astype(np.uint8))
+    data = SeedTrainingSet(
+        tiny_dataset, tmp_path, seed=3, crop_size=32, scale_range=(1, 1), flip=False, pad_rgb=[0, 0, 0]
+    )
+    with pytest.raises(DataError, match=rf"{data.image_at(0)}.png: label mask holds values \[30\] outside 0..20"):
+        data[0]
+
+
 def test_loss_ignores_255_and_is_zero_without_labelled_pixels():
     logits = torch.randn(1, 21, 4, 4)
     labels = torch.full((1, 8, 8), IGNORE_LABEL)

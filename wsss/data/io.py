@@ -64,14 +64,20 @@ def read_mask(path: str | os.PathLike, num_classes: int | None = None) -> np.nda
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable label mask ({exc}). Re-extract or regenerate it.") from None
     if num_classes is not None:
-        bad = np.setdiff1d(np.unique(mask), np.r_[np.arange(num_classes), IGNORE_LABEL])
-        if bad.size:
+        bad = labels_outside(mask, num_classes)
+        if bad:
             raise DataError(
-                f"{path}: label mask holds values {bad.tolist()} outside 0..{num_classes - 1} and "
+                f"{path}: label mask holds values {bad} outside 0..{num_classes - 1} and "
                 f"{IGNORE_LABEL}. It is not a class-index mask of this dataset's {num_classes - 1} classes "
                 "(data.classes)."
             )
     return mask
+
+
+def labels_outside(labels: np.ndarray, num_classes: int) -> list[int]:
+    """The values of a label map that are neither a class (0..num_classes-1, background included) nor the ignore
+    label, sorted: what makes a map not one of this dataset's."""
+    return np.setdiff1d(np.unique(labels), np.r_[np.arange(num_classes), IGNORE_LABEL]).tolist()
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray, *, atomic: bool = True) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from wsss.core.errors import DataError
 from wsss.core.files import atomic_dir
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
-from wsss.data.io import image_size, read_mask, write_mask
+from wsss.data.io import image_size, labels_outside, read_mask, write_mask
 from wsss.data.voc import VOCPaths, parallel_map, problems_error, read_split
 
 AUG_SPLIT = "train_aug"
@@ -119,10 +119,10 @@ def _write_mask_of(job: tuple[Path, Path | None, Path]) -> str | None:
     source, image, out = job
     try:
         labels = _read_sbd_map(source, image) if image else read_mask(source)
-        bad = np.setdiff1d(np.unique(labels), np.r_[np.arange(NUM_CLASSES), IGNORE_LABEL])
-        if bad.size:
+        bad = labels_outside(labels, NUM_CLASSES)
+        if bad:
             raise DataError(
-                f"{source}: labels {bad.tolist()} outside 0..{NUM_CLASSES - 1} and {IGNORE_LABEL}: not a class map "
+                f"{source}: labels {bad} outside 0..{NUM_CLASSES - 1} and {IGNORE_LABEL}: not a class map "
                 "of VOC's 20 classes. Re-extract or re-download this file."
             )
     except DataError as exc:

@@ -218,9 +218,12 @@ def paper_config() -> dict:
 
 
 def schema_defaults(schema: dict) -> dict:
-    """The defaults of an object schema's properties, nested objects filled in as validation fills them."""
+    """The defaults of an object schema's properties, nested objects filled in as validation fills them (an object
+    whose default is null stays null)."""
     return {
-        key: schema_defaults(spec) if "properties" in spec else copy.deepcopy(spec["default"])
+        key: schema_defaults(spec)
+        if "properties" in spec and spec.get("default", {}) is not None
+        else copy.deepcopy(spec["default"])
         for key, spec in schema.get("properties", {}).items()
         if "properties" in spec or "default" in spec
     }
@@ -1244,10 +1247,12 @@ def planned_items(config: dict, sizes: Sizes, device: torch.device, budget_s: fl
 def print_schedules(config: dict, sizes: Sizes, m: Measurements, tiny: bool) -> None:
     """The paper's schedules at the best measured settings: ICD 20 epochs of 330 iterations at batch 32,
     each DeepLab 20k iterations at batch 10, score inference and the seed CRF over VOC's 10,582 images.
-    `runs` is how many such jobs the default pipeline makes (the Table 3 ablation network is priced as
-    the full one: an upper bound, it has no top-down branch)."""
-    icd, deeplab, seeds = config["icd"], config["deeplab"], config["seeds"]
-    icd_runs = 1 + int(seeds["ablation_network"] and icd["top_down"])
+    `runs` is how many such jobs the default pipeline makes (one ICD training per network of `networks`, each
+    priced as the full one: an upper bound, the Table 3 ablation network has no top-down branch)."""
+    from icd.networks import configured_networks
+
+    icd, deeplab = config["icd"], config["deeplab"]
+    icd_runs = len(configured_networks(config, saliency=False))
     iterations_per_epoch = VOC_TRAIN_AUG_IMAGES // icd["batch_size"]  # the last partial batch is dropped
     rows = [
         (

@@ -33,7 +33,7 @@ def check_config(deeplab: dict, seed_variants: list[str], synthetic: bool) -> No
     if unknown:
         raise ConfigError(
             f"deeplab.seeds names {unknown}, which the seeds stage does not write (it writes {seed_variants}; "
-            "icd_sal needs data.saliency_root, the *_no_td seeds seeds.ablation_network). "
+            "icd_sal needs data.saliency_root, a `<seed set>_<name>` seed set the network `networks.<name>`). "
             "Remove them from deeplab.seeds."
         )
     if not synthetic and "resnet101" in deeplab["backbones"] and not deeplab["weights"]["resnet101"]:

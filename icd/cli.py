@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from icd.networks import PRIMARY, suffix_of
 from wsss.core.cli import DATASET, GPUS, Verbs, arg, arguments, options, read_json, run_verb, write_json
 from wsss.core.files import write_csv, write_text
 
@@ -32,13 +33,6 @@ SHARDED = arguments(
     arg("--shards", type=int, required=True),
     options("JSON object of the step's keyword arguments"),
     arg("--out", required=True, help="the shard (.npz)"),
-)
-
-ABLATION_SCORES = arg(
-    "--ablation-scores",
-    nargs="+",
-    help="score shards of a network trained without top-down "
-    "adaptation: they add Table 3's bottom-up and refined rows of that network (`*_no_td`)",
 )
 
 
@@ -115,9 +109,12 @@ def _convert_coco(args: argparse.Namespace) -> None:
 @arg("--weights", help="the user's pretrained backbone weights, checked against --backbone")
 @arg("--backbone", default="{}", help='JSON {"width", "batch_norm"} the weights must fit')
 @arg("--conversion", help="`icd convert-coco`'s report, recorded in the report (its counts, the images left out)")
-@arg("--out", required=True, help="JSON report: source, splits, labels, counts")
+@arg("--ood-root", help="folder of hard out-of-distribution images (W-OoD); empty: none")
+@arg("--ood-list", default="ood_list.txt", help="the OoD list, relative to --ood-root: one image path per line")
+@arg("--out", required=True, help="JSON report: source, splits, labels, counts, the OoD images")
 def _validate_data(args: argparse.Namespace) -> None:
     from wsss.data.classes import VOC, ClassList
+    from wsss.data.ood import OoDList, validate_ood
     from wsss.data.voc import SplitRoles, VOCPaths, validate_dataset
 
     if args.weights:  # a user's weights file of the wrong shape fails here, before any work
@@ -129,11 +126,12 @@ def _validate_data(args: argparse.Namespace) -> None:
     roles = SplitRoles(train=args.train_split, eval=args.eval_split, test=args.test_split or None)
     classes = ClassList(tuple(json.loads(args.classes))) if args.classes else VOC
     report = validate_dataset(paths, roles, classes=classes, canvases=json.loads(args.canvases), workers=args.workers)
-    report = {"source": args.source, **report}
+    ood = OoDList(Path(args.ood_root), args.ood_list) if args.ood_root else None
+    report = {"source": args.source, **report, "ood": validate_ood(ood, workers=args.workers) if ood else None}
     if args.conversion:
         report["conversion"] = read_json(args.conversion)
     write_json(args.out, report)
-    log.info("dataset ok: %s", report["counts"])
+    log.info("dataset ok: %s, OoD images: %d", report["counts"], len(report["ood"]["images"]) if ood else 0)
 
 
 @verbs.verb("accept-data", help="make a checked dataset report (validate-data's) the pipeline's")
@@ -224,10 +222,12 @@ def _seed_sweep(args: argparse.Namespace) -> None:
 
 @verbs.verb("make-seeds", help="seed PNGs of one family of seed sets for one shard of the training split")
 @SHARDED
-@arg("--variants", nargs="+", required=True, help="the seed sets to write (one family's, icd.seed_sets)")
-@arg("--scores", nargs="+", required=True, help="score shards (.npz)")
+@arg("--variants", nargs="+", required=True, help="the seed sets to write, unsuffixed (one family's, icd.seed_sets)")
+@arg("--scores", nargs="+", required=True, help="score shards (.npz) of one network")
+@arg(
+    "--network", default=PRIMARY, help="the network the scores are of: its suffix names the seed folders (icd.networks)"
+)
 @arg("--superpixels", nargs="+", help="superpixel shards (.npz), for cam_sp")
-@ABLATION_SCORES
 @arg("--cam-background", help="JSON with the CAM baselines' background thresholds, for cam, cam_crf, cam_sp")
 def _seeds(args: argparse.Namespace) -> None:
     from icd.seeds import generate_seed_shard
@@ -239,7 +239,7 @@ def _seeds(args: argparse.Namespace) -> None:
         variants=args.variants,
         score_shards=args.scores,
         superpixel_shards=args.superpixels,
-        ablation_shards=args.ablation_scores,
+        suffix=suffix_of(args.network),
         cam_backgrounds=read_json(args.cam_background) if args.cam_background else None,
     )
 
@@ -259,21 +259,48 @@ def _collect_seeds(args: argparse.Namespace) -> None:
 @arg("--seeds-root", required=True)
 @arg("--variants", nargs="+", required=True)
 @arg("--threshold", type=float, required=True, help="seeds.threshold the ICD seeds used")
-@arg("--cam-background", required=True, help="JSON with the CAM baselines' background thresholds")
-@arg("--sweep", required=True, help="CSV written by seed-sweep")
+@arg("--networks", nargs="+", default=[PRIMARY], help="the swept networks (icd.networks), in the order of --sweeps")
+@arg("--cam-backgrounds", nargs="+", required=True, help="each network's CAM background thresholds (JSON)")
+@arg("--sweeps", nargs="+", required=True, help="each network's CSV written by seed-sweep")
 @arg("--out", required=True)
 @arg("--per-class", required=True)
 def _seed_table(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from icd.networks import BASE_VARIANTS
     from icd.seed_quality import CAM_SWEEP, evaluate_seed_folders
     from icd.seeds import variant_thresholds
 
-    thresholds = variant_thresholds(args.variants, args.threshold, read_json(args.cam_background))
-    rows, per_class = evaluate_seed_folders(read_json(args.dataset), args.seeds_root, thresholds)
-    sweep = pd.read_csv(args.sweep).to_dict("records")
-    write_csv(args.out, [row for row in sweep if row["table"] != CAM_SWEEP] + rows)
+    networks = list(zip(map(suffix_of, args.networks), args.cam_backgrounds, args.sweeps, strict=True))
+    thresholds = {}
+    for suffix, cam_background, _ in networks:  # a network's seed sets are icd.networks.BASE_VARIANTS + its suffix
+        own = [variant for variant in BASE_VARIANTS if variant + suffix in args.variants]
+        chosen = variant_thresholds(own, args.threshold, read_json(cam_background))
+        thresholds.update({variant + suffix: value for variant, value in chosen.items()})
+    # A network without CAM seed sets is not swept (icd.workflow.swept_networks): its seeds all use T.
+    in_order = {variant: thresholds.get(variant, args.threshold) for variant in args.variants}
+    rows, per_class = evaluate_seed_folders(read_json(args.dataset), args.seeds_root, in_order)
+    table_2 = [
+        {**row, "variant": row["variant"] + suffix}
+        for suffix, _, sweep in networks
+        for row in pd.read_csv(sweep).to_dict("records")
+        if row["table"] != CAM_SWEEP
+    ]
+    write_csv(args.out, table_2 + rows)
     write_csv(args.per_class, [{"variant": variant, **ious} for variant, ious in per_class.items()])
+
+
+@verbs.verb("context-leakage", help="how much of each class's spurious context the seeds label as the class")
+@arg("--dataset", required=True)
+@arg("--seeds-root", required=True)
+@arg("--variants", nargs="+", required=True)
+@arg("--out", required=True, help="CSV table")
+def _context_leakage(args: argparse.Namespace) -> None:
+    from icd.context_leakage import context_leakage
+
+    rows = context_leakage(read_json(args.dataset), args.seeds_root, args.variants)
+    write_csv(args.out, rows)
+    log.info("leakage: %s", {row["variant"]: round(row["leakage"], 4) for row in rows if row["class"] == "all"})
 
 
 @verbs.verb("seed-figure", help="the paper's Fig. 4: CAM vs ICD scores and seeds")
@@ -326,9 +353,8 @@ def _scores(args: argparse.Namespace) -> None:
 
 @verbs.verb("score-map-ap", help="Table 1: pixel-level AP of each score map")
 @arg("--dataset", required=True)
-@arg("--scores", nargs="+", required=True, help="score shards (.npz)")
+@arg("--networks", required=True, help='JSON {suffix: {"maps": [...], "scores": [shards]}}, the primary network first')
 @arg("--inference-size", type=int, help="seeds.inference_size (default: derived from the dataset's largest image)")
-@ABLATION_SCORES
 @arg("--out", required=True, help="CSV table")
 def _score_ap(args: argparse.Namespace) -> None:
     from icd.score_maps import score_map_average_precision
@@ -336,7 +362,7 @@ def _score_ap(args: argparse.Namespace) -> None:
 
     dataset = read_json(args.dataset)
     canvas = canvas_size(args.inference_size, dataset)
-    table = score_map_average_precision(dataset, args.scores, canvas=canvas, ablation_shards=args.ablation_scores)
+    table = score_map_average_precision(dataset, json.loads(args.networks), canvas=canvas)
     write_csv(args.out, [{"scores": name, **row} for name, row in table.items()])
     log.info("pixel mAP: %s", {name: round(row["mAP"], 4) for name, row in table.items()})
 

@@ -20,6 +20,7 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from icd.ood import pooled_class_feature
 from wsss.core.errors import ConfigError
 from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights
 
@@ -291,7 +292,8 @@ class ICDNet(nn.Module):
     ) -> dict[str, torch.Tensor | None]:
         """images B x 3 x H x W (already x - 127), labels B x C multi-hot, superpixels B x H x W ids.
 
-        Returns class_logits (B x C), cam, bottom_up_raw (Ŝ, grad into `directions` only),
+        Returns class_logits (B x C), pooled (the feature they classify, pooled: B x D, for W-OoD's distance
+        loss), cam, bottom_up_raw (Ŝ, grad into `directions` only),
         bottom_up (S, no grad), refined (S', no grad; None without refinement or superpixels) and
         adapted (S'', None without the top-down branch), all maps B x C x h x w. In training mode
         the sign EMA is updated from this batch before it orients S, as `AccumResign` does.
@@ -308,6 +310,7 @@ class ICDNet(nn.Module):
             refined = refine_with_superpixels(scores, superpixels, labels)
         return {
             "class_logits": cam.mean((2, 3)),
+            "pooled": pooled_class_feature(features),
             "cam": cam,
             "bottom_up_raw": raw,
             "bottom_up": scores,

@@ -10,17 +10,12 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from icd.seed_sets import NO_TOP_DOWN
+from icd.networks import SCORE_MAPS
 from wsss.core.shards import ShardStore
 from wsss.data.classes import IGNORE_LABEL, ClassList
 from wsss.data.io import read_mask
 from wsss.data.voc import VOCPaths
 from wsss.metrics import PixelAveragePrecision
-
-SCORE_MAPS = ("cam", "bottom_up", "refined", "adapted")
-# Table 3's steps before the adaptation: also taken, as extra `<map>_no_td` rows, from a network trained
-# without top-down adaptation when one exists (icd.seed_sets.NO_TOP_DOWN).
-ABLATION_MAPS = ("bottom_up", "refined")
 
 
 def _linear_taps(source: int, target: int, kept: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -67,35 +62,33 @@ def scored_training_images(
 
 
 def score_map_average_precision(
-    dataset: dict,
-    score_shards: list[str],
-    *,
-    canvas: int,
-    ablation_shards: list[str] | None = None,
-    progress: bool = True,
+    dataset: dict, networks: dict[str, dict], *, canvas: int, progress: bool = True
 ) -> dict[str, dict[str, float]]:
-    """Table 1: pixel-level AP per class and its mean over classes, for each score map.
+    """Table 1: pixel-level AP per class and its mean over classes, for each score map of each network.
 
-    Each class ranks every valid pixel of the images holding it by that class's score. Every
-    SCORE_MAPS row comes from `score_shards` (the full network, as the official inference writes all
-    four maps of one network); `ablation_shards` (a network trained without top-down adaptation) add
-    its ABLATION_MAPS as `<map>_no_td` rows, matching Table 3's `icd_<map>_no_td` seeds.
+    Each class ranks every valid pixel of the images holding it by that class's score. `networks`: {suffix:
+    {"maps": the SCORE_MAPS rows to report, "scores": the network's score shards}} (icd.networks: the primary
+    network has no suffix and reports every map its seeds use; the ablation network `no_td` its bottom-up and
+    refined maps as `<map>_no_td`, matching Table 3's `icd_<map>_no_td` seeds).
     """
     classes = ClassList.of_dataset(dataset)
-    meters = {name: PixelAveragePrecision(classes.num_foreground) for name in SCORE_MAPS}
-    ablation = ShardStore(ablation_shards) if ablation_shards else None
-    if ablation is not None:
-        meters.update({name + NO_TOP_DOWN: PixelAveragePrecision(classes.num_foreground) for name in ABLATION_MAPS})
-    images = scored_training_images(dataset, score_shards, canvas=canvas, description="pixel AP", progress=progress)
-    for image_id, gt, stacked, present in images:
-        maps = dict(zip(SCORE_MAPS, stacked, strict=True))
-        if ablation is not None:
-            other = dict(zip(SCORE_MAPS, upsample(ablation[image_id], canvas, *gt.shape), strict=True))
-            maps.update({name + NO_TOP_DOWN: other[name] for name in ABLATION_MAPS})
+    (first, walked), *others = networks.items()
+    stores = {suffix: ShardStore(network["scores"]) for suffix, network in others}
+    meters = {
+        name + suffix: PixelAveragePrecision(classes.num_foreground)
+        for suffix, network in networks.items()
+        for name in network["maps"]
+    }
+    images = scored_training_images(dataset, walked["scores"], canvas=canvas, description="pixel AP", progress=progress)
+    for image_id, gt, first_maps, present in images:
         valid = gt != IGNORE_LABEL
-        for position, class_index in enumerate(present):
-            for name, scores in maps.items():
-                meters[name].add(class_index - 1, scores[position].astype(np.float16), gt == class_index, valid)
+        for suffix, network in networks.items():
+            maps = first_maps if suffix == first else upsample(stores[suffix][image_id], canvas, *gt.shape)
+            stacked = dict(zip(SCORE_MAPS, maps, strict=True))
+            for position, class_index in enumerate(present):
+                for name in network["maps"]:
+                    scores = stacked[name][position].astype(np.float16)
+                    meters[name + suffix].add(class_index - 1, scores, gt == class_index, valid)
     table = {}
     for name, meter in meters.items():
         per_class = meter.per_class()

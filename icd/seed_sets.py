@@ -2,63 +2,68 @@
 
 A seed set (a folder `seeds/<variant>/`) depends on some settings and not others: the CAM baselines on their
 background thresholds but not on `seeds.threshold`, the CRF variants on `crf`, the I+S seeds on
-`seeds.saliency_background`. Seed sets with the same inputs and settings form a family, written by one job
-per shard, so that changing one setting reruns only the families (and the DeepLab rows trained on them)
-that read it. Pure Python, no numpy: the Snakefile imports it at parse time.
+`seeds.saliency_background`. Seed sets of one network with the same inputs and settings form a family, written
+by one job per shard, so that changing one setting reruns only the families (and the DeepLab rows trained on them)
+that read it. Every network of the run (icd.networks) has its own families, named and suffixed as its seed sets
+are. Pure Python, no numpy: the Snakefile imports it at parse time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Suffix of the seed variants and Table 1 rows made from the ablation network (trained with icd.top_down
-# false); the unsuffixed icd_bottom_up / icd_refined come from the full network, as the official
-# inference writes S and S' of the one network it trained.
-NO_TOP_DOWN = "_no_td"
-CAM_VARIANTS = ("cam", "cam_crf", "cam_sp")  # the CAM baseline, through the seed CRF, averaged in superpixels
-ABLATION_VARIANTS = (f"icd_bottom_up{NO_TOP_DOWN}", f"icd_refined{NO_TOP_DOWN}")  # Table 3's steps, ablation network
-# Every seed set in the order of the seed tables' rows.
-TABLE_ORDER = (*CAM_VARIANTS, "icd_bottom_up", "icd_refined", "icd", "icd_crf", *ABLATION_VARIANTS, "icd_sal")
+from icd.networks import BASE_VARIANTS, Network
 
 
 @dataclass(frozen=True)
 class SeedFamily:
-    """Seed sets written together: `variants`, made from the score maps at `seeds.inference_size` and
+    """Seed sets written together from one network's score maps at `seeds.inference_size`:
 
+    - `network`: the network whose scores they are made from; `base_variants` the seed sets as icd.seeds names
+      them, written as `variants` (with the network's suffix);
     - `settings`: the other settings they depend on (`threshold` and `saliency_background` of the `seeds`
       section, `crf` the whole `crf` section), the only ones the family's job is given;
-    - `reads`: the inputs besides the score maps and images (`superpixels`, `cam_background` the CAM
-      baselines' chosen thresholds, `ablation_scores` the ablation network's score maps, `saliency`).
+    - `reads`: the inputs besides the score maps and images (`superpixels`, `cam_background` the network's CAM
+      baselines' chosen thresholds, `saliency`).
     """
 
-    variants: tuple[str, ...]
+    network: str
+    suffix: str
+    base_variants: tuple[str, ...]
     settings: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
 
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(variant + self.suffix for variant in self.base_variants)
 
-def seed_families(saliency: bool, ablation_network: bool, top_down: bool = True) -> dict[str, SeedFamily]:
-    """{family: SeedFamily} of the seed sets a configuration writes (see `seed_variants`)."""
-    families = {
-        "cam": SeedFamily(("cam", "cam_sp"), reads=("cam_background", "superpixels")),
-        "cam_crf": SeedFamily(("cam_crf",), settings=("crf",), reads=("cam_background",)),
-        "icd": SeedFamily(("icd_bottom_up", "icd_refined") + (("icd",) if top_down else ()), settings=("threshold",)),
-    }
-    if ablation_network:
-        families["icd_no_td"] = SeedFamily(ABLATION_VARIANTS, settings=("threshold",), reads=("ablation_scores",))
-    if top_down:
-        families["icd_crf"] = SeedFamily(("icd_crf",), settings=("threshold", "crf"))
-    if saliency and top_down:
-        families["icd_sal"] = SeedFamily(
-            ("icd_sal",), settings=("threshold", "saliency_background"), reads=("saliency",)
-        )
+
+# {family: (its seed sets, settings, reads)} before they are narrowed to what a network writes.
+_FAMILIES = {
+    "cam": (("cam", "cam_sp"), (), ("cam_background", "superpixels")),
+    "cam_crf": (("cam_crf",), ("crf",), ("cam_background",)),
+    "icd": (("icd_bottom_up", "icd_refined", "icd"), ("threshold",), ()),
+    "icd_crf": (("icd_crf",), ("threshold", "crf"), ()),
+    "icd_sal": (("icd_sal",), ("threshold", "saliency_background"), ("saliency",)),
+}
+
+
+def seed_families(networks: dict[str, Network]) -> dict[str, SeedFamily]:
+    """{family: SeedFamily} of the seed sets the networks write, named `<family><network suffix>`."""
+    families = {}
+    for network in networks.values():
+        for name, (variants, settings, reads) in _FAMILIES.items():
+            written = tuple(variant for variant in variants if variant in network.variants)
+            if written:
+                families[name + network.suffix] = SeedFamily(network.name, network.suffix, written, settings, reads)
     return families
 
 
-def seed_variants(saliency: bool, ablation_network: bool, top_down: bool = True) -> list[str]:
-    """Seed folders the pipeline writes, in table order: the CAM baselines, Table 3's steps of the full network,
-    the same steps of the ablation network (`<step>_no_td`) when it is trained, saliency fusion when maps exist.
-    A network trained without top-down adaptation (`icd.top_down` false) has no adapted scores, hence no `icd`,
-    `icd_crf` or `icd_sal` seeds. Those its families write (`seed_families` alone decides which exist)."""
-    families = seed_families(saliency, ablation_network, top_down).values()
-    written = {variant for family in families for variant in family.variants}
-    return [variant for variant in TABLE_ORDER if variant in written]
+def seed_variants(networks: dict[str, Network]) -> list[str]:
+    """Seed folders the pipeline writes, in table order: the primary network's, then each other network's."""
+    return [
+        variant + network.suffix
+        for network in networks.values()
+        for variant in BASE_VARIANTS
+        if variant in network.variants
+    ]

@@ -17,7 +17,6 @@ from collections.abc import Collection
 
 import numpy as np
 
-from icd.seed_sets import ABLATION_VARIANTS
 from wsss.data.classes import IGNORE_LABEL
 
 EPSILON = 1e-5  # the official code's floor for "positive" and for divisions
@@ -146,7 +145,6 @@ def image_seeds(
     crf: dict | None = None,
     saliency: np.ndarray | None = None,
     saliency_background: float = 0.01,
-    ablation_scores: np.ndarray | None = None,
     variants: Collection[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """The seed variants of one image from its upsampled score maps (icd.score_maps.SCORE_MAPS order).
@@ -155,12 +153,10 @@ def image_seeds(
     needs; None makes every variant the inputs allow. `num_classes`: the dataset's labels, background included
     (the seed CRF has a channel per label). `cam_backgrounds`: the background threshold of `cam`
     and of `cam_sp` (each its own sweep's best). `cam_crf` is the `cam` seed through the same CRF (`crf`,
-    wsss.crf.refine.refine_seed) as `icd_crf`. Table 3's `icd_bottom_up` and `icd_refined` come from
-    `scores`, the full network, as the official inference writes S and S' beside S''. `ablation_scores`, the
-    maps of a network trained without top-down adaptation, add the same two steps from it (`*_no_td`, with
-    that network's CAM breaking overlaps): the other reading of Table 3, in which adaptation also fine-tunes
-    the backbone. A network trained without top-down adaptation has no adapted scores (NaN), hence no
-    `icd`, `icd_crf`, `icd_sal`: asking for them is an error, None leaves them out.
+    wsss.crf.refine.refine_seed) as `icd_crf`. Table 3's `icd_bottom_up` and `icd_refined` come from the
+    same network's `scores`, as the official inference writes S and S' beside S''. A network trained without
+    top-down adaptation has no adapted scores (NaN), hence no `icd`, `icd_crf`, `icd_sal`: asking for them is an
+    error, None leaves them out.
     """
     cam, bottom_up, refined, adapted = scores
     seeds = {}
@@ -176,11 +172,6 @@ def image_seeds(
         seeds["icd_bottom_up"] = icd_seed(bottom_up, classes, cam, threshold=threshold)
     if _wants(variants, "icd_refined"):
         seeds["icd_refined"] = icd_seed(refined, classes, cam, threshold=threshold)
-    if ablation_scores is not None and _wants(variants, *ABLATION_VARIANTS):
-        no_td_cam, no_td_bottom_up, no_td_refined, _ = ablation_scores
-        bottom_up_no_td, refined_no_td = ABLATION_VARIANTS
-        seeds[bottom_up_no_td] = icd_seed(no_td_bottom_up, classes, no_td_cam, threshold=threshold)
-        seeds[refined_no_td] = icd_seed(no_td_refined, classes, no_td_cam, threshold=threshold)
     adapted_variants = ("icd", "icd_crf") + (("icd_sal",) if saliency is not None else ())
     if _wants(variants, *adapted_variants) and np.isfinite(adapted).all():
         seeds["icd"] = icd_seed(adapted, classes, cam, threshold=threshold)
@@ -195,8 +186,8 @@ def image_seeds(
     missing = sorted(set(variants) - set(seeds))
     if missing:
         raise ValueError(
-            f"cannot make the seeds {missing} from these inputs: the *_no_td seeds need the ablation network's "
-            "scores, icd_sal a saliency map, and icd, icd_crf, icd_sal a network trained with top-down adaptation"
+            f"cannot make the seeds {missing} from these inputs: icd_sal needs a saliency map, and icd, icd_crf, "
+            "icd_sal a network trained with top-down adaptation"
         )
     return {name: seeds[name] for name in variants}
 
@@ -210,19 +201,20 @@ def generate_seed_shard(
     canvas: int,
     variants: Collection[str] | None = None,
     superpixel_shards: list[str] | None = None,
-    ablation_shards: list[str] | None = None,
+    suffix: str = "",
     cam_backgrounds: dict[str, float] | None = None,
     threshold: float | None = None,
     saliency_background: float = 0.01,
     crf: dict | None = None,
     progress: bool = True,
 ) -> None:
-    """Seeds of `ids` as VOC palettised PNGs under out_dir/<variant>/<id>.png, the folder written atomically.
+    """Seeds of `ids` as VOC palettised PNGs under out_dir/<variant><suffix>/<id>.png, the folder written
+    atomically.
 
+    `score_shards`: one network's score maps; `suffix`: that network's (icd.networks: none for the primary one).
     `variants`: the seed sets to write (a family of icd.seed_sets: one job per family and shard), None for
     all. Only what they read is opened: `superpixel_shards`, the merged superpixels (image resolution)
-    `cam_sp` averages in; `ablation_shards`, score shards of the network trained without top-down
-    adaptation (see image_seeds); the saliency maps of the dataset for `icd_sal`.
+    `cam_sp` averages in; the saliency maps of the dataset for `icd_sal`.
     """
     from tqdm import tqdm
 
@@ -238,7 +230,6 @@ def generate_seed_shard(
     store = ShardStore(score_shards)
     num_classes = ClassList.of_dataset(dataset).num_classes
     regions = ShardStore(superpixel_shards) if superpixel_shards and _wants(variants, "cam_sp") else None
-    ablation = ShardStore(ablation_shards) if ablation_shards and _wants(variants, *ABLATION_VARIANTS) else None
     read_saliency = paths.saliency_root is not None and _wants(variants, "icd_sal")
     with atomic_dir(out_dir) as tmp:
         for image_id in tqdm(ids, desc="seeds", disable=not progress, mininterval=2.0):
@@ -260,11 +251,10 @@ def generate_seed_shard(
                 crf=crf,
                 saliency=saliency,
                 saliency_background=saliency_background,
-                ablation_scores=upsample(ablation[image_id], canvas, *image.shape[:2]) if ablation else None,
                 variants=variants,
             )
             for variant, seed in seeds.items():
-                write_mask(tmp / variant / f"{image_id}.png", seed, atomic=False)
+                write_mask(tmp / f"{variant}{suffix}" / f"{image_id}.png", seed, atomic=False)
 
 
 def collect_seed_shards(shard_dirs: list[str], out_root, variants: list[str]) -> None:

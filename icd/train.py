@@ -23,13 +23,22 @@ from torch.utils.data import DataLoader, Dataset
 
 from icd.losses import icd_losses, warmup_weight
 from icd.model import ICDNet
+from icd.ood import (
+    class_logits,
+    climb,
+    compute_prototypes,
+    distance_loss,
+    frozen_batch_norm,
+    ood_classification_loss,
+)
 from wsss.core.checkpoints import distributed, fingerprint, process_device, save_trained
 from wsss.core.digests import file_digest, files_digest, training_inputs
-from wsss.core.errors import ConfigError
+from wsss.core.errors import ConfigError, DataError
+from wsss.core.files import atomic_path
 from wsss.core.shards import ShardStore
 from wsss.data.classes import ClassList
 from wsss.data.io import read_rgb
-from wsss.data.transforms import augment
+from wsss.data.transforms import augment, bilinear_resize
 from wsss.data.voc import VOCPaths
 from wsss.nets.normalisation import weights_normalisation
 from wsss.training import TrainingLoop, multi_hot, rank_accuracy
@@ -37,20 +46,50 @@ from wsss.training import TrainingLoop, multi_hot, rank_accuracy
 log = logging.getLogger(__name__)
 
 
+OOD_STREAM = 0x6F6F64  # keeps the OoD images' draws apart from the training images' (seed, epoch, index) streams
+
+
 class ICDTrainingSet(Dataset):
-    """Augmented (image, superpixels, labels) samples; augmentation seeded by (seed, epoch, index)."""
+    """Augmented (image, superpixels, labels, OoD image) samples; augmentation seeded by (seed, epoch, index).
+
+    With `ood_images` (W-OoD networks, icd.ood) each sample also carries an augmented OoD image, the index's place
+    in a permutation of them drawn per epoch, from `ood_epoch` on (before it an empty tensor, nothing read): a
+    batch of ID images comes with a batch of as many OoD images (W-OoD's 1:1), all from the sample's own seeds.
+    """
 
     def __init__(
-        self, ids, labels, num_foreground, voc_root, superpixels: ShardStore, *, seed, scales, flip, crop_size, pad_rgb
+        self,
+        ids,
+        labels,
+        num_foreground,
+        voc_root,
+        superpixels: ShardStore,
+        *,
+        seed,
+        scales,
+        flip,
+        crop_size,
+        pad_rgb,
+        ood_images: list[Path] = (),
+        ood_epoch: int = 0,
     ):
         self.ids, self.labels, self.num_foreground = list(ids), labels, num_foreground
         self.paths = VOCPaths.create(voc_root)
         self.superpixels = superpixels
         self.seed, self.epoch = seed, 0
         self.options = dict(scales=scales, flip=flip, crop_size=crop_size, pad_rgb=pad_rgb)
+        self.ood_images, self.ood_epoch = list(ood_images), ood_epoch
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def _ood_sample(self, index: int) -> torch.Tensor:
+        if not self.ood_images or self.epoch < self.ood_epoch:
+            return torch.empty(0, dtype=torch.uint8)
+        order = np.random.default_rng([self.seed, self.epoch, OOD_STREAM]).permutation(len(self.ood_images))
+        rng = np.random.default_rng([self.seed, self.epoch, index, OOD_STREAM])
+        image, _ = augment(rng, read_rgb(self.ood_images[order[index % len(order)]]), None, **self.options)
+        return torch.from_numpy(image)
 
     def __getitem__(self, index: int):
         image_id = self.ids[index]
@@ -62,6 +101,7 @@ class ICDTrainingSet(Dataset):
             torch.from_numpy(image),
             torch.from_numpy(superpixels),
             torch.from_numpy(multi_hot(self.labels[image_id], self.num_foreground)),
+            self._ood_sample(index),
         )
 
 
@@ -95,6 +135,42 @@ def _batch_position(epoch: int, batch: int, figures: dict[str, float]) -> str:
     term blew up says what to look at."""
     losses = (f"{key.removeprefix('loss_')}={value:.4g}" for key, value in figures.items() if key.startswith("loss_"))
     return f"epoch {epoch + 1}, batch {batch + 1} ({', '.join(losses)})"
+
+
+def _ood_images(dataset: dict) -> list[Path]:
+    """The dataset's OoD images (validate-data's `ood` entry), for a network trained with icd.ood."""
+    ood = dataset.get("ood")
+    if not ood or not ood.get("images"):
+        raise ConfigError(
+            "icd.ood is set (a W-OoD network of `networks`) but the dataset has no out-of-distribution images. "
+            "Set data.ood_root (and data.ood_list), or remove the network."
+        )
+    return [Path(ood["root"]) / relative for relative in ood["images"]]
+
+
+def _whole_images(paths, scale: float, normalise, device):
+    """Each image at `scale`, whole, as a 1 x 3 x H x W network input: how W-OoD's prototypes see the images."""
+    for path in paths:
+        image = read_rgb(path)
+        height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+        yield normalise(bilinear_resize(image, height, width)[None]).to(device)
+
+
+def _ood_prototypes(path: Path, run_id: str, compute) -> dict:
+    """The W-OoD prototypes of this run: `compute()`d and saved at the start epoch (atomically, with the run's
+    fingerprint), read back when a run resumes after it, since the network they were computed from is gone."""
+    if compute is not None:
+        prototypes = compute()
+        with atomic_path(path) as tmp:
+            torch.save({**prototypes, "fingerprint": run_id}, tmp)
+        return prototypes
+    saved = torch.load(path, weights_only=True) if path.is_file() else None
+    if saved is None or saved["fingerprint"] != run_id:
+        raise DataError(
+            f"{path}: the W-OoD prototypes of the run being resumed are missing or another run's. Delete "
+            f"{path.parent / 'checkpoint.pt'} to train this network again."
+        )
+    return saved
 
 
 def train_icd(
@@ -131,6 +207,10 @@ def train_icd(
             "batch. Lower icd.batch_size."
         )
     normalise = weights_normalisation(weights, normalisation, key="pretrain.normalisation")
+    ood = icd.get("ood")
+    ood_images = _ood_images(dataset) if ood else []
+    if ood and world > 1:
+        raise ConfigError("a W-OoD network (icd.ood) trains on one device: give its training one GPU or the CPU.")
     options = {"model": model, "icd": icd, "seed": seed, "weights": str(weights), "normalisation": normalise.name}
     run_id = fingerprint(options)
 
@@ -152,6 +232,8 @@ def train_icd(
         flip=icd["flip"],
         crop_size=icd["crop_size"],
         pad_rgb=normalise.pad_rgb,
+        ood_images=ood_images,
+        ood_epoch=ood["start_epoch"] if ood else 0,
     )
     warmup_iterations = max(1, round(icd["warmup_epochs"] * iterations_per_epoch))
 
@@ -181,8 +263,30 @@ def train_icd(
     )
     loop.resume(out_dir / "checkpoint.pt", run_id, inputs, normalise.name)
 
+    prototypes: dict = {}
+    if ood:
+        excluded = torch.zeros(classes.num_foreground, dtype=torch.bool, device=device)
+        excluded[[classes.index(name) - 1 for name in ood["excluded_classes"]]] = True
+        climb_step = (ood["climb_step"] / torch.tensor(normalise.std)).view(1, 3, 1, 1).to(device)
+        prototype_scale = sorted(icd["scales"])[len(icd["scales"]) // 2]  # the middle training scale
+
+        def compute_now() -> dict:
+            log.info("W-OoD: prototypes from the network after %d epochs", ood["start_epoch"])
+            return compute_prototypes(
+                net,
+                _whole_images([data.paths.image(i) for i in ids], prototype_scale, normalise, device),
+                torch.stack([torch.from_numpy(multi_hot(labels[i], classes.num_foreground)) for i in ids]),
+                _whole_images(ood_images, prototype_scale, normalise, device),
+                clusters=ood["clusters"],
+                seed=seed,
+            )
+
     def epoch_batches(epoch: int) -> DataLoader:
         data.epoch = epoch
+        if ood and epoch >= ood["start_epoch"] and not prototypes:
+            compute = compute_now if epoch == ood["start_epoch"] else None
+            found = _ood_prototypes(out_dir / "ood_prototypes.pt", run_id, compute)
+            prototypes.update({key: found[key].to(device) for key in ("classes", "ood")})
         return DataLoader(
             data,
             batch_size=per_rank_batch,
@@ -194,8 +298,20 @@ def train_icd(
 
     amp = bool(icd["amp"]) and device.type == "cuda"
 
+    def ood_losses(outputs: dict, targets: torch.Tensor, ood_batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """W-OoD's two losses (icd.ood), weighted: the climbed OoD batch classified as no class, and the pooled
+        features pulled to their classes' prototypes and pushed from the nearest OoD centres."""
+        climbed = climb(net, normalise(ood_batch).to(device, non_blocking=True), climb_step)
+        with frozen_batch_norm(net):
+            logits, _ = class_logits(net, climbed)
+        return {
+            "ood": ood["classification_weight"] * ood_classification_loss(logits, excluded, targets.shape[0]),
+            "distance": ood["distance_weight"]
+            * distance_loss(outputs["pooled"], targets, prototypes["classes"], prototypes["ood"], ood["push_fraction"]),
+        }
+
     def step(batch, epoch: int, index: int) -> tuple[torch.Tensor, dict[str, float]]:
-        images, superpixels, targets = batch
+        images, superpixels, targets, ood_batch = batch
         images = normalise(images).to(device, non_blocking=True)
         superpixels, targets = superpixels.to(device), targets.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -208,6 +324,11 @@ def train_icd(
             threshold=icd["top_down_threshold"],
             top_down_weight=top_down_weight(epoch, index),
         )
+        if ood:  # every step logs the OoD losses, zero before they start
+            started = epoch >= ood["start_epoch"]
+            zero = losses["total"].new_zeros(())
+            extra = ood_losses(outputs, targets, ood_batch) if started else {"ood": zero, "distance": zero}
+            losses = {**losses, **extra, "total": losses["total"] + extra["ood"] + extra["distance"]}
         correct, count = rank_accuracy(outputs["class_logits"].detach(), targets)
         return losses["total"], {
             **{f"loss_{key}": float(value.detach()) for key, value in losses.items()},

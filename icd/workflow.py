@@ -8,8 +8,12 @@ the Snakefile is parsed on every invocation.
 
 from __future__ import annotations
 
+import functools
+import json
+
+from icd.networks import CAM_VARIANTS, PRIMARY, Network, configured_networks
 from icd.seed_sets import SeedFamily, seed_families, seed_variants
-from wsss.workflow import has_saliency, is_synthetic, results_root
+from wsss.workflow import has_saliency, is_synthetic, ood_set, results_root
 
 
 def backbone_options(config: dict, normalisation: str) -> dict:
@@ -48,26 +52,34 @@ def superpixel_shards(config: dict) -> list[str]:
     return _shards(config, "superpixels", config["superpixels"]["shards"])
 
 
-def ablation_network(config: dict) -> bool:
-    """Whether a second network, trained without top-down adaptation, adds Table 3's `*_no_td` rows."""
-    return config["seeds"]["ablation_network"] and config["icd"]["top_down"]
+@functools.cache
+def _networks(sections: str, saliency: bool, ood: bool) -> dict[str, Network]:
+    return configured_networks(json.loads(sections), saliency, ood)
 
 
-def without_top_down(config: dict) -> dict:
-    """The `icd` settings of the ablation network: the full network's, without top-down adaptation."""
-    return {**config["icd"], "top_down": False}
+def networks(config: dict) -> dict[str, Network]:
+    """The ICD networks the run trains (icd.networks), the primary first. Resolved once per config: the rules ask
+    for them many times while the Snakefile is parsed."""
+    sections = json.dumps({"icd": config["icd"], "networks": config.get("networks")})
+    return _networks(sections, has_saliency(config), ood_set(config) is not None)
 
 
-def training_options(config: dict, icd: dict, normalisation: str) -> dict:
-    """`train-icd --options` for an ICD network with these `icd` settings (the full one or the ablation one)."""
+def network_folder(config: dict, name: str) -> str:
+    """results/<run>/networks/<name>: the trained network, its history and score shards."""
+    return f"{results_root(config)}/{networks(config)[name].folder}"
+
+
+def training_options(config: dict, network: str, normalisation: str) -> dict:
+    """`train-icd --options` of one network: its own `icd` settings."""
+    icd = networks(config)[network].icd
     return {"model": config["model"], "icd": icd, "seed": config["seed"], "normalisation": normalisation}
 
 
-def score_inference_options(config: dict, icd: dict, normalisation: str) -> dict:
-    """`infer-scores --options` for the network trained with these `icd` settings."""
+def score_inference_options(config: dict, network: str, normalisation: str) -> dict:
+    """`infer-scores --options` of one network."""
     return {
         "model": config["model"],
-        "icd": icd,
+        "icd": networks(config)[network].icd,
         "normalisation": normalisation,
         "inference_size": config["seeds"]["inference_size"],
         "inference_scale": config["seeds"]["inference_scale"],
@@ -75,28 +87,51 @@ def score_inference_options(config: dict, icd: dict, normalisation: str) -> dict
 
 
 def export_options(config: dict, normalisation: str) -> dict:
-    """`export-icd-backbone --options`: how the trained network was built, to read its backbone."""
-    return {"model": config["model"], "icd": config["icd"], "normalisation": normalisation}
+    """`export-icd-backbone --options`: how the primary network was built, to read its backbone."""
+    return {"model": config["model"], "icd": networks(config)[PRIMARY].icd, "normalisation": normalisation}
 
 
-def score_shards(config: dict, folder: str = "scores") -> list[str]:
-    """Score shards of the full network (`scores`) or of the ablation network (`scores_without_top_down`)."""
-    return _shards(config, folder, config["seeds"]["shards"])
+def score_shards(config: dict, network: str = PRIMARY) -> list[str]:
+    """Score shards of one network (networks/<name>/scores/shard_<k>.npz)."""
+    return _shards(config, f"{networks(config)[network].folder}/scores", config["seeds"]["shards"])
 
 
-def ablation_score_shards(config: dict) -> list[str]:
-    """Score shards of the network trained without top-down adaptation; none when it is not trained."""
-    return score_shards(config, "scores_without_top_down") if ablation_network(config) else []
+def cam_background(config: dict, network: str = PRIMARY) -> str:
+    """The CAM baselines' background thresholds chosen for one network's CAM (rule seed_sweep)."""
+    return f"{network_folder(config, network)}/cam_background.json"
+
+
+def threshold_sweep(config: dict, network: str = PRIMARY) -> str:
+    """Table 2 and the CAM background sweeps of one network (rule seed_sweep)."""
+    return f"{network_folder(config, network)}/seed_thresholds.csv"
+
+
+def swept_networks(config: dict) -> list[str]:
+    """The networks whose score maps the threshold sweep reads: those writing CAM seeds (which need the chosen
+    background thresholds) and the primary one (Table 2)."""
+    return [
+        name
+        for name, network in networks(config).items()
+        if name == PRIMARY or set(CAM_VARIANTS).intersection(network.variants)
+    ]
+
+
+def score_map_ap_networks(config: dict) -> dict:
+    """`score-map-ap --networks`: {suffix: {"maps": Table 1 rows, "scores": shards}} for every network."""
+    return {
+        network.suffix: {"maps": list(network.score_maps), "scores": score_shards(config, name)}
+        for name, network in networks(config).items()
+    }
 
 
 def families(config: dict) -> dict[str, SeedFamily]:
     """The seed families the configuration writes (icd.seed_sets)."""
-    return seed_families(has_saliency(config), ablation_network(config), config["icd"]["top_down"])
+    return seed_families(networks(config))
 
 
 def variants(config: dict) -> list[str]:
     """The seed folders the configuration writes, in table order."""
-    return seed_variants(has_saliency(config), ablation_network(config), config["icd"]["top_down"])
+    return seed_variants(networks(config))
 
 
 def family_of(config: dict) -> dict[str, str]:
@@ -127,12 +162,14 @@ def stage_targets(config: dict, stage: str) -> list[str]:
     root = results_root(config)
     return {
         "pretrain": [f"{root}/pretrain/backbone.pth", f"{root}/pretrain/premise.json"] if is_synthetic(config) else [],
-        "icd": [f"{root}/icd/model.pt", f"{root}/figures/icd_training.png"]
-        + ([f"{root}/icd_without_top_down/model.pt"] if ablation_network(config) else []),
+        "icd": [f"{network_folder(config, name)}/model.pt" for name in networks(config)]
+        + [f"{root}/figures/icd_training.png"],
         "scores": [f"{root}/tables/score_map_ap.csv"],
         "seeds": [
             f"{root}/tables/seeds.csv",
             f"{root}/figures/seeds_fig4.png",
             f"{root}/figures/seeds_per_class_iou.png",
-        ],
+        ]
+        # where the generator says which pixels hold a class's context
+        + ([f"{root}/tables/context_leakage.csv"] if is_synthetic(config) else []),
     }[stage]

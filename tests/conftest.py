@@ -11,6 +11,8 @@ from PIL import Image
 
 from wsss.data.io import write_grey, write_jpeg, write_mask
 
+ICD_TEST_WIDTH = 0.0625  # the channel multiplier of the ICD networks the tests train (tests/test_train.py)
+
 
 def write_annotation(path: Path, objects: list[tuple[str, int]], size=(40, 30)) -> None:
     """A VOC XML annotation with (name, difficult) objects."""
@@ -135,3 +137,38 @@ def tiny_dataset(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("tiny") / "VOC2012"
     generate_dataset(root, **options, progress=False)
     return validate_dataset(VOCPaths.create(root, saliency_root=root / "Saliency"), classes=VOC, progress=False)
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_dataset, tmp_path_factory):
+    """Random backbone weights and two superpixel shards of the tiny dataset's training split."""
+    import torch
+
+    from icd.superpixels import compute_superpixel_shard
+    from wsss.core.config import load_config
+    from wsss.core.shards import shard_ids
+    from wsss.nets.backbones import VGG16DeepLab, save_backbone
+
+    folder = tmp_path_factory.mktemp("icd")
+    torch.manual_seed(0)
+    weights = folder / "backbone.pth"
+    save_backbone(VGG16DeepLab(width=ICD_TEST_WIDTH, batch_norm=True), weights, "minus127")
+    ids = tiny_dataset["splits"]["train_aug"]
+    options = {k: v for k, v in load_config()["superpixels"].items() if k != "shards"}
+    options.update(feature_input_size=65, max_regions=8)
+    shards = []
+    for index in range(2):
+        path = folder / f"shard_{index}.npz"
+        compute_superpixel_shard(
+            path,
+            shard_ids(ids, index, 2),
+            voc_root=tiny_dataset["voc_root"],
+            weights=weights,
+            width=ICD_TEST_WIDTH,
+            batch_norm=True,
+            normalisation="minus127",
+            progress=False,
+            **options,
+        )
+        shards.append(str(path))
+    return weights, shards

@@ -82,7 +82,14 @@ def test_output_stride_8(size, expected):
 
 def test_channels_at_full_width_and_small_forward():
     model = VGG16DeepLab(width=1.0).eval()
-    assert model.feature_channels == {"conv4": 512, "conv5": 512, "pool5": 512, "fc6": 1024, "fc7": 1024}
+    assert model.feature_channels == {
+        "conv4": 512,
+        "conv5": 512,
+        "pool5": 512,
+        "fc6": 1024,
+        "fc7_activation": 1024,
+        "fc7": 1024,
+    }
     with torch.no_grad():
         out = model(torch.randn(1, 3, 33, 33))
     assert {k: (v.shape[1], v.shape[-1]) for k, v in out.items()} == {
@@ -90,6 +97,7 @@ def test_channels_at_full_width_and_small_forward():
         "conv5": (512, 5),
         "pool5": (512, 5),
         "fc6": (1024, 5),
+        "fc7_activation": (1024, 5),
         "fc7": (1024, 5),
     }
     for value in out.values():

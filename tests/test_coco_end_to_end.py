@@ -99,7 +99,7 @@ def test_coco_as_downloaded_runs_every_stage(coco_run):
     present = {label for labels in dataset["labels"].values() for label in labels}
     names = {COCO_CLASSES[label - 1] for label in present}  # the generated classes the 16 images hold
     assert len(names) >= 2 and names <= set(COCO_NAME.values())
-    icd = torch.load(results / "icd" / "model.pt", weights_only=True)["model"]
+    icd = torch.load(results / "networks" / "icd" / "model.pt", weights_only=True)["model"]
     assert icd["fc8.weight"].shape[0] == 80
     with (results / "tables" / "seeds.csv").open() as handle:
         assert {row["variant"] for row in csv.DictReader(handle)} >= {"cam", "icd_crf"}

@@ -19,7 +19,7 @@ from benchmarks.dryrun import (
 )
 from wsss.core.config import load_config
 
-SHARDED = ("superpixels", "infer_scores", "infer_scores_without_top_down", "make_seeds")
+SHARDED = ("superpixels", "infer_scores", "make_seeds")
 
 
 @pytest.mark.slow
@@ -37,22 +37,20 @@ def test_voc_scale_dry_run_is_sharded_and_fast(tmp_path, capsys):
     settings = load_config(overrides=config)
     shards = {
         "superpixels": settings["superpixels"]["shards"],
-        "infer_scores": settings["seeds"]["shards"],
-        "infer_scores_without_top_down": settings["seeds"]["shards"],
+        "infer_scores": settings["seeds"]["shards"] * 2,  # the primary network and the ablation network
         "make_seeds": settings["seeds"]["shards"] * len(icd_plan.families(settings)),
     }
     assert {rule: jobs[rule] for rule in SHARDED} == shards
     for rule in (
         "validate_data",
         "accept_data",
-        "train_icd",
-        "train_icd_without_top_down",
         "score_map_ap",
         "seed_sweep",
         "seed_table",
         "all",
     ):
         assert jobs[rule] == 1, rule
+    assert jobs["train_icd"] == 2
     assert jobs["collect_seeds"] == len(icd_plan.variants(settings))  # one per seed set
     # real VOC: user data and weights, no synthetic stand-ins
     assert not {"synthesize_data", "pretrain_backbone", "measure_premise", "pretrain_resnet101"} & set(jobs)

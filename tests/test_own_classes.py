@@ -78,9 +78,9 @@ def test_three_classes_of_their_own_run_every_stage(own_classes_run):
     assert dataset["classes"] == list(OWN)
     assert {label for labels in dataset["labels"].values() for label in labels} == {1, 2, 3}
     # ICD: one classifier output and one bottom-up direction per class, signs named by class.
-    icd = torch.load(results / "icd" / "model.pt", weights_only=True)["model"]
+    icd = torch.load(results / "networks" / "icd" / "model.pt", weights_only=True)["model"]
     assert icd["fc8.weight"].shape[0] == 3 and icd["directions"].shape[0] == 3
-    history = json.loads((results / "icd" / "history.json").read_text())
+    history = json.loads((results / "networks" / "icd" / "history.json").read_text())
     assert set(history[-1]["sign"]) == set(OWN)
     # Seeds hold only the dataset's labels; the tables name its classes and no VOC class.
     seeds = results / "seeds" / "icd_crf"

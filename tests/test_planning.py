@@ -82,37 +82,55 @@ def test_every_icd_step_gets_the_backbone_it_runs(synthetic):
     assert "weights" not in icd_plan.pretrain_options(synthetic, "caffe")
     assert icd_plan.superpixel_options(synthetic, "caffe").items() >= backbone.items()
     assert "shards" not in icd_plan.superpixel_options(synthetic, "caffe")
-    full = icd_plan.training_options(synthetic, synthetic["icd"], "caffe")
-    ablation = icd_plan.training_options(synthetic, icd_plan.without_top_down(synthetic), "caffe")
+    full = icd_plan.training_options(synthetic, "icd", "caffe")
+    ablation = icd_plan.training_options(synthetic, "no_td", "caffe")
     assert full["icd"]["top_down"] and not ablation["icd"]["top_down"]
-    assert {**ablation["icd"], "top_down": True} == full["icd"]
-    assert synthetic["icd"]["top_down"], "without_top_down must not change the config it reads"
+    assert {**ablation["icd"], "top_down": True} == full["icd"] == synthetic["icd"]
+    assert synthetic["icd"]["top_down"], "the ablation network must not change the config it reads"
 
 
 def test_the_ablation_network_exists_only_beside_a_top_down_network(synthetic):
-    assert icd_plan.ablation_network(synthetic)
-    assert len(icd_plan.ablation_score_shards(synthetic)) == synthetic["seeds"]["shards"]
-    for section, key in (("seeds", "ablation_network"), ("icd", "top_down")):
-        config = with_setting(synthetic, section, key, False)
-        assert not icd_plan.ablation_network(config) and icd_plan.ablation_score_shards(config) == []
-        assert f"results/{config['run']}/icd_without_top_down/model.pt" not in icd_plan.stage_targets(config, "icd")
+    root = f"results/{synthetic['run']}"
+    assert list(icd_plan.networks(synthetic)) == ["icd", "no_td", "ood"]  # the synthetic set has OoD images
+    assert icd_plan.score_shards(synthetic, "no_td") == [
+        f"{root}/networks/no_td/scores/shard_{shard}.npz" for shard in range(synthetic["seeds"]["shards"])
+    ]
+    assert f"{root}/networks/no_td/model.pt" in icd_plan.stage_targets(synthetic, "icd")
+    switched_off = {**synthetic, "networks": {"no_td": None}}
+    without_top_down = with_setting(synthetic, "icd", "top_down", False)
+    for config in (switched_off, without_top_down):
+        assert list(icd_plan.networks(config)) == ["icd", "ood"]
+        assert f"{root}/networks/no_td/model.pt" not in icd_plan.stage_targets(config, "icd")
+        assert not any(variant.endswith("_no_td") for variant in icd_plan.variants(config))
 
 
 def test_the_seed_families_write_every_seed_set_once(synthetic):
     family_of = icd_plan.family_of(synthetic)
     assert sorted(family_of) == sorted(icd_plan.variants(synthetic))
-    assert icd_plan.variants(synthetic) == seed_variants(saliency=True, ablation_network=True)
+    assert icd_plan.variants(synthetic) == seed_variants(icd_plan.networks(synthetic))
     assert icd_plan.family_shards(synthetic, "cam") == [
         f"results/{synthetic['run']}/seeds/shards/cam/shard_{shard}" for shard in range(synthetic["seeds"]["shards"])
     ]
 
 
+def test_only_networks_with_cam_seed_sets_are_swept_and_table_1_reports_the_maps_their_seeds_use(synthetic):
+    config = {**synthetic, "networks": {"wide": {"icd": {"lr": 0.5}, "seeds": ["cam_sp", "icd"]}}}
+    assert icd_plan.swept_networks(config) == ["icd", "ood", "wide"]
+    assert icd_plan.cam_background(config, "wide") == f"results/{config['run']}/networks/wide/cam_background.json"
+    table_1 = icd_plan.score_map_ap_networks(config)
+    assert list(table_1) == ["", "_no_td", "_ood", "_wide"]
+    assert table_1[""]["maps"] == ["cam", "bottom_up", "refined", "adapted"]
+    assert table_1["_no_td"]["maps"] == ["bottom_up", "refined"] and table_1["_wide"]["maps"] == ["cam", "adapted"]
+    assert table_1["_wide"]["scores"] == icd_plan.score_shards(config, "wide")
+
+
 # setting -> the families whose job it reruns (every other family's options stay the same)
 SETTING_READERS = {
-    ("seeds", "threshold", 0.2): {"icd", "icd_no_td", "icd_crf", "icd_sal"},
+    ("seeds", "threshold", 0.2): {"icd", "icd_no_td", "icd_crf", "icd_sal", "icd_ood", "icd_crf_ood"},
     ("seeds", "saliency_background", 0.05): {"icd_sal"},
-    ("crf", "min_probability", 0.9): {"cam_crf", "icd_crf"},
-    ("seeds", "inference_size", 257): {"cam", "cam_crf", "icd", "icd_no_td", "icd_crf", "icd_sal"},
+    ("crf", "min_probability", 0.9): {"cam_crf", "icd_crf", "icd_crf_ood"},
+    ("seeds", "inference_size", 257): {"cam", "cam_crf", "icd", "icd_no_td", "icd_crf", "icd_sal"}
+    | {"cam_ood", "icd_ood", "icd_crf_ood"},
 }
 
 

@@ -97,8 +97,10 @@ def test_two_runs_with_the_same_seed_give_identical_seeds_and_tables(synthetic_r
     assert sum(name.endswith(".png") for name in seeds) >= 16 * 6  # every variant of every training image
     assert seeds == sha256_tree(second / "seeds")
     tables = sha256_tree(first / "tables")
-    assert {"seeds.csv", "seeds_per_class.csv", "score_map_ap.csv", "seed_thresholds.csv"} <= set(tables)
+    assert {"seeds.csv", "seeds_per_class.csv", "score_map_ap.csv"} <= set(tables)
     assert tables == sha256_tree(second / "tables")
+    sweep = "networks/icd/seed_thresholds.csv"
+    assert (first / sweep).read_bytes() == (second / sweep).read_bytes()
 
 
 @pytest.mark.slow
@@ -373,12 +375,12 @@ def test_a_checkpoint_of_another_configuration_is_retrained_not_resumed(voc_work
     """A stale checkpoint (left when a config change reruns training) must never seed the new run."""
     config = voc_config(voc_workdir, run="voc-other-lr")
     config["icd"].update(lr=0.002, epochs=2)
-    checkpoint = voc_workdir / "results" / "voc-other-lr" / "icd" / "checkpoint.pt"
+    checkpoint = voc_workdir / "results" / "voc-other-lr" / "networks" / "icd" / "checkpoint.pt"
     checkpoint.parent.mkdir(parents=True)
-    shutil.copy(voc_workdir / "results" / "voc" / "icd" / "checkpoint.pt", checkpoint)
+    shutil.copy(voc_workdir / "results" / "voc" / "networks" / "icd" / "checkpoint.pt", checkpoint)
     result = snakemake(voc_workdir, "--cores", "2", model_target(config), config=config)
     assert result.returncode == 0, output(result)[-4000:]
-    log = (voc_workdir / "results" / "voc-other-lr" / "logs" / "train_icd.log").read_text()
+    log = (voc_workdir / "results" / "voc-other-lr" / "logs" / "train_icd" / "icd.log").read_text()
     assert "icd/checkpoint.pt was written by a different configuration; training from scratch" in log
     history = json.loads((checkpoint.parent / "history.json").read_text())
     assert [record["epoch"] for record in history] == [1, 2]
@@ -467,25 +469,28 @@ def test_killed_in_a_sharded_step_and_in_icd_training_snakemake_resumes_to_ident
     dry = output(snakemake(tmp_path, "-n", target, config=config))
     assert all(shard in dry for shard in unfinished), dry[-3000:]
 
-    checkpoint = results / "icd" / "checkpoint.pt"
+    checkpoint = results / "networks" / "icd" / "checkpoint.pt"
     kill_snakemake_when(tmp_path, config, target, checkpoint.exists)
-    assert not (results / "icd" / "model.pt").exists()
+    assert not (results / "networks" / "icd" / "model.pt").exists()
     killed_after = torch.load(checkpoint, weights_only=True)["epoch"]
     assert killed_after < ICD_EPOCHS - 1
     result = rerun_after_unlock(tmp_path, config, target)
     assert result.returncode == 0, output(result)[-4000:]
-    log = (results / "logs" / "train_icd.log").read_text()
+    log = (results / "logs" / "train_icd" / "icd.log").read_text()
     assert "resuming from results/voc/icd/checkpoint.pt" in log
-    reference = voc_workdir / "results" / "voc" / "icd"
+    reference = voc_workdir / "results" / "voc" / "networks" / "icd"
     assert_resumed_after(
         log,
         "epoch",
         killed_after,
-        json.loads((results / "icd" / "history.json").read_text()),
+        json.loads((results / "networks" / "icd" / "history.json").read_text()),
         json.loads((reference / "history.json").read_text()),
     )
     assert (
-        differing_weights(trained_weights(results / "icd" / "model.pt"), trained_weights(reference / "model.pt")) == []
+        differing_weights(
+            trained_weights(results / "networks" / "icd" / "model.pt"), trained_weights(reference / "model.pt")
+        )
+        == []
     )
     assert not temporaries(results)
 
@@ -589,7 +594,7 @@ def test_memory_benchmark_reports_peak_rss_per_stage_and_compact_scores(syntheti
     ).stdout
     benchmarks = results / "benchmarks"
     expected = {
-        "train_icd": pd.read_csv(benchmarks / "train_icd.tsv", sep="\t")["max_rss"].max(),
+        "train_icd": pd.read_csv(benchmarks / "train_icd" / "icd.tsv", sep="\t")["max_rss"].max(),
         "superpixels": max(
             pd.read_csv(p, sep="\t")["max_rss"].max() for p in (benchmarks / "superpixels").glob("*.tsv")
         ),
@@ -599,7 +604,7 @@ def test_memory_benchmark_reports_peak_rss_per_stage_and_compact_scores(syntheti
         assert f"{max_rss:.1f}" in line.split()
     assert "VOC train_aug estimate (10582 images, 65x65 features" in printed
 
-    sizes = score_sizes(sorted((results / "scores").glob("shard_*.npz")))
+    sizes = score_sizes(sorted((results / "networks" / "icd" / "scores").glob("shard_*.npz")))
     labels = json.loads((results / "data" / "dataset.json").read_text())["labels"]
     assert sizes["images"] == len(labels) == 16
     assert sizes["dtypes"] == ["float16"]

@@ -68,6 +68,10 @@ def test_the_long_chains_come_first_and_the_reports_last(planned):
     others = [value for key, value in seeds.items() if re.search(r"family=(icd|icd_no_td|cam_crf),", key)]
     assert len(for_deeplab) == 6 and len(others) == 6
     assert min(for_deeplab) > max(resnet) and max(others) == 0
-    assert priority["train_icd"][""] == priority["pretrain_backbone"][""] == 10
+    assert set(priority["train_icd"].values()) == {priority["pretrain_backbone"][""]} == {10}
+    # The primary network's scores feed DeepLab's seeds; the ablation network's only tables.
+    scores = priority["infer_scores"]
+    assert {value for key, value in scores.items() if "network=icd," in key} == {8}
+    assert {value for key, value in scores.items() if "network=no_td," in key} == {0}
     for report in ("seed_table", "seed_figure", "score_map_ap", "training_curves", "evaluate_deeplab"):
         assert set(priority[report].values()) == {0}, report

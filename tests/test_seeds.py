@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -191,7 +193,7 @@ def image_case():
 
     rng = np.random.default_rng(0)
     classes = [4, 15]
-    full, ablation = rng.normal(size=(2, 4, 2, 12, 16))
+    full = rng.normal(size=(4, 2, 12, 16))
     image = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
     superpixels = (np.arange(16)[None, :] // 4 + 4 * (np.arange(12)[:, None] // 6)).astype(np.uint8)
     options = {
@@ -200,23 +202,30 @@ def image_case():
         "cam_backgrounds": {"cam": 0.3, "cam_sp": 0.2},
         "crf": load_config()["crf"],
     }
-    return classes, full, ablation, image, superpixels, options
+    return classes, full, image, superpixels, options
+
+
+def run_networks(saliency: bool, no_td: bool, top_down: bool = True, **extra) -> dict:
+    """The networks (icd.networks) of the default config with these switches and `extra` network entries."""
+    from icd.networks import configured_networks
+    from wsss.core.config import load_config
+
+    config = load_config(overrides={"icd": {"top_down": top_down}})
+    config["networks"] = {**({} if no_td else {"no_td": None}), **extra}
+    return configured_networks(config, saliency)
 
 
 def test_every_seed_variant_is_made_from_its_own_source():
-    """Table 3's unsuffixed steps from the full network (its own CAM breaking overlaps), the `_no_td` steps
-    from the ablation network, the CAM baselines: `cam_crf` is `cam` through the seed CRF (`refine_seed`, which
-    tests/test_crf.py holds to the official call: here, on 12 x 16 px of noise, it differs on at most 1 px)."""
+    """Table 3's steps from the network's scores (its own CAM breaking overlaps), the CAM baselines: `cam_crf` is
+    `cam` through the seed CRF (`refine_seed`, which tests/test_crf.py holds to the official call: here, on
+    12 x 16 px of noise, it differs on at most 1 px)."""
     from wsss.crf.refine import crf_official, refine_seed
 
-    classes, full, ablation, image, superpixels, options = image_case()
-    seeds = image_seeds(image, full, classes, superpixels, ablation_scores=ablation, **options)
+    classes, full, image, superpixels, options = image_case()
+    seeds = image_seeds(image, full, classes, superpixels, **options)
     assert np.array_equal(seeds["icd_bottom_up"], icd_seed(full[1], classes, full[0]))
     assert np.array_equal(seeds["icd_refined"], icd_seed(full[2], classes, full[0]))
     assert np.array_equal(seeds["icd"], icd_seed(full[3], classes, full[0]))
-    assert np.array_equal(seeds["icd_bottom_up_no_td"], icd_seed(ablation[1], classes, ablation[0]))
-    assert np.array_equal(seeds["icd_refined_no_td"], icd_seed(ablation[2], classes, ablation[0]))
-    assert not np.array_equal(seeds["icd_bottom_up"], seeds["icd_bottom_up_no_td"])
     assert np.array_equal(seeds["cam"], cam_seed(full[0], classes, background_threshold=0.3))
     assert np.array_equal(seeds["cam_crf"], refine_seed(image, seeds["cam"], num_classes=NUM_CLASSES, **options["crf"]))
     assert np.array_equal(seeds["cam_sp"], brute_force_cam_sp_seed(full[0], classes, superpixels, 0.2))
@@ -225,56 +234,56 @@ def test_every_seed_variant_is_made_from_its_own_source():
         assert (
             seeds[f"{name}_crf"] != crf_official(image, seeds[name], num_classes=NUM_CLASSES, **options["crf"])
         ).sum() <= 1
-    # Without an ablation network its rows are absent and nothing else changes.
-    alone = image_seeds(image, full, classes, superpixels, **options)
-    assert set(seeds) - set(alone) == {"icd_bottom_up_no_td", "icd_refined_no_td"}
-    assert all(np.array_equal(alone[name], seeds[name]) for name in alone)
 
 
 @pytest.mark.parametrize("saliency", [False, True])
-@pytest.mark.parametrize("ablation_network", [False, True])
-def test_seed_variants_name_exactly_the_folders_image_seeds_writes(saliency, ablation_network):
-    classes, full, ablation, image, superpixels, options = image_case()
+def test_a_networks_seed_sets_are_exactly_what_image_seeds_writes_from_its_scores(saliency):
+    classes, full, image, superpixels, options = image_case()
     seeds = image_seeds(
-        image,
-        full,
-        classes,
-        superpixels,
-        ablation_scores=ablation if ablation_network else None,
-        saliency=np.full(image.shape[:2], 0.5) if saliency else None,
-        **options,
+        image, full, classes, superpixels, saliency=np.full(image.shape[:2], 0.5) if saliency else None, **options
     )
-    variants = seed_variants(saliency=saliency, ablation_network=ablation_network)
-    assert sorted(seeds) == sorted(variants) and len(set(variants)) == len(variants)
+    networks = run_networks(saliency, no_td=True)
+    assert sorted(seeds) == sorted(networks["icd"].variants)
+    variants = seed_variants(networks)
+    assert len(set(variants)) == len(variants)
     assert variants[:3] == ["cam", "cam_crf", "cam_sp"]
+    # The ablation network's seed sets: its bottom-up and refined steps, suffixed, after the primary's.
+    assert variants[-2:] == ["icd_bottom_up_no_td", "icd_refined_no_td"]
+    assert seed_variants(run_networks(saliency, no_td=False)) == variants[:-2]
 
 
 def test_without_top_down_adaptation_no_adapted_seed_variant_is_listed_or_written():
-    classes, full, _, image, superpixels, options = image_case()
+    classes, full, image, superpixels, options = image_case()
     without_adapted = np.concatenate([full[:3], np.full_like(full[3:], np.nan)])  # what such a network infers
     seeds = image_seeds(image, without_adapted, classes, superpixels, saliency=np.full(image.shape[:2], 0.5), **options)
-    assert sorted(seeds) == sorted(seed_variants(saliency=True, ablation_network=False, top_down=False))
+    networks = run_networks(saliency=True, no_td=True, top_down=False)
+    assert list(networks) == ["icd"], "the ablation network would be the primary one again"
+    assert sorted(seeds) == sorted(seed_variants(networks))
     assert not {"icd", "icd_crf", "icd_sal"} & set(seeds)
 
 
 @pytest.mark.parametrize("top_down", [False, True])
 @pytest.mark.parametrize("saliency", [False, True])
-@pytest.mark.parametrize("ablation_network", [False, True])
-def test_seed_families_partition_the_seed_sets(saliency, ablation_network, top_down):
-    families = seed_families(saliency, ablation_network, top_down)
+@pytest.mark.parametrize("no_td", [False, True])
+def test_seed_families_partition_the_seed_sets(saliency, no_td, top_down):
+    networks = run_networks(saliency, no_td, top_down, wide={"icd": {"lr": 0.5}})
+    families = seed_families(networks)
     written = [variant for family in families.values() for variant in family.variants]
-    assert sorted(written) == sorted(seed_variants(saliency, ablation_network, top_down))
+    assert sorted(written) == sorted(seed_variants(networks))
     assert len(set(written)) == len(written)  # each seed set written by exactly one family
+    for name, family in families.items():
+        network = networks[family.network]
+        assert name.endswith(network.suffix) and set(family.base_variants) <= set(network.variants)
 
 
 def test_each_family_writes_exactly_what_all_seeds_at_once_write():
     """One job per family (icd.seed_sets) makes the same PNG arrays as the single job that made every variant."""
-    classes, full, ablation, image, superpixels, options = image_case()
+    classes, full, image, superpixels, options = image_case()
     saliency = np.random.default_rng(1).random(image.shape[:2])
-    inputs = dict(ablation_scores=ablation, saliency=saliency, saliency_background=0.3, **options)
+    inputs = dict(saliency=saliency, saliency_background=0.3, **options)
     everything = image_seeds(image, full, classes, superpixels, **inputs)
-    for name, family in seed_families(saliency=True, ablation_network=True).items():
-        made = image_seeds(image, full, classes, superpixels, variants=family.variants, **inputs)
+    for name, family in seed_families(run_networks(saliency=True, no_td=False)).items():
+        made = image_seeds(image, full, classes, superpixels, variants=family.base_variants, **inputs)
         assert list(made) == list(family.variants), name
         assert all(np.array_equal(made[variant], everything[variant]) for variant in made), name
     # A family gets only what it reads: the CAM family has no threshold, the ICD family no CAM thresholds.
@@ -286,9 +295,35 @@ def test_each_family_writes_exactly_what_all_seeds_at_once_write():
 
 
 def test_each_seed_row_names_the_threshold_it_used():
-    variants = seed_variants(saliency=True, ablation_network=True)
+    variants = list(run_networks(saliency=True, no_td=False)["icd"].variants)
     thresholds = variant_thresholds(variants, 0.1, {"cam": 0.25, "cam_sp": 0.35})
     assert thresholds == {**dict.fromkeys(variants, 0.1), "cam": 0.25, "cam_crf": 0.25, "cam_sp": 0.35}
+
+
+def test_a_network_is_named_as_its_config_entry_says_and_refuses_what_it_cannot_be():
+    """A user's network: the icd section with its overrides, its seed sets suffixed with its name; the errors name
+    the key to fix."""
+    from wsss.core.errors import ConfigError
+
+    networks = run_networks(saliency=False, no_td=True, wide={"icd": {"lr": 0.5}, "seeds": ["cam", "icd_crf"]})
+    assert list(networks) == ["icd", "no_td", "wide"]
+    wide = networks["wide"]
+    assert wide.icd == {**networks["icd"].icd, "lr": 0.5} and wide.folder == "networks/wide"
+    assert seed_variants(networks)[-2:] == ["cam_wide", "icd_crf_wide"] and wide.score_maps == ("cam", "adapted")
+    assert networks["no_td"].score_maps == ("bottom_up", "refined")
+    with pytest.raises(ConfigError, match=r"networks.wide.icd.lr"):
+        run_networks(saliency=False, no_td=True, wide={"icd": {"lr": -1}})
+    with pytest.raises(ConfigError, match=r"networks.flat.seeds names \['icd_crf'\].*icd.top_down"):
+        run_networks(saliency=False, no_td=True, flat={"icd": {"top_down": False}, "seeds": ["icd_crf"]})
+    with pytest.raises(ConfigError, match=r"networks.wide.seeds names \['icd_sal'\]"):
+        run_networks(saliency=False, no_td=True, wide={"icd": {"lr": 0.5}, "seeds": ["icd_sal"]})
+    with pytest.raises(
+        ConfigError,
+        match=r"networks.crf: its seed set cam_crf would be written to the folder of the same name that network 'icd'",
+    ):
+        run_networks(saliency=False, no_td=True, crf={"icd": {"lr": 0.5}})
+    with pytest.raises(ConfigError, match=r"networks.icd cannot be null"):
+        run_networks(saliency=False, no_td=True, icd=None)
 
 
 def half_pixel_bilinear_weights(source: int, target: int) -> np.ndarray:
@@ -340,3 +375,34 @@ def test_upsample_matches_torch_interpolate(source, canvas, kept):
     got = upsample(maps, canvas, *kept)
     assert got.dtype == np.float32 and got.shape == (4, 3, *kept)
     np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=2e-6 * float(np.abs(maps).max()))
+
+
+def test_context_leakage_counts_the_context_pixels_a_seed_labels_with_the_images_class(tiny_dataset, tmp_path):
+    """Recounted with PIL over the generator's context masks: a seed labelling every pixel with the image's first
+    class leaks exactly that class's context pixels, the ground truth none."""
+    from PIL import Image
+
+    from icd.context_leakage import context_leakage
+    from wsss.data.classes import VOC
+    from wsss.data.io import write_mask
+
+    root = Path(tiny_dataset["voc_root"])
+    ids = tiny_dataset["splits"]["train_aug"]
+    context, leaked = {}, {}
+    for image_id in ids:
+        cues = np.asarray(Image.open(root / "ContextMasks" / f"{image_id}.png"))
+        first = tiny_dataset["labels"][image_id][0]
+        write_mask(tmp_path / "first" / f"{image_id}.png", np.full(cues.shape, first, np.uint8))
+        for c in tiny_dataset["labels"][image_id]:
+            context[c] = context.get(c, 0) + int((cues == c).sum())
+            leaked[c] = leaked.get(c, 0) + int((cues == c).sum()) * (c == first)
+    rows = context_leakage(tiny_dataset, tmp_path, ["first"], progress=False)
+    by_class = {(row["variant"], row["class"]): row for row in rows}
+    assert sum(context.values()) > 0
+    for c, pixels in context.items():
+        if pixels:
+            row = by_class[("first", VOC.names[c])]
+            assert (row["context_pixels"], row["leaked_pixels"]) == (pixels, leaked[c])
+            assert by_class[("gt", VOC.names[c])]["leaked_pixels"] == 0
+    pooled = by_class[("first", "all")]
+    assert pooled["leakage"] == pytest.approx(sum(leaked.values()) / sum(context.values()))

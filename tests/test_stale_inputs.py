@@ -18,7 +18,7 @@ import torch
 from tests.workflow_helpers import TINY, differing_weights, snakemake, trained_weights
 
 RUN = "results/tiny"
-ICD_NETWORKS = ("icd", "icd_without_top_down")
+ICD_NETWORKS = ("networks/icd", "networks/no_td")
 
 
 def run(workdir: Path, config: dict, *targets: str) -> None:
@@ -83,13 +83,13 @@ def test_a_superpixel_change_retrains_both_icd_networks_from_scratch(finished_ru
 
     run(workdir, config, *targets)
     reference = from_scratch(workdir, tmp_path / "scratch", config, [f"{RUN}/{name}" for name in ICD_NETWORKS], targets)
-    for name, log_name in zip(ICD_NETWORKS, ("train_icd", "train_icd_without_top_down"), strict=True):
+    for name, log_name in zip(ICD_NETWORKS, ("train_icd/icd", "train_icd/no_td"), strict=True):
         log = (workdir / RUN / "logs" / f"{log_name}.log").read_text()
         assert "checkpoint.pt was trained on other inputs (changed: superpixels); training from scratch" in log
         after = trained_weights(workdir / RUN / name / "model.pt")
         assert not differing_weights(after, trained_weights(reference / RUN / name / "model.pt")), name
     # Superpixels shape only the top-down target: the ablation network (no top-down) may come out the same.
-    assert differing_weights(trained_weights(workdir / RUN / "icd" / "model.pt"), before["icd"])
+    assert differing_weights(trained_weights(workdir / RUN / "networks" / "icd" / "model.pt"), before["networks/icd"])
 
 
 @pytest.mark.slow
@@ -99,7 +99,7 @@ def test_a_weights_file_replaced_at_the_same_path_retrains_icd_from_scratch(fini
     shutil.copy(workdir / RUN / "pretrain" / "backbone.pth", user_weights)
     # The replacement below is a plain DeepLab-layout file that records no normalisation: the config states it.
     config = {**TINY, "pretrain": {**TINY["pretrain"], "weights": str(user_weights), "normalisation": "minus127"}}
-    target = f"{RUN}/icd/model.pt"
+    target = f"{RUN}/networks/icd/model.pt"
     run(workdir, config, target)
     before = trained_weights(workdir / target)
 
@@ -108,7 +108,7 @@ def test_a_weights_file_replaced_at_the_same_path_retrains_icd_from_scratch(fini
         {key: value * 1.05 if value.is_floating_point() else value for key, value in state.items()}, user_weights
     )
     run(workdir, config, target)
-    log = (workdir / RUN / "logs" / "train_icd.log").read_text()
+    log = (workdir / RUN / "logs" / "train_icd" / "icd.log").read_text()
     assert "checkpoint.pt was trained on other inputs (changed: " in log and "weights); training from scratch" in log
     after = trained_weights(workdir / target)
     assert differing_weights(after, before)

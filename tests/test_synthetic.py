@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
+from skimage.color import rgb2hsv
 
 from tests.conftest import split_ids
 from tests.scenarios import scenario
@@ -73,6 +75,11 @@ def test_layout_files(dataset):
     assert names("Annotations") == set(train_aug + val)
     assert names("SegmentationClassAug") == set(train_aug + val)
     assert names("SegmentationClass") == set(segmented)
+    assert names("ContextMasks") == set(train_aug + val)
+    ood = [f"JPEGImages/ood_{number:06d}.jpg" for number in range(1, SMALL["num_ood"] + 1)]
+    assert (root / "OoD" / "ood_list.txt").read_text() == "".join(f"{name}\n" for name in ood)  # W-OoD's list
+    ood_files = sorted(str(p.relative_to(root / "OoD")) for p in (root / "OoD").rglob("*") if p.is_file())
+    assert ood_files == sorted([*ood, "ood_list.txt"])
     assert not any(p.name.startswith(".") for p in root.rglob("*")), "temporary files left behind"
 
 
@@ -198,6 +205,122 @@ def test_stats_and_class_mix(tmp_path):
     assert stats["context_fraction"] == {"boat": 1.0, "train": 1.0}
     assert sum(stats["class_images"].values()) >= len(ids)
     assert not (root / "Saliency").exists()
+    # The context masks hold every cue the stats count: at context_probability 1 each image of a context class
+    # shows that class's cue (rails across the image, water under it: objects never hide all of either).
+    contexts = {image_id: _mask(root / "ContextMasks" / f"{image_id}.png") for image_id in ids}
+    assert stats["context_pixel_fraction"] == pytest.approx(np.mean([(m > 0).mean() for m in contexts.values()]))
+    for image_id, context in contexts.items():
+        for name in {o["name"] for o in _objects(root, image_id)[1]} & set(SMALL["context_classes"]):
+            assert (context == class_index(name)).any(), (image_id, name)
+
+
+def test_context_masks_mark_cues_in_the_background_only(dataset):
+    root, _ = dataset
+    context_labels = {class_index(name) for name in SMALL["context_classes"]}
+    shown = 0
+    for image_id in split_ids(root, "train_aug") + split_ids(root, "val"):
+        context = _mask(root / "ContextMasks" / f"{image_id}.png")
+        truth = _mask(root / "SegmentationClassAug" / f"{image_id}.png")
+        assert context.shape == truth.shape
+        assert set(np.unique(context).tolist()) <= {0} | context_labels
+        # never on an object: background, or the ignore band that straddles an object's boundary
+        assert np.isin(truth[context > 0], [0, IGNORE_LABEL]).all(), image_id
+        shown += context.any()
+    assert shown >= 3
+
+
+# The look of each class's cue (wsss.data.synthetic's painters) as the medians (hue, saturation, value) of the pixels
+# a context mask gives that class: a mask that marked other pixels, or another cue's, would miss it.
+CUE_LOOKS = {
+    "boat": lambda h, s, v: 0.5 <= h <= 0.67 and s >= 0.3,  # water: blue
+    "aeroplane": lambda h, s, v: 0.5 <= h <= 0.67 and v >= 0.6,  # sky: light blue
+    "car": lambda h, s, v: s <= 0.2 and v <= 0.5,  # road: dark grey
+    "cow": lambda h, s, v: 0.2 <= h <= 0.4 and s >= 0.3,  # grass: green
+    "cat": lambda h, s, v: 0.03 <= h <= 0.13 and s >= 0.3,  # floor: brown wood
+    "train": lambda h, s, v: v <= 0.45,  # rails: dark rails over dark ties
+}
+
+
+def test_context_masks_give_each_cue_its_class(tmp_path):
+    """Every cue kind painted (later ones over earlier ones), each read back under its class's label."""
+    classes = list(CUE_LOOKS)
+    root = tmp_path / "VOC2012"
+    options = dict(SMALL, classes=classes, context_classes=classes, context_probability=1.0)
+    generate_dataset(root, **dict(options, num_train=30, num_val=2, num_test=1, num_ood=0, saliency=False))
+    seen = set()
+    for image_id in split_ids(root, "train_aug") + split_ids(root, "val"):
+        context = _mask(root / "ContextMasks" / f"{image_id}.png")
+        hsv = rgb2hsv(read_rgb(root / "JPEGImages" / f"{image_id}.jpg"))
+        for name, look in CUE_LOOKS.items():
+            marked = context == class_index(name)
+            if marked.sum() >= 30:  # enough of the cue left visible for its medians to tell
+                assert look(*np.median(hsv[marked], axis=0)), (image_id, name)
+                seen.add(name)
+    assert seen == set(CUE_LOOKS)
+
+
+def _largest_patch(found: np.ndarray) -> int:
+    """Pixels in the largest 8-connected patch of `found`."""
+    labels, _ = ndimage.label(found, structure=np.ones((3, 3)))
+    return int(np.bincount(labels.ravel())[1:].max(initial=0))
+
+
+def _part_like(rgb: np.ndarray) -> int:
+    """The largest patch with a part's look: saturation and value near the parts' 0.9 and 0.95 (every class hue),
+    which no background, cue or distractor reaches."""
+    hsv = rgb2hsv(rgb)
+    return _largest_patch((hsv[..., 1] >= 0.7) & (hsv[..., 2] >= 0.75))
+
+
+def _body_like(rgb: np.ndarray) -> int:
+    """The largest patch with a body's look: the 2-px checkerboard of +-35 grey levels objects are painted with
+    (pixels 2 apart across or down differ, 2 apart diagonally agree), gaps between detections closed."""
+    grey = rgb.astype(np.float32).mean(axis=2)
+    across, down, diagonal = (grey[:-2, :-2] - shifted for shifted in (grey[:-2, 2:], grey[2:, :-2], grey[2:, 2:]))
+    found = (np.abs(across) > 35) & (np.abs(down) > 35) & (np.abs(diagonal) < 25)
+    return _largest_patch(ndimage.binary_closing(found, iterations=2))
+
+
+@pytest.mark.parametrize("context_classes", [SMALL["context_classes"], []], ids=["context classes", "none"])
+def test_ood_images_show_cues_and_no_class_object(tmp_path, context_classes):
+    """Every object is found by its part and its body in the dataset's images; nothing of either in an OoD image.
+    Without context classes the cues come from every class's kind."""
+    root = tmp_path / "VOC2012"
+    stats = generate_dataset(root, **dict(SMALL, context_classes=context_classes, num_ood=40))
+    for image_id in split_ids(root, "train_aug") + split_ids(root, "val"):
+        rgb = read_rgb(root / "JPEGImages" / f"{image_id}.jpg")
+        assert _part_like(rgb) >= 30 and _body_like(rgb) >= 200, image_id
+    names = (root / "OoD" / "ood_list.txt").read_text().split()
+    for name in names:
+        rgb = read_rgb(root / "OoD" / name)
+        assert all(SMALL["min_size"] <= side <= SMALL["max_size"] for side in rgb.shape[:2])
+        assert _part_like(rgb) < 5 and _body_like(rgb) < 60, name
+    kinds = {"water", "rails"} if context_classes else {"sky", "water", "road", "floor", "rails"}
+    assert stats["ood"]["images"] == len(names) == 40
+    assert set(stats["ood"]["contexts"]) == kinds  # at least one cue per image, sometimes two of different kinds
+    assert len(names) < sum(stats["ood"]["contexts"].values()) < 2 * len(names)
+
+
+def test_the_ood_set_changes_no_dataset_file_and_its_images_not_with_its_size(tmp_path, dataset):
+    root, stats = dataset
+
+    def dataset_files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    without = tmp_path / "without"
+    stats_without = generate_dataset(without, **dict(SMALL, num_ood=0))
+    assert not (without / "OoD").exists() and stats_without["ood"] == {"images": 0, "contexts": {}}
+    assert {**stats_without, "ood": stats["ood"]} == stats
+    with_ood = dataset_files(root)
+    assert dataset_files(without) == {path: data for path, data in with_ood.items() if not path.startswith("OoD/")}
+
+    fewer = tmp_path / "fewer"
+    generate_dataset(fewer, **dict(SMALL, num_ood=3))
+    listed = (fewer / "OoD" / "ood_list.txt").read_text().splitlines()
+    assert listed == (root / "OoD" / "ood_list.txt").read_text().splitlines()[:3]
+    assert {name: (fewer / "OoD" / name).read_bytes() for name in listed} == {
+        name: with_ood[f"OoD/{name}"] for name in listed
+    }
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path, dataset):
@@ -256,6 +379,7 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
         ({"classes": ["aeroplane", "background"]}, "background"),
         ({"context_classes": ["dog"]}, "dog"),
         ({"objects_per_image": [3, 1]}, "objects_per_image"),
+        ({"num_ood": -1}, "num_ood"),
     ],
 )
 def test_bad_options_are_named(tmp_path, change, message):

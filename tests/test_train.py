@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from icd.superpixels import compute_superpixel_shard
 from icd.train import epoch_order, train_icd
+from tests.conftest import ICD_TEST_WIDTH
 from tests.workflow_helpers import (
     assert_a_killed_run_resumes,
     assert_divergence_keeps_the_checkpoint,
@@ -27,38 +27,10 @@ from wsss.core.config import load_config
 from wsss.core.errors import ConfigError
 from wsss.core.shards import ShardStore, save_shard, shard_ids
 from wsss.data.io import image_size, read_rgb
-from wsss.nets.backbones import VGG16DeepLab, save_backbone
+from wsss.nets.backbones import VGG16DeepLab
 from wsss.training import poly_lr
 
-WIDTH = 0.0625
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_dataset, tmp_path_factory):
-    """Random backbone weights and two superpixel shards of the tiny dataset's training split."""
-    folder = tmp_path_factory.mktemp("icd")
-    torch.manual_seed(0)
-    weights = folder / "backbone.pth"
-    save_backbone(VGG16DeepLab(width=WIDTH, batch_norm=True), weights, "minus127")
-    ids = tiny_dataset["splits"]["train_aug"]
-    options = {k: v for k, v in load_config()["superpixels"].items() if k != "shards"}
-    options.update(feature_input_size=65, max_regions=8)
-    shards = []
-    for index in range(2):
-        path = folder / f"shard_{index}.npz"
-        compute_superpixel_shard(
-            path,
-            shard_ids(ids, index, 2),
-            voc_root=tiny_dataset["voc_root"],
-            weights=weights,
-            width=WIDTH,
-            batch_norm=True,
-            normalisation="minus127",
-            progress=False,
-            **options,
-        )
-        shards.append(str(path))
-    return weights, shards
+WIDTH = ICD_TEST_WIDTH
 
 
 def icd_options(**overrides) -> dict:
@@ -279,7 +251,10 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
         assert scores.dtype == np.float16
         assert scores.shape == (len(SCORE_MAPS), len(tiny_dataset["labels"][image_id]), 9, 9)  # 65 px -> 9
         assert np.isfinite(scores).all()
-    table = score_map_average_precision(tiny_dataset, [str(scores_shard)], canvas=65, progress=False)
+    every_map = list(SCORE_MAPS)
+    table = score_map_average_precision(
+        tiny_dataset, {"": {"maps": every_map, "scores": [str(scores_shard)]}}, canvas=65, progress=False
+    )
     assert set(table) == set(SCORE_MAPS)
     assert all(0.0 <= row["mAP"] <= 1.0 for row in table.values())
 
@@ -288,17 +263,15 @@ def test_score_inference_keeps_present_classes_in_float16_and_feeds_pixel_ap(tin
     rng = np.random.default_rng(0)
     save_shard(tmp_path / "ablation.npz", {i: rng.normal(size=store[i].shape).astype(np.float16) for i in ids})
     ablation_alone = score_map_average_precision(
-        tiny_dataset, [str(tmp_path / "ablation.npz")], canvas=65, progress=False
+        tiny_dataset, {"": {"maps": every_map, "scores": [str(tmp_path / "ablation.npz")]}}, canvas=65, progress=False
     )
-    mixed = score_map_average_precision(
-        tiny_dataset,
-        [str(scores_shard)],
-        canvas=65,
-        progress=False,
-        ablation_shards=[str(tmp_path / "ablation.npz")],
-    )
-    # Table 1 with an ablation network: its rows are added as `*_no_td`, exactly that network's own AP; the
-    # unsuffixed rows stay the full network's.
+    networks = {
+        "": {"maps": every_map, "scores": [str(scores_shard)]},
+        "_no_td": {"maps": ["bottom_up", "refined"], "scores": [str(tmp_path / "ablation.npz")]},
+    }
+    mixed = score_map_average_precision(tiny_dataset, networks, canvas=65, progress=False)
+    # Table 1 with a second network: its rows are added with its suffix, exactly that network's own AP; the
+    # unsuffixed rows stay the primary network's.
     assert {name: mixed[f"{name}_no_td"] for name in ("bottom_up", "refined")} == {
         name: ablation_alone[name] for name in ("bottom_up", "refined")
     }
@@ -372,7 +345,6 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     from PIL import Image
 
     from icd.seed_quality import evaluate_seed_folders, threshold_sweep
-    from icd.seed_sets import seed_variants
     from icd.seeds import collect_seed_shards, generate_seed_shard
     from tests.conftest import snapshot
     from wsss.core.config import load_config
@@ -412,9 +384,22 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     parts = []
     for index in range(2):
         parts.append(str(tmp_path / f"seeds_{index}"))
-        seed_shard(parts[-1], shard_ids(ids, index, 2), score_shards=scores, ablation_shards=scores)
-    variants = seed_variants(saliency=True, ablation_network=True)
+        seed_shard(parts[-1], shard_ids(ids, index, 2), score_shards=scores)
+        # another network's shard of the same seed sets: the same PNGs, in suffixed folders
+        seed_shard(f"{parts[-1]}_other", shard_ids(ids, index, 2), score_shards=scores, suffix="_other")
+    variants = ["cam", "cam_crf", "cam_sp", "icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal"]
     collect_seed_shards(parts, tmp_path / "seeds", variants)
+    for index, part in enumerate(parts):
+        other = {path.relative_to(f"{part}_other").as_posix() for path in Path(f"{part}_other").rglob("*.png")}
+        assert other == {
+            f"{variant}_other/{image_id}.png" for variant in variants for image_id in shard_ids(ids, index, 2)
+        }
+        assert all(
+            (Path(part) / variant / f"{image_id}.png").read_bytes()
+            == (Path(f"{part}_other") / f"{variant}_other" / f"{image_id}.png").read_bytes()
+            for variant in variants
+            for image_id in shard_ids(ids, index, 2)
+        )
     for variant in variants:
         pngs = sorted((tmp_path / "seeds" / variant).glob("*.png"))
         assert [p.stem for p in pngs] == sorted(ids)

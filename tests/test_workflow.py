@@ -26,14 +26,18 @@ def test_default_target_builds_every_stage(finished_run):
     premise = json.loads((results / "pretrain" / "premise.json").read_text())
     assert set(premise) == {"pretrained", "random_init"}
     assert sorted(p.name for p in (results / "superpixels").iterdir()) == ["shard_0.npz", "shard_1.npz"]
-    history = json.loads((results / "icd" / "history.json").read_text())
+    history = json.loads((results / "networks" / "icd" / "history.json").read_text())
     assert [record["epoch"] for record in history] == [1, 2]
     # Table 3's ablation network: trained the same way, without the top-down loss.
-    ablation = json.loads((results / "icd_without_top_down" / "history.json").read_text())
+    ablation = json.loads((results / "networks" / "no_td" / "history.json").read_text())
     assert [record["epoch"] for record in ablation] == [1, 2]
     assert all(record["loss_top_down"] == 0 for record in ablation)
     assert any(record["loss_top_down"] > 0 for record in history)
-    assert "model" in torch.load(results / "icd" / "model.pt", weights_only=True)
+    # The W-OoD network: its OoD losses from its start epoch (tiny.yaml: the second), its prototypes saved.
+    ood = json.loads((results / "networks" / "ood" / "history.json").read_text())
+    assert ood[0]["loss_ood"] == ood[0]["loss_distance"] == 0 and ood[1]["loss_ood"] > 0
+    assert (results / "networks" / "ood" / "ood_prototypes.pt").is_file()
+    assert "model" in torch.load(results / "networks" / "icd" / "model.pt", weights_only=True)
     table = (results / "tables" / "score_map_ap.csv").read_text().splitlines()
     assert table[0].startswith("scores,mAP") and [row.split(",")[0] for row in table[1:]] == [
         "cam",
@@ -42,6 +46,10 @@ def test_default_target_builds_every_stage(finished_run):
         "adapted",
         "bottom_up_no_td",
         "refined_no_td",
+        "cam_ood",
+        "bottom_up_ood",
+        "refined_ood",
+        "adapted_ood",
     ]
     seeds = (results / "tables" / "seeds.csv").read_text().splitlines()
     assert seeds[0] == "table,variant,threshold,miou,miou_strict,recall,precision"
@@ -53,11 +61,16 @@ def test_default_target_builds_every_stage(finished_run):
         "icd_refined",
         "icd",
         "icd_crf",
+        "icd_sal",
         "icd_bottom_up_no_td",
         "icd_refined_no_td",
-        "icd_sal",
+        "cam_ood",
+        "icd_bottom_up_ood",
+        "icd_refined_ood",
+        "icd_ood",
+        "icd_crf_ood",
     ]
-    assert set(json.loads((results / "seeds" / "cam_background.json").read_text())) == {"cam", "cam_sp"}
+    assert set(json.loads((results / "networks" / "icd" / "cam_background.json").read_text())) == {"cam", "cam_sp"}
     assert len(list((results / "seeds" / "icd_crf").glob("*.png"))) == 16
     assert (results / "figures" / "seeds_fig4.png").stat().st_size > 10_000
     for rule in (
@@ -66,8 +79,8 @@ def test_default_target_builds_every_stage(finished_run):
         "pretrain_backbone",
         "measure_premise",
         "pretrain_resnet101",
-        "train_icd",
-        "train_icd_without_top_down",
+        "train_icd/icd",
+        "train_icd/no_td",
     ):
         assert (results / "logs" / f"{rule}.log").is_file()
     stand_in = json.loads((results / "pretrain" / "resnet101_metrics.json").read_text())
@@ -84,7 +97,7 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
     changed = {**TINY, "icd": {"lr": 0.002}}
     dry = snakemake(finished_run, "-n", config=changed).stdout
     jobs = job_stats(dry)
-    assert {"train_icd", "train_icd_without_top_down"} <= set(jobs)
+    assert jobs["train_icd"] == 2
     assert not {"superpixels", "pretrain_backbone", "pretrain_resnet101", "synthesize_data", "validate_data"} & set(
         jobs
     )
@@ -111,13 +124,14 @@ MADE_OF_SEEDS = {
 SEED_SETTINGS = {
     "seeds.threshold": (
         {"seeds": {"threshold": 0.2}},
-        {"icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal", "icd_bottom_up_no_td", "icd_refined_no_td"},
-        {"make_seeds": 4 * 2, "collect_seeds": 7, **MADE_OF_SEEDS},
+        {"icd_bottom_up", "icd_refined", "icd", "icd_crf", "icd_sal", "icd_bottom_up_no_td", "icd_refined_no_td"}
+        | {"icd_bottom_up_ood", "icd_refined_ood", "icd_ood", "icd_crf_ood"},
+        {"make_seeds": 6 * 2, "collect_seeds": 11, **MADE_OF_SEEDS},
     ),
     "crf.min_probability": (
         {"crf": {"min_probability": 0.9}},
-        {"icd_crf", "cam_crf"},
-        {"make_seeds": 2 * 2, "collect_seeds": 2, **MADE_OF_SEEDS},
+        {"icd_crf", "cam_crf", "icd_crf_ood"},
+        {"make_seeds": 3 * 2, "collect_seeds": 3, **MADE_OF_SEEDS},
     ),
 }
 
@@ -181,13 +195,35 @@ def test_a_new_seed_threshold_and_crf_setting_reach_the_seeds(finished_run, tmp_
 
 @pytest.mark.slow
 def test_without_the_ablation_network_its_no_td_rows_are_absent(finished_run):
-    dry = snakemake(finished_run, "-n", config={**TINY, "seeds": {"ablation_network": False}}).stdout
+    dry = snakemake(finished_run, "-n", config={**TINY, "networks": {"no_td": None}}).stdout
     jobs = set(job_stats(dry))
     assert {"score_map_ap", "seed_table"} <= jobs  # the tables lose their *_no_td rows
     # the other seed sets are made without the ablation network's scores: they stay (so do DeepLab's rows)
-    assert not {"make_seeds", "collect_seeds", "train_deeplab"} & jobs
-    assert not {"train_icd", "train_icd_without_top_down", "infer_scores_without_top_down"} & jobs
-    assert "--ablation-scores" not in dry and "--ablation-scores" in snakemake(finished_run, "-n", "-F").stdout
+    assert not {"make_seeds", "collect_seeds", "train_deeplab", "train_icd", "infer_scores"} & jobs
+    reads_no_td = re.compile(r"^    (input|output): .*networks/no_td/", re.MULTILINE)
+    assert not reads_no_td.search(dry) and reads_no_td.search(snakemake(finished_run, "-n", "-F").stdout)
+
+
+@pytest.mark.slow
+def test_a_network_added_in_the_config_adds_exactly_its_own_jobs(finished_run):
+    """A user's variant is one config entry: it is trained, scored, swept and seeded by the same rules, beside the
+    others, whose results stay; only the tables that list every network are made again."""
+    wide = {"icd": {"lr": 0.004}, "seeds": ["cam", "icd_crf"]}
+    dry = snakemake(finished_run, "-n", config={**TINY, "networks": {"wide": wide}}).stdout
+    jobs = job_stats(dry)
+    assert jobs == {
+        "train_icd": 1,
+        "infer_scores": 2,
+        "seed_sweep": 1,  # its CAM seeds need its own background threshold
+        "make_seeds": 4,  # families cam_wide and icd_crf_wide, two shards each
+        "collect_seeds": 2,
+        "score_map_ap": 1,
+        "seed_table": 1,
+        "seed_iou_chart": 1,
+        "all": 1,
+    }
+    assert "wildcards: network=wide" in dry and "--network wide" in dry
+    assert "results/tiny/seeds/cam_wide" in dry and "results/tiny/seeds/icd_crf_wide" in dry
 
 
 def test_lint_is_clean():

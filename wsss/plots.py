@@ -39,7 +39,7 @@ def sign_flips(history: Sequence[Mapping]) -> list[int]:
 
 
 def training_curves(out_path, history: Sequence[Mapping]) -> None:
-    """Per epoch of ICD training (icd/history.json): each loss, the learning rate, and the sign flips."""
+    """Per epoch of ICD training (networks/<name>/history.json): each loss, the learning rate, and the sign flips."""
     if not history:
         raise ValueError("empty training history: nothing to plot")
     plt = _pyplot()

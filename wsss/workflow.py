@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 
 def as_json(section) -> str:
@@ -81,13 +82,40 @@ def has_saliency(config: dict) -> bool:
     return dataset_roots(config)[2] is not None
 
 
+# Where the synthetic generator writes its hard OoD set under the dataset root: wsss.data.synthetic's OOD_FOLDER and
+# OOD_LIST, not imported, so that planning loads no image library (tests/test_ood_data.py holds them equal).
+GENERATED_OOD = ("OoD", "ood_list.txt")
+
+
+def ood_set(config: dict) -> tuple[str, str] | None:
+    """(root, list relative to it) of the hard out-of-distribution images (W-OoD) the run reads, or None for none:
+    data.ood_root and data.ood_list when the root is set; else, on synthetic data, the set the generator writes
+    beside the dataset whenever synthetic.num_ood > 0."""
+    data = config["data"]
+    if data["ood_root"]:
+        return data["ood_root"], data["ood_list"]
+    if is_synthetic(config) and config["synthetic"]["num_ood"] > 0:
+        folder, list_name = GENERATED_OOD
+        return f"{dataset_roots(config)[0]}/{folder}", list_name
+    return None
+
+
+def ood_inputs(config: dict) -> list[str]:
+    """The user's OoD list as an input of the dataset check: a new list (images added or removed) reruns the check,
+    hence what reads its report. Only the list: planning never lists the OoD folder. The generated set lies in the
+    synthetic dataset's folder, already an input."""
+    data = config["data"]
+    return [os.path.join(data["ood_root"], data["ood_list"])] if data["ood_root"] else []
+
+
 def dataset_check(config: dict, backbone: dict) -> dict:
     """The dataset check's settings (validate_data's params): the source (recorded in the report), the roots, the
-    splits ("" for no test split), the class list, and the user's weights file with the backbone shape it must fit
-    (`backbone`: {"width", "batch_norm"}) as the verb's arguments."""
+    splits ("" for no test split), the class list, and as the verb's arguments the user's weights file with the
+    backbone shape it must fit (`backbone`: {"width", "batch_norm"}) and the OoD set (`ood_set`)."""
     import shlex
 
     weights = config["pretrain"]["weights"]
+    ood = ood_set(config)
     return {
         "source": config["data"]["source"],
         "roots": [root or "" for root in dataset_roots(config)],
@@ -95,6 +123,7 @@ def dataset_check(config: dict, backbone: dict) -> dict:
         "classes": as_json(config["data"]["classes"]),
         "canvases": as_json(explicit_canvases(config)),
         "weights": (f"--weights {shlex.quote(weights)} --backbone {shlex.quote(as_json(backbone))}" if weights else ""),
+        "ood": f"--ood-root {shlex.quote(ood[0])} --ood-list {shlex.quote(ood[1])}" if ood else "",
     }
 
 
@@ -112,9 +141,12 @@ def checked_dataset(config: dict, check: dict) -> str:
     """The checked report's path, named after the check's settings.
 
     Snakemake records a failed job as if it had passed: under one name for all settings, a setting rejected
-    and then put back would look changed, and rerun the check and everything after it.
+    and then put back would look changed, and rerun the check and everything after it. An empty setting (no
+    weights file, no OoD set) stays out of the name: a setting added to the check later leaves the name of a run
+    that does not use it as it was, so its accepted report, and all that was made from it, stays valid.
     """
-    digest = hashlib.sha256(as_json(check).encode()).hexdigest()[:16]
+    settings = {key: value for key, value in check.items() if value != ""}
+    digest = hashlib.sha256(as_json(settings).encode()).hexdigest()[:16]
     return f"{results_root(config)}/data/checked/{digest}.json"
 
 

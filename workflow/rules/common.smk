@@ -76,9 +76,21 @@ def canvas_option(flag):
     return f"{flag} {size}" if size is not None else ""
 
 
+def family_network(wildcards):
+    """The ICD network a seed family is made from (icd.seed_sets.SeedFamily.network)."""
+    return SEED_FAMILIES[wildcards.family].network
+
+
 def family_reads(name, paths):
-    """An input of make_seeds: `paths` when the wildcards' family reads `name` (icd.seed_sets.SeedFamily.reads)."""
-    return lambda wildcards: paths if name in SEED_FAMILIES[wildcards.family].reads else []
+    """An input of make_seeds: `paths` (a list, or a function of the wildcards giving one) when the wildcards' family
+    reads `name` (icd.seed_sets.SeedFamily.reads)."""
+
+    def files(wildcards):
+        if name not in SEED_FAMILIES[wildcards.family].reads:
+            return []
+        return paths(wildcards) if callable(paths) else paths
+
+    return files
 
 
 # Which ready job Snakemake starts first when the cores are short (the highest `priority`): the one with the longest
@@ -96,6 +108,14 @@ def deeplab_seeds_priority(variants):
     return PRIORITY_DEEPLAB_SEEDS if trained_on.intersection(variants) else 0
 
 
-ABLATION_NETWORK = icd_plan.ablation_network(config)
+def network_priority(network, priority):
+    """`priority` for a job on the primary ICD network or on one whose seed sets DeepLab trains on, else 0: the other
+    networks feed only tables."""
+    trained_on = set(deeplab_plan.seed_sets(config["deeplab"]))
+    written = {variant + ICD_NETWORKS[network].suffix for variant in ICD_NETWORKS[network].variants}
+    return priority if network == icd_plan.PRIMARY or trained_on & written else 0
+
+
+ICD_NETWORKS = icd_plan.networks(config)
 SEED_VARIANTS = icd_plan.variants(config)
 SEED_FAMILIES = icd_plan.families(config)

@@ -1,7 +1,7 @@
 # Data: generate the synthetic VOC (embedded default), convert SBD as downloaded and MS-COCO 2014, and validate
 # whatever dataset is used, up front.
 
-from wsss.workflow import checked_dataset, converted_coco, converted_sbd, dataset_check
+from wsss.workflow import checked_dataset, converted_coco, converted_sbd, dataset_check, ood_inputs
 
 
 rule synthesize_data:
@@ -84,6 +84,7 @@ CHECKED_DATASET = checked_dataset(config, DATASET_CHECK)
 rule validate_data:
     input:
         data=dataset_inputs(),
+        ood=ood_inputs(config),
         weights=config["pretrain"]["weights"] if config["pretrain"]["weights"] else [],
         conversion=rules.convert_coco.output.report if COCO else [],
     output:
@@ -108,7 +109,7 @@ rule validate_data:
         " --saliency-root={params.roots[2]:q} --train-split {params.splits[0]:q}"
         " --eval-split {params.splits[1]:q} --test-split={params.splits[2]:q} --classes {params.classes:q}"
         " --canvases {params.canvases:q}"
-        " --workers {threads} {params.weights} {params.conversion} --out {output:q} > {log:q} 2>&1"
+        " --workers {threads} {params.weights} {params.ood} {params.conversion} --out {output:q} > {log:q} 2>&1"
 
 
 # The checked report becomes data/dataset.json, what every later step reads, in a step of its own: Snakemake

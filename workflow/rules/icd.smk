@@ -26,6 +26,10 @@ rule superpixels:
         " --shards {params.shards} --options {params.options:q} --gpus {resources.gpu} --out {output:q} > {log:q} 2>&1"
 
 
+wildcard_constraints:
+    network="|".join(ICD_NETWORKS),
+
+
 rule train_icd:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
@@ -33,47 +37,34 @@ rule train_icd:
         weights=icd_plan.backbone_weights(config),
         data=dataset_inputs(),
     output:
-        model=f"{RESULTS}/icd/model.pt",
-        history=f"{RESULTS}/icd/history.json",
+        model=f"{RESULTS}/networks/{{network}}/model.pt",
+        history=f"{RESULTS}/networks/{{network}}/history.json",
     log:
-        f"{LOGS}/train_icd.log",
+        f"{LOGS}/train_icd/{{network}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_icd.tsv"
-    # Everything downstream waits for these two: start them before the other jobs that are ready with them
-    # (the priorities in common.smk).
+        f"{RESULTS}/benchmarks/train_icd/{{network}}.tsv"
+    # Everything downstream waits for these: start them before the other jobs that are ready with them (the
+    # priorities in common.smk).
     priority: 10
     conda:
         "../../envs/torch.yaml"
-    # The training thread plus its loader workers, as train_deeplab. On 2 CPU cores the two networks then train
-    # side by side, one core each: 1.2x the steps per second of one 2-thread training at a time (a 2-thread ICD
-    # step is only 1.7x faster than a 1-thread one).
+    # The training thread plus its loader workers, as train_deeplab. On 2 CPU cores two networks then train side by
+    # side, one core each: 1.2x the steps per second of one 2-thread training at a time (a 2-thread ICD step is only
+    # 1.7x faster than a 1-thread one).
     threads: config["icd"]["workers"] + 1
     resources:
         gpu=1 if not SYNTHETIC else 0,
     params:
-        options=as_json(icd_plan.training_options(config, config["icd"], ICD_NORMALISATION)),
+        options=lambda wildcards: as_json(icd_plan.training_options(config, wildcards.network, ICD_NORMALISATION)),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         "icd train-icd --dataset {input.dataset:q} --superpixels {input.superpixels:q} --weights {input.weights:q}"
         " --options {params.options:q} --gpus {resources.gpu} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
-use rule train_icd as train_icd_without_top_down with:
-    output:
-        model=f"{RESULTS}/icd_without_top_down/model.pt",
-        history=f"{RESULTS}/icd_without_top_down/history.json",
-    log:
-        f"{LOGS}/train_icd_without_top_down.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train_icd_without_top_down.tsv"
-    params:
-        options=as_json(icd_plan.training_options(config, icd_plan.without_top_down(config), ICD_NORMALISATION)),
-        out_dir=lambda wildcards, output: os.path.dirname(output.model),
-
-
 rule training_curves:
     input:
-        f"{RESULTS}/icd/history.json",
+        f"{RESULTS}/networks/icd/history.json",
     output:
         report(f"{RESULTS}/figures/icd_training.png", caption="../report/icd_training.rst", category="ICD"),
     log:
@@ -87,9 +78,9 @@ rule training_curves:
 
 rule export_icd_backbone:
     input:
-        f"{RESULTS}/icd/model.pt",
+        f"{RESULTS}/networks/icd/model.pt",
     output:
-        f"{RESULTS}/icd/backbone.pth",
+        f"{RESULTS}/networks/icd/backbone.pth",
     log:
         f"{LOGS}/export_icd_backbone.log",
     # VGG16 DeepLab starts from it.

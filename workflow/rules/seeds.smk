@@ -5,18 +5,18 @@
 rule seed_sweep:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        scores=icd_plan.score_shards(config),
+        scores=lambda wildcards: icd_plan.score_shards(config, wildcards.network),
         superpixels=icd_plan.superpixel_shards(config),
         data=dataset_inputs(),
     output:
-        table=f"{RESULTS}/tables/seed_thresholds.csv",
-        choice=f"{RESULTS}/seeds/cam_background.json",
+        table=f"{RESULTS}/networks/{{network}}/seed_thresholds.csv",
+        choice=f"{RESULTS}/networks/{{network}}/cam_background.json",
     log:
-        f"{LOGS}/seed_sweep.log",
+        f"{LOGS}/seed_sweep/{{network}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/seed_sweep.tsv"
+        f"{RESULTS}/benchmarks/seed_sweep/{{network}}.tsv"
     # The CAM seeds' background threshold.
-    priority: 7
+    priority: lambda wildcards: network_priority(wildcards.network, 7)
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -42,10 +42,11 @@ wildcard_constraints:
 rule make_seeds:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        scores=icd_plan.score_shards(config),
+        scores=lambda wildcards: icd_plan.score_shards(config, family_network(wildcards)),
         superpixels=family_reads("superpixels", icd_plan.superpixel_shards(config)),
-        ablation_scores=family_reads("ablation_scores", icd_plan.ablation_score_shards(config)),
-        cam_background=family_reads("cam_background", [f"{RESULTS}/seeds/cam_background.json"]),
+        cam_background=family_reads(
+            "cam_background", lambda wildcards: [icd_plan.cam_background(config, family_network(wildcards))]
+        ),
         data=dataset_inputs(),
     output:
         directory(f"{RESULTS}/seeds/shards/{{family}}/shard_{{shard}}"),
@@ -59,14 +60,14 @@ rule make_seeds:
     threads: 1
     params:
         shards=config["seeds"]["shards"],
-        variants=lambda wildcards: SEED_FAMILIES[wildcards.family].variants,
+        variants=lambda wildcards: SEED_FAMILIES[wildcards.family].base_variants,
+        network=family_network,
         superpixels=files_option("--superpixels"),
-        ablation=files_option("--ablation-scores"),
         cam_background=files_option("--cam-background"),
         options=lambda wildcards: as_json(icd_plan.family_options(config, wildcards.family)),
     shell:
         "icd make-seeds --dataset {input.dataset:q} --variants {params.variants:q} --scores {input.scores:q}"
-        " {params.superpixels} {params.ablation} {params.cam_background}"
+        " --network {params.network:q} {params.superpixels} {params.cam_background}"
         " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q}"
         " --out {output:q}"
         " > {log:q} 2>&1"
@@ -89,12 +90,15 @@ rule collect_seeds:
         "icd collect-seeds --shards {input:q} --variants {wildcards.variant} --out-root {params.root:q} > {log:q} 2>&1"
 
 
+SWEPT_NETWORKS = icd_plan.swept_networks(config)
+
+
 rule seed_table:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
         seeds=[f"{RESULTS}/seeds/{variant}" for variant in SEED_VARIANTS],
-        sweep=f"{RESULTS}/tables/seed_thresholds.csv",
-        cam_background=f"{RESULTS}/seeds/cam_background.json",
+        sweeps=[icd_plan.threshold_sweep(config, name) for name in SWEPT_NETWORKS],
+        cam_backgrounds=[icd_plan.cam_background(config, name) for name in SWEPT_NETWORKS],
         data=dataset_inputs(),
     output:
         table=report(f"{RESULTS}/tables/seeds.csv", caption="../report/seeds.rst", category="Seeds"),
@@ -110,18 +114,39 @@ rule seed_table:
     threads: 1
     params:
         variants=SEED_VARIANTS,
+        networks=SWEPT_NETWORKS,
         threshold=config["seeds"]["threshold"],
         root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
     shell:
         "icd seed-table --dataset {input.dataset:q} --seeds-root {params.root:q} --variants {params.variants:q}"
-        " --threshold {params.threshold} --cam-background {input.cam_background:q} --sweep {input.sweep:q}"
-        " --out {output.table:q} --per-class {output.per_class:q} > {log:q} 2>&1"
+        " --threshold {params.threshold} --networks {params.networks:q} --cam-backgrounds {input.cam_backgrounds:q}"
+        " --sweeps {input.sweeps:q} --out {output.table:q} --per-class {output.per_class:q} > {log:q} 2>&1"
+
+
+rule context_leakage:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        seeds=[f"{RESULTS}/seeds/{variant}" for variant in SEED_VARIANTS],
+        data=dataset_inputs(),
+    output:
+        report(f"{RESULTS}/tables/context_leakage.csv", caption="../report/context_leakage.rst", category="Seeds"),
+    log:
+        f"{LOGS}/context_leakage.log",
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    params:
+        variants=SEED_VARIANTS,
+        root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
+    shell:
+        "icd context-leakage --dataset {input.dataset:q} --seeds-root {params.root:q} --variants {params.variants:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule seed_figure:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        scores=icd_plan.score_shards(config),
+        scores=icd_plan.score_shards(config, icd_plan.PRIMARY),
         seeds=[f"{RESULTS}/seeds/{variant}" for variant in ("cam", "cam_crf", "icd", "icd_crf")],
         data=dataset_inputs(),
     output:

@@ -34,7 +34,7 @@ def deep_merge(base: Mapping, update: Mapping) -> dict:
 
 
 @functools.cache
-def _schema() -> dict:
+def schema() -> dict:
     """The config schema, parsed once per process (with libyaml where PyYAML has it: the pure-Python parser
     costs a noticeable share of Snakemake's planning time)."""
     return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
@@ -60,7 +60,7 @@ def _validators():
                     instance.setdefault(name, copy.deepcopy(subschema["default"]))
         yield from check_properties(validator, properties, instance, schema)
 
-    return base(_schema()), validators.extend(base, {"properties": fill_defaults})(_schema())
+    return base(schema()), validators.extend(base, {"properties": fill_defaults})(schema())
 
 
 def _validate_with_defaults(config: dict) -> None:
@@ -79,6 +79,25 @@ def _validate_with_defaults(config: dict) -> None:
             f"Allowed keys, types and defaults are described in {SCHEMA_PATH.relative_to(PROJECT_ROOT)}."
         )
     filling.validate(config)
+
+
+def validated_section(section: str, value: dict, where: str) -> dict:
+    """A copy of `value` validated as the config section `section` with the schema's defaults filled in: for a
+    section given again elsewhere (e.g. `networks.<name>.icd`, merged onto `icd`). Errors name `where`."""
+    import jsonschema
+
+    full = schema()
+    subschema = {"$defs": full["$defs"], **full["properties"][section]}
+    _, filling = _validators()
+    value = copy.deepcopy(value)
+    error = jsonschema.exceptions.best_match(type(filling)(subschema).iter_errors(value))
+    if error is not None:
+        key = ".".join([where, *(str(p) for p in error.absolute_path)])
+        raise ConfigError(
+            f"invalid configuration at '{key}': {error.message}. "
+            f"Allowed keys, types and defaults are described in {SCHEMA_PATH.relative_to(PROJECT_ROOT)}."
+        )
+    return value
 
 
 def prepare_config(config: dict) -> dict:
@@ -215,6 +234,24 @@ _DATA_ROOT_FIXES = {
     "saliency_root": "Set data.saliency_root to the folder of saliency PNGs, or null to skip the I+S seeds.",
     "coco_root": "Set data.coco_root to the MS-COCO 2014 folder (train2014/, val2014/, annotations/).",
 }
+_WITHOUT_OOD = "or set data.ood_root to null to train without OoD images"
+
+
+def _check_ood_files(data: dict) -> None:
+    """A set data.ood_root must be a folder holding its list (data.ood_list): a mistyped one fails when the
+    Snakefile is parsed, naming the key. Only these two paths are looked at; the images are the dataset check's."""
+    root, list_file = Path(data["ood_root"]), Path(data["ood_root"]) / data["ood_list"]
+    if not root.is_dir():
+        raise ConfigError(
+            f"invalid configuration at 'data.ood_root': the folder {root} does not exist. Set data.ood_root to the "
+            f"folder of hard OoD images, {_WITHOUT_OOD}."
+        )
+    if not list_file.is_file():
+        raise ConfigError(
+            f"invalid configuration at 'data.ood_list': the file {list_file} does not exist. Write the OoD list there "
+            f"(one image path per line, relative to data.ood_root) or set data.ood_list to its path relative to "
+            f"data.ood_root, {_WITHOUT_OOD}."
+        )
 
 
 def check_data_roots(config: dict) -> None:
@@ -222,9 +259,12 @@ def check_data_roots(config: dict) -> None:
 
     Called when the Snakefile is parsed, so a mistyped root fails before any job with the key, the
     path and the fix. Not part of `prepare_config`: a VOC config stays loadable where the data is not.
-    Relative roots are read from the working directory (Snakemake's --directory).
+    Relative roots are read from the working directory (Snakemake's --directory). The OoD folder and its list
+    are checked on every source (synthetic data may read a set of the user's too).
     """
     data = config["data"]
+    if data["ood_root"] is not None:
+        _check_ood_files(data)
     if data["source"] == "synthetic":
         return
     for key, fix in _DATA_ROOT_FIXES.items():

@@ -9,6 +9,13 @@ classes' scores at a pixel (with identical bodies, which class wins a body in a 
 arbitrary).
 Files follow the VOC layout exactly, so the real VOC reader is what reads them.
 
+Some classes come with a background context (water under boats, rails under trains: `context_classes`), the
+spurious cue a classifier learns along with the class. Two more outputs serve the study of that cue:
+ContextMasks/<id>.png says where each labelled image's cues lie (the class index of the context, 0 elsewhere),
+to measure how far a CAM leaks onto them; and OoD/ holds a hard out-of-distribution set in W-OoD's layout (Lee et
+al., CVPR 2022; OoD/ood_list.txt, one image path per line): images showing the cues without any class object,
+which teach the classifier not to fire on them.
+
 Also here: `pretext_images`, a generic shape x texture classification task that stands in for
 ImageNet pretraining (no weights can be downloaded), sharing the background generator.
 """
@@ -125,7 +132,7 @@ def _band(rng: np.random.Generator, h: int, w: int, top: bool, lo: float, hi: fl
     return y < edge if top else y > edge
 
 
-def _water(rng, image):
+def _water(rng, image) -> np.ndarray:
     """Blue band at the bottom with horizontal ripples (boat)."""
     h, w = image.shape[:2]
     mask = _band(rng, h, w, top=False, lo=0.55, hi=0.75, wave=rng.uniform(1, 3))
@@ -133,9 +140,10 @@ def _water(rng, image):
     ripple = np.sin(2 * np.pi * y / rng.uniform(3, 5) + 0.6 * np.sin(x / rng.uniform(4, 8)))
     colour = _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.45, 0.7), rng.uniform(0.45, 0.7))
     image[mask] = colour + 18.0 * ripple[mask, None]
+    return mask
 
 
-def _rails(rng, image):
+def _rails(rng, image) -> np.ndarray:
     """Two parallel dark rails over brown ties, across the image at a random angle (train)."""
     h, w = image.shape[:2]
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -145,37 +153,44 @@ def _rails(rng, image):
     gauge = rng.uniform(0.12, 0.18) * min(h, w)
     ties = (np.abs(across) < gauge / 2 + 3) & (along % rng.uniform(7, 10) < 2.5)
     image[ties] = _hsv(rng.uniform(0.05, 0.1), 0.5, rng.uniform(0.3, 0.45))
-    image[np.abs(np.abs(across) - gauge / 2) < 1.2] = rng.uniform(40, 70)
+    rails = np.abs(np.abs(across) - gauge / 2) < 1.2
+    image[rails] = rng.uniform(40, 70)
+    return ties | rails
 
 
-def _sky(rng, image):
+def _sky(rng, image) -> np.ndarray:
     """Light blue band at the top, brighter upwards (aeroplane, bird)."""
     h, w = image.shape[:2]
     mask = _band(rng, h, w, top=True, lo=0.35, hi=0.55, wave=rng.uniform(0, 2))
     shade = 1.0 - 0.25 * np.arange(h, dtype=np.float32) / h
     colour = _hsv(rng.uniform(0.55, 0.6), rng.uniform(0.25, 0.45), rng.uniform(0.75, 0.95))
     image[mask] = np.broadcast_to(colour * shade[:, None, None], (h, w, 3))[mask]
+    return mask
 
 
-def _road(rng, image):
+def _road(rng, image) -> np.ndarray:
     """Dark grey horizontal band with a dashed white centre line (car, bus, ...)."""
     h, w = image.shape[:2]
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     centre, half = rng.uniform(0.4, 0.8) * h, rng.uniform(0.12, 0.2) * h
-    image[np.abs(y - centre) < half] = rng.uniform(60, 100)
-    image[(np.abs(y - centre) < 1.0) & ((x + rng.uniform(0, 14)) % 14 < 8)] = 235.0
+    band = np.abs(y - centre) < half
+    image[band] = rng.uniform(60, 100)
+    dashes = (np.abs(y - centre) < 1.0) & ((x + rng.uniform(0, 14)) % 14 < 8)
+    image[dashes] = 235.0
+    return band | dashes
 
 
-def _grass(rng, image):
+def _grass(rng, image) -> np.ndarray:
     """Green band at the bottom with vertical blade streaks (animals, person)."""
     h, w = image.shape[:2]
     mask = _band(rng, h, w, top=False, lo=0.5, hi=0.7, wave=rng.uniform(1, 3))
     blades = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), (3, 0.5))
     colour = _hsv(rng.uniform(0.25, 0.35), rng.uniform(0.4, 0.6), rng.uniform(0.35, 0.6))
     image[mask] = colour + 60.0 * blades[mask, None]
+    return mask
 
 
-def _floor(rng, image):
+def _floor(rng, image) -> np.ndarray:
     """Wooden planks at the bottom (indoor classes)."""
     h, w = image.shape[:2]
     mask = _band(rng, h, w, top=False, lo=0.5, hi=0.7, wave=0)
@@ -185,8 +200,11 @@ def _floor(rng, image):
     colour = _hsv(rng.uniform(0.06, 0.1), rng.uniform(0.4, 0.6), rng.uniform(0.45, 0.65))
     wood = colour + grain[..., None] - 50.0 * joints[..., None]
     image[mask] = wood[mask]
+    return mask
 
 
+# Each painter draws its cue over the image in place and returns the pixels it painted: where the cue lies, which
+# the dataset records (ContextMasks/) so that a CAM's leakage onto its class's context can be measured.
 _CONTEXT_PAINTERS = {"water": _water, "rails": _rails, "sky": _sky, "road": _road, "grass": _grass, "floor": _floor}
 
 
@@ -397,6 +415,7 @@ class _Sample:
     instances: np.ndarray
     objects: list[_Object]
     contexts: list[str]  # context classes whose context is painted
+    context_labels: np.ndarray  # uint8: class index of the context whose cue shows at a pixel, 0 elsewhere
 
 
 def _render(rng, o: dict) -> _Sample:
@@ -404,23 +423,92 @@ def _render(rng, o: dict) -> _Sample:
     h, w = (int(s) for s in rng.integers(o["min_size"], o["max_size"] + 1, 2))
     names = _class_plan(rng, o["classes"], o["objects_per_image"], o["single_class_fraction"])
     image = _backgrounds(rng, 1, h, w)[0]
-    contexts = []
+    contexts, context_labels = [], np.zeros((h, w), np.uint8)
     for name in o["context_classes"]:
         chance = o["context_probability"] if name in names else _STRAY_CONTEXT_PROBABILITY
         if rng.random() < chance:
-            _CONTEXT_PAINTERS[_CONTEXT_KIND[name]](rng, image)
+            context_labels[_CONTEXT_PAINTERS[_CONTEXT_KIND[name]](rng, image)] = class_index(name)
             contexts.append(name)
     objects, instances = _layout(rng, names, h, w, o["object_length"], o["object_width"], o["part_fraction"])
+    context_labels[instances > 0] = 0  # the objects are painted over their contexts
     colours = _part_colours(o["classes"])
     for obj in objects:
         obj.difficult = bool(rng.random() < o["difficult_fraction"])
         _paint_object(rng, image, obj, colours[obj.name], o["body_tint"])
     if all(obj.difficult for obj in objects):
         objects[0].difficult = False  # every image keeps a labelled object
-    return _Sample(_add_noise(rng, image[None])[0], instances, objects, contexts)
+    return _Sample(_add_noise(rng, image[None])[0], instances, objects, contexts, context_labels)
+
+
+# ----------------------------------------------------------------------------- the hard OoD set (W-OoD)
+
+# <dataset root>/OoD/ood_list.txt lists the OoD images (W-OoD's list: one path per line, relative to OoD/).
+OOD_FOLDER, OOD_LIST = "OoD", "ood_list.txt"
+_OOD_STREAM = 3  # the OoD images' split code in (seed, split, index), beside train, val and test's 0, 1, 2
+_SECOND_CUE_PROBABILITY = 0.3
+_MAX_DISTRACTORS = 2
+
+
+def _ood_cue_kinds(o: dict) -> list[str]:
+    """The context kinds OoD images draw their cues from: the context classes' (the cues a classifier learns to
+    fire on, which the OoD images teach it not to), or every class's when no class has a context."""
+    return list(dict.fromkeys(_CONTEXT_KIND[name] for name in o["context_classes"] or o["classes"]))
+
+
+def _distractor(rng, image: np.ndarray) -> None:
+    """A flat muted disc, ring or squat rectangle over the image: clutter that no class object resembles (no
+    saturated part, no textured grey elongated body), so an OoD image is not told apart by being empty."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    cy, cx, radius = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0.06, 0.16) * min(h, w)
+    shape = rng.integers(3)
+    if shape == 0:
+        region = _disc(yy, xx, cy, cx, radius)
+    elif shape == 1:
+        region = _disc(yy, xx, cy, cx, radius) & ~_disc(yy, xx, cy, cx, radius * rng.uniform(0.4, 0.7))
+    else:  # half-sides within a factor 2 of each other: never as elongated as an object
+        half_height, half_width = radius * rng.uniform(0.5, 1.0, 2)
+        region = (np.abs(yy - cy) < half_height) & (np.abs(xx - cx) < half_width)
+    image[region] = _muted_colours(rng, 1)[0]
+
+
+def _render_ood(rng, o: dict) -> tuple[np.ndarray, list[str]]:
+    """One hard OoD image: the dataset's sizes and backgrounds, one context cue (sometimes a second of another
+    kind), up to `_MAX_DISTRACTORS` class-free distractors and no class object. Returns it and its cues' kinds."""
+    h, w = (int(s) for s in rng.integers(o["min_size"], o["max_size"] + 1, 2))
+    image = _backgrounds(rng, 1, h, w)[0]
+    pool = _ood_cue_kinds(o)
+    kinds = [pool[rng.integers(len(pool))]]
+    if len(pool) > 1 and rng.random() < _SECOND_CUE_PROBABILITY:
+        others = [kind for kind in pool if kind != kinds[0]]
+        kinds.append(others[rng.integers(len(others))])
+    for kind in kinds:
+        _CONTEXT_PAINTERS[kind](rng, image)
+    for _ in range(rng.integers(_MAX_DISTRACTORS + 1)):
+        _distractor(rng, image)
+    return _add_noise(rng, image[None])[0], kinds
+
+
+def _write_ood_set(root: Path, o: dict, bar: tqdm) -> Counter:
+    """The `num_ood` OoD images and their list under root/OoD (nothing for none); returns how many images show each
+    cue kind. Image k draws from (seed, _OOD_STREAM, k - 1) alone: it does not depend on how many there are."""
+    if not o["num_ood"]:
+        return Counter()
+    names = [f"JPEGImages/ood_{number:06d}.jpg" for number in range(1, o["num_ood"] + 1)]
+    cues: Counter = Counter()
+    for index, name in enumerate(names):
+        image, kinds = _render_ood(np.random.default_rng([o["seed"], _OOD_STREAM, index]), o)
+        write_jpeg(root / OOD_FOLDER / name, image, quality=o["jpeg_quality"])
+        cues.update(kinds)
+        bar.update()
+    write_text(root / OOD_FOLDER / OOD_LIST, "".join(f"{name}\n" for name in names))
+    return cues
 
 
 # ----------------------------------------------------------------------------- the dataset
+
+# Per labelled image, the class index of the context whose cue shows at each pixel (0: none, objects included).
+CONTEXT_MASKS = "ContextMasks"
 
 
 def _validate(o: dict) -> None:
@@ -437,6 +525,8 @@ def _validate(o: dict) -> None:
     lo, hi = o["objects_per_image"]
     if not 1 <= lo <= hi:
         raise ValueError(f"synthetic objects_per_image must be [min, max] with 1 <= min <= max, got {[lo, hi]}")
+    if o["num_ood"] < 0:
+        raise ValueError(f"synthetic num_ood must be >= 0 (0: no OoD set), got {o['num_ood']}")
     if not 1 <= o["min_size"] <= o["max_size"]:
         raise ValueError(f"synthetic min_size must be <= max_size, got {o['min_size']} > {o['max_size']}")
     for key in ("object_length", "object_width"):
@@ -459,6 +549,7 @@ def _write_sample(root: Path, image_id: str, sample: _Sample, o: dict, *, labell
         write_mask(root / "SegmentationClassAug" / f"{image_id}.png", mask, atomic=False)
         if segmented:
             write_mask(root / "SegmentationClass" / f"{image_id}.png", mask, atomic=False)
+        write_mask(root / CONTEXT_MASKS / f"{image_id}.png", sample.context_labels, atomic=False)
 
 
 def _write_lists(root: Path, ids: dict[str, list[str]]) -> None:
@@ -485,12 +576,14 @@ def _record(sample: _Sample) -> dict:
         "parts": parts,
         "foreground": float((sample.instances > 0).mean()),
         "contexts": sample.contexts,
+        "context_pixels": float((sample.context_labels > 0).mean()),
         "non_square": sample.rgb.shape[0] != sample.rgb.shape[1],
     }
 
 
-def _summarise(records: list[dict], ids: dict[str, list[str]], o: dict) -> dict:
-    """JSON-serialisable statistics over the labelled images (train_aug and val)."""
+def _summarise(records: list[dict], ids: dict[str, list[str]], o: dict, ood_cues: Counter) -> dict:
+    """JSON-serialisable statistics over the labelled images (train_aug and val), and the OoD set's size and cues
+    (`ood_cues`: how many OoD images show each context kind)."""
     counts = Counter(r["objects"] for r in records)
     parts = np.array([p for r in records for p in r["parts"]])
     with_class = {c: [r for r in records if c in r["classes"]] for c in o["classes"]}
@@ -510,6 +603,8 @@ def _summarise(records: list[dict], ids: dict[str, list[str]], o: dict) -> dict:
             c: float(np.mean([c in r["contexts"] for r in with_class[c]])) if with_class[c] else 0.0
             for c in o["context_classes"]
         },
+        "context_pixel_fraction": float(np.mean([r["context_pixels"] for r in records])),  # visible cues, any class
+        "ood": {"images": o["num_ood"], "contexts": dict(sorted(ood_cues.items()))},
     }
 
 
@@ -520,6 +615,7 @@ def generate_dataset(
     num_train: int,
     num_val: int,
     num_test: int,
+    num_ood: int,
     train_gt_fraction: float,
     min_size: int,
     max_size: int,
@@ -539,10 +635,12 @@ def generate_dataset(
     jpeg_quality: int,
     progress: bool = True,
 ) -> dict:
-    """Write the synthetic VOC2012 (+ SBD) folder at `root` atomically and return its statistics.
+    """Write the synthetic VOC2012 (+ SBD) folder at `root` atomically, with its hard OoD set in root/OoD, and
+    return its statistics.
 
-    Each image draws from its own generator seeded by (seed, split, index), so files are
-    byte-identical across runs and an image does not depend on how many others there are.
+    Each image draws from its own generator seeded by (seed, split, index), the OoD images' split being
+    `_OOD_STREAM`, so files are byte-identical across runs and an image does not depend on how many others there
+    are (nor the dataset's images on whether there is an OoD set).
     """
     o = dict(locals())  # the options as one dict for the helpers
     o["classes"], o["context_classes"] = list(classes), list(context_classes)
@@ -553,7 +651,7 @@ def generate_dataset(
     segmented = set(ids["train"]) | set(ids["val"])
 
     records = []
-    bar = tqdm(total=num_train + num_val + num_test, desc="synthetic VOC", disable=not progress)
+    bar = tqdm(total=num_train + num_val + num_test + num_ood, desc="synthetic VOC", disable=not progress)
     with atomic_dir(root) as tmp, bar:
         for code, (split, split_ids) in enumerate(
             zip(SPLITS, (ids["train_aug"], ids["val"], ids["test"]), strict=True)
@@ -569,7 +667,8 @@ def generate_dataset(
                     records.append(_record(sample))
                 bar.update()
         _write_lists(tmp, ids)
-    return _summarise(records, ids, o)
+        ood_cues = _write_ood_set(tmp, o, bar)
+    return _summarise(records, ids, o, ood_cues)
 
 
 # ----------------------------------------------------------------------------- pretext task

@@ -47,23 +47,28 @@ def pad_to(array: np.ndarray, height: int, width: int, value) -> np.ndarray:
 def augment(
     rng: np.random.Generator,
     image: np.ndarray,
-    superpixels: np.ndarray,
+    superpixels: np.ndarray | None,
     *,
     scales: list[float],
     flip: bool,
     crop_size: int,
     pad_rgb: tuple[int, int, int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """One training sample: (crop x crop x 3 uint8 image, crop x crop int64 superpixel ids)."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One training sample: (crop x crop x 3 uint8 image, crop x crop int64 superpixel ids, or None for an image
+    without superpixels). The draws do not depend on whether superpixels are given."""
     scale = float(rng.choice(scales))
     height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
     image = bilinear_resize(image, height, width)
-    superpixels = nearest_resize(superpixels, height, width).astype(np.int64)
+    if superpixels is not None:
+        superpixels = nearest_resize(superpixels, height, width).astype(np.int64)
     if flip and rng.random() < 0.5:
-        image, superpixels = image[:, ::-1], superpixels[:, ::-1]
+        image = image[:, ::-1]
+        superpixels = None if superpixels is None else superpixels[:, ::-1]
     image = pad_to(image, crop_size, crop_size, np.asarray(pad_rgb, np.uint8))
-    superpixels = pad_to(superpixels, crop_size, crop_size, superpixels.max() + 1)
+    if superpixels is not None:
+        superpixels = pad_to(superpixels, crop_size, crop_size, superpixels.max() + 1)
     top = int(rng.integers(0, image.shape[0] - crop_size + 1))
     left = int(rng.integers(0, image.shape[1] - crop_size + 1))
     window = (slice(top, top + crop_size), slice(left, left + crop_size))
-    return np.array(image[window]), np.array(superpixels[window])  # writable copies
+    crop = np.array(image[window])  # writable copies
+    return crop, None if superpixels is None else np.array(superpixels[window])

@@ -127,8 +127,9 @@ class SplitRoles:
     test: str | None = "test"
 
 
-def _decode_image(path: Path) -> tuple[str | None, int]:
-    """Decode an image fully (catching truncation): (a problem message or None, its longer side in pixels)."""
+def decode_image(path: Path) -> tuple[str | None, int]:
+    """Decode an image fully (catching truncation): (a problem message or None, its longer side in pixels). The
+    dataset's images and the OoD set's (wsss.data.ood) are checked with it."""
     try:
         return None, max(read_rgb(path).shape[:2])
     except DataError as exc:
@@ -212,7 +213,7 @@ def validate_dataset(
         f"{p}: image missing for id '{p.stem}'. Add the JPEG or remove the id from its split list." for p in missing
     ]
     to_decode = [paths.image(i) for i in all_ids if paths.image(i).is_file()]
-    decoded = parallel_map(_decode_image, to_decode, workers, progress, "decode images")
+    decoded = parallel_map(decode_image, to_decode, workers, progress, "decode images")
     problems += [problem for problem, _ in decoded if problem]
     sides = [side for _, side in decoded]
     largest_side = max(sides, default=0)

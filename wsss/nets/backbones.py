@@ -41,7 +41,7 @@ VGG16_CFG: tuple[int | str, ...] = (
     512,
     "M",
 )
-FEATURE_KEYS: tuple[str, ...] = ("conv4", "conv5", "pool5", "fc6", "fc7")
+FEATURE_KEYS: tuple[str, ...] = ("conv4", "conv5", "pool5", "fc6", "fc7_activation", "fc7")
 IMAGENET_FC_CHANNELS = 4096
 DEEPLAB_FC_CHANNELS = 1024
 
@@ -77,8 +77,9 @@ class VGG16DeepLab(nn.Module):
 
     `forward` returns a dict of feature maps (all after ReLU): `conv4` (conv4_3, stride 8),
     `conv5` (conv5_3, before pool5; the ICD feature), `pool5` (max then avg pool), `fc6`, `fc7`
-    (after dropout, which is the identity in eval mode). The input must already be normalised by
-    the caller, as the weights expect (`wsss.nets.normalisation`; the official code feeds `x - 127`).
+    (after dropout, which is the identity in eval mode), `fc7_activation` (fc7 before dropout). The input must
+    already be normalised by the caller, as the weights expect (`wsss.nets.normalisation`; the official code feeds
+    `x - 127`).
 
     fc6 is a 3x3 conv with padding = dilation = `fc6_dilation` (1 for ICD's CAM branch, 12 for
     DeepLab-LargeFOV). The 3x3 average pool after pool5 counts padded zeros (divides by 9 at the
@@ -141,6 +142,7 @@ class VGG16DeepLab(nn.Module):
             "conv5": in_channels,
             "pool5": in_channels,
             "fc6": fc,
+            "fc7_activation": fc,
             "fc7": fc,
         }
         self.reset_parameters()
@@ -169,8 +171,9 @@ class VGG16DeepLab(nn.Module):
         out["pool5"] = x
         x = self.drop6(self.relu(self.fc6(x)))
         out["fc6"] = x
-        x = self.drop7(self.relu(self.fc7(x)))
-        out["fc7"] = x
+        x = self.relu(self.fc7(x))
+        out["fc7_activation"] = x  # before dropout: what a pooled feature of the image is taken from
+        out["fc7"] = self.drop7(x)
         return out
 
 

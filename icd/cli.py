@@ -317,6 +317,31 @@ def _seed_figure(args: argparse.Namespace) -> None:
     seed_figure(args.out, dataset, args.scores, args.seeds_root, canvas=canvas_size(args.canvas, dataset))
 
 
+@verbs.verb("ood-figure", help="Fig. 4 with and without W-OoD: CAM and icd_crf seeds of both networks on context")
+@arg("--dataset", required=True)
+@arg("--scores", nargs="+", required=True, help="score shards (.npz) of the primary network")
+@arg("--ood-scores", nargs="+", required=True, help="score shards (.npz) of the OoD network")
+@arg("--network", required=True, help="the OoD network's name: its seed sets' suffix")
+@arg("--seeds-root", required=True)
+@arg("--canvas", type=int, help="seeds.inference_size (default: derived from the dataset's largest image)")
+@arg("--out", required=True, help="PNG")
+def _ood_figure(args: argparse.Namespace) -> None:
+    from icd.figures import ood_figure
+    from wsss.data.canvas import canvas_size
+
+    dataset = read_json(args.dataset)
+    canvas = canvas_size(args.canvas, dataset)
+    ood_figure(
+        args.out,
+        dataset,
+        args.scores,
+        args.ood_scores,
+        args.seeds_root,
+        suffix=suffix_of(args.network),
+        canvas=canvas,
+    )
+
+
 @verbs.verb("training-curves", help="plot ICD training: losses, lr, sign flips per epoch")
 @arg("--history", required=True, help="history.json written by train-icd")
 @arg("--out", required=True, help="PNG")

@@ -20,7 +20,6 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from icd.ood import pooled_class_feature
 from wsss.core.errors import ConfigError
 from wsss.nets.backbones import VGG16DeepLab, load_vgg16_weights
 
@@ -44,6 +43,12 @@ def bottom_up_scores(features: torch.Tensor, directions: torch.Tensor) -> torch.
     """
     weight = F.normalize(directions, dim=1)
     return F.conv2d(features.detach(), weight[:, :, None, None])
+
+
+def pooled_class_feature(features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The vector the CAM branch classifies, pooled: GAP of fc7 after ReLU, before dropout (B x D). W-OoD takes
+    GAP of the stage the classifier reads; dropout's zeros would inflate its distances in training only."""
+    return features["fc7_activation"].mean((2, 3))
 
 
 class SignFlip(nn.Module):

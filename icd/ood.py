@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from icd.model import bottom_up_scores, pooled_class_feature
+
 KMEANS_ITERATIONS = 10  # the official Lloyd iterations
 
 
@@ -43,10 +45,27 @@ def frozen_batch_norm(net: nn.Module):
             layer.train()
 
 
-def pooled_class_feature(features: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The vector the CAM branch classifies, pooled: GAP of fc7 after ReLU, before dropout (B x D). W-OoD takes
-    GAP of the stage the classifier reads; dropout's zeros would inflate its distances in training only."""
-    return features["fc7_activation"].mean((2, 3))
+def _all_background(scores: torch.Tensor, id_batch_size: int) -> torch.Tensor:
+    """BCE of B x C x h x w scores against 0 (softplus), per class the mean over pixels, averaged over classes,
+    summed over images and divided by the ID batch size: one class's worth of an ICD loss per OoD image."""
+    return F.softplus(scores).mean((1, 2, 3)).sum() / id_batch_size
+
+
+def background_top_down_loss(net, features: dict[str, torch.Tensor], id_batch_size: int) -> torch.Tensor:
+    """This project's extension, not W-OoD's: the top-down branch's adapted scores S'' of OoD images trained as
+    background everywhere, for every class. W-OoD's losses reach only the CAM branch, while ICD's seeds come from
+    S''. The ICD BatchNorm is frozen by the caller."""
+    return _all_background(net._top_down(net.feature_bn(net._bottom_up_input(features))), id_batch_size)
+
+
+def background_bottom_up_loss(net, features: dict[str, torch.Tensor], id_batch_size: int) -> torch.Tensor:
+    """This project's extension, not W-OoD's: the bottom-up scores S (Ŝ oriented by the sign flip, which this
+    reads and never updates) of OoD images trained as background everywhere, for every class. As the bottom-up
+    loss, it moves only the directions (icd.model.bottom_up_scores detaches the features): a class's direction
+    turns away from its context when that context alone scores as the class. S' and hence the top-down targets
+    follow. The ICD BatchNorm is frozen by the caller."""
+    raw = bottom_up_scores(net.feature_bn(net._bottom_up_input(features)), net.directions)
+    return _all_background(net.sign_flip(raw), id_batch_size)
 
 
 def class_logits(net, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from icd.losses import icd_losses, warmup_weight
 from icd.model import ICDNet
 from icd.ood import (
+    background_bottom_up_loss,
+    background_top_down_loss,
     class_logits,
     climb,
     compute_prototypes,
@@ -268,6 +270,15 @@ def train_icd(
         excluded = torch.zeros(classes.num_foreground, dtype=torch.bool, device=device)
         excluded[[classes.index(name) - 1 for name in ood["excluded_classes"]]] = True
         climb_step = (ood["climb_step"] / torch.tensor(normalise.std)).view(1, 3, 1, 1).to(device)
+        # This project's extensions (icd.ood.background_*_weight): OoD images as background for the ICD branches.
+        background_losses = {
+            name: (ood[f"background_{branch}_weight"], loss)
+            for name, branch, loss in (
+                ("ood_top_down", "top_down", background_top_down_loss),
+                ("ood_bottom_up", "bottom_up", background_bottom_up_loss),
+            )
+            if ood[f"background_{branch}_weight"] > 0 and (branch != "top_down" or icd["top_down"])
+        }
         prototype_scale = sorted(icd["scales"])[len(icd["scales"]) // 2]  # the middle training scale
 
         def compute_now() -> dict:
@@ -300,11 +311,18 @@ def train_icd(
 
     def ood_losses(outputs: dict, targets: torch.Tensor, ood_batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """W-OoD's two losses (icd.ood), weighted: the climbed OoD batch classified as no class, and the pooled
-        features pulled to their classes' prototypes and pushed from the nearest OoD centres."""
+        features pulled to their classes' prototypes and pushed from the nearest OoD centres; with
+        icd.ood.background_top_down_weight / background_bottom_up_weight, this project's background targets for the
+        ICD branches on the same climbed batch (icd.ood.background_top_down_loss, background_bottom_up_loss)."""
         climbed = climb(net, normalise(ood_batch).to(device, non_blocking=True), climb_step)
         with frozen_batch_norm(net):
-            logits, _ = class_logits(net, climbed)
+            logits, features = class_logits(net, climbed)
+            extensions = {
+                name: weight * loss(net, features, targets.shape[0])
+                for name, (weight, loss) in background_losses.items()
+            }
         return {
+            **extensions,
             "ood": ood["classification_weight"] * ood_classification_loss(logits, excluded, targets.shape[0]),
             "distance": ood["distance_weight"]
             * distance_loss(outputs["pooled"], targets, prototypes["classes"], prototypes["ood"], ood["push_fraction"]),
@@ -327,8 +345,9 @@ def train_icd(
         if ood:  # every step logs the OoD losses, zero before they start
             started = epoch >= ood["start_epoch"]
             zero = losses["total"].new_zeros(())
-            extra = ood_losses(outputs, targets, ood_batch) if started else {"ood": zero, "distance": zero}
-            losses = {**losses, **extra, "total": losses["total"] + extra["ood"] + extra["distance"]}
+            names = (*background_losses, "ood", "distance")
+            extra = ood_losses(outputs, targets, ood_batch) if started else dict.fromkeys(names, zero)
+            losses = {**losses, **extra, "total": losses["total"] + sum(extra.values())}
         correct, count = rank_accuracy(outputs["class_logits"].detach(), targets)
         return losses["total"], {
             **{f"loss_{key}": float(value.detach()) for key, value in losses.items()},

@@ -116,6 +116,19 @@ def swept_networks(config: dict) -> list[str]:
     ]
 
 
+def compared_ood_network(config: dict) -> str | None:
+    """The W-OoD network (icd.ood) the OoD figure compares with the primary one on the synthetic data's context
+    masks: the first that writes `icd_crf`; None when there is none, or no context masks (real data)."""
+    if not is_synthetic(config):
+        return None
+    found = [
+        name
+        for name, network in networks(config).items()
+        if network.icd["ood"] is not None and "icd_crf" in network.variants
+    ]
+    return found[0] if found else None
+
+
 def score_map_ap_networks(config: dict) -> dict:
     """`score-map-ap --networks`: {suffix: {"maps": Table 1 rows, "scores": shards}} for every network."""
     return {
@@ -171,5 +184,6 @@ def stage_targets(config: dict, stage: str) -> list[str]:
             f"{root}/figures/seeds_per_class_iou.png",
         ]
         # where the generator says which pixels hold a class's context
-        + ([f"{root}/tables/context_leakage.csv"] if is_synthetic(config) else []),
+        + ([f"{root}/tables/context_leakage.csv"] if is_synthetic(config) else [])
+        + ([f"{root}/figures/ood_fig4.png"] if compared_ood_network(config) else []),
     }[stage]

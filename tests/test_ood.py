@@ -138,6 +138,38 @@ def test_the_climb_is_one_max_normalised_step_up_the_top_logit_clipped_to_the_ba
     assert not climbed.requires_grad
 
 
+def test_the_background_top_down_loss_is_the_bce_to_zero_of_the_adapted_scores_forward_gives():
+    from icd.model import ICDNet
+    from icd.ood import background_top_down_loss
+
+    torch.manual_seed(0)
+    net = ICDNet(num_classes=3, width=0.0625, batch_norm=True).eval()
+    images = torch.randn(2, 3, 40, 40)
+    adapted = net(images, torch.zeros(2, 3))["adapted"]
+    expected = nn.functional.softplus(adapted).mean((1, 2, 3)).sum() / 8  # BCE against 0 is softplus
+    assert float(background_top_down_loss(net, net.backbone(images), id_batch_size=8)) == pytest.approx(
+        float(expected), rel=1e-5
+    )
+
+
+def test_the_background_bottom_up_loss_moves_only_the_directions_with_the_oriented_scores():
+    from icd.model import ICDNet
+    from icd.ood import background_bottom_up_loss
+
+    torch.manual_seed(0)
+    net = ICDNet(num_classes=3, width=0.0625, batch_norm=True).eval()
+    net.sign_flip.stored.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))  # class 2 flipped
+    images = torch.randn(2, 3, 40, 40)
+    oriented = net(images, torch.zeros(2, 3))["bottom_up"]  # S: Ŝ with the sign flip applied
+    assert oriented.shape[1] == 3
+    expected = nn.functional.softplus(oriented).mean((1, 2, 3)).sum() / 8
+    loss = background_bottom_up_loss(net, net.backbone(images), id_batch_size=8)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    loss.backward()
+    learned = {name for name, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert learned == {"directions"}
+
+
 def test_frozen_batch_norm_keeps_statistics_and_restores_modes():
     net = TinyCamNet().train()
     before = net.bn.running_var.clone()
@@ -172,6 +204,8 @@ def ood_settings(**overrides) -> dict:
         "clusters": 4,
         "push_fraction": 0.2,
         "excluded_classes": [],
+        "background_top_down_weight": 0.0,
+        "background_bottom_up_weight": 0.0,
         **overrides,
     }
 
@@ -180,10 +214,12 @@ def test_an_ood_network_trains_as_the_plain_one_until_its_start_epoch_then_adds_
     with_ood_images, prepared, tmp_path
 ):
     plain = train(tmp_path / "plain", with_ood_images, prepared, epochs=1)
-    with_ood = train(tmp_path / "ood", with_ood_images, prepared, epochs=2, ood=ood_settings())
+    settings = ood_settings(background_top_down_weight=0.5, background_bottom_up_weight=2.0)
+    with_ood = train(tmp_path / "ood", with_ood_images, prepared, epochs=2, ood=settings)
     first, second = with_ood["history"]
-    assert first["loss_ood"] == first["loss_distance"] == 0
+    assert first["loss_ood"] == first["loss_distance"] == first["loss_ood_top_down"] == first["loss_ood_bottom_up"] == 0
     assert second["loss_ood"] > 0 and second["loss_distance"] != 0
+    assert second["loss_ood_top_down"] > 0 and second["loss_ood_bottom_up"] > 0
     for key in ("loss_cam", "loss_bottom_up", "loss_top_down"):  # epoch 1 is the plain network's epoch 1
         assert first[key] == plain["history"][0][key], key
     prototypes = torch.load(tmp_path / "ood" / "ood_prototypes.pt", weights_only=True)

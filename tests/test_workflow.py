@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -73,6 +74,14 @@ def test_default_target_builds_every_stage(finished_run):
     assert set(json.loads((results / "networks" / "icd" / "cam_background.json").read_text())) == {"cam", "cam_sp"}
     assert len(list((results / "seeds" / "icd_crf").glob("*.png"))) == 16
     assert (results / "figures" / "seeds_fig4.png").stat().st_size > 10_000
+    # The context leakage of every seed set (the synthetic data's context masks) and the OoD figure.
+    leakage = {
+        (row["variant"], row["class"]): row
+        for row in csv.DictReader((results / "tables" / "context_leakage.csv").read_text().splitlines())
+    }
+    assert {("icd_crf", "all"), ("icd_crf_ood", "all"), ("cam_ood", "all"), ("gt", "all")} <= set(leakage)
+    assert int(leakage[("gt", "all")]["context_pixels"]) > 0 and int(leakage[("gt", "all")]["leaked_pixels"]) == 0
+    assert (results / "figures" / "ood_fig4.png").stat().st_size > 10_000
     for rule in (
         "synthesize_data",
         "validate_data",

@@ -116,8 +116,9 @@ def configured_networks(config: dict, saliency: bool, ood: bool = False) -> dict
     """
     entries = {**BUILT_IN, **(BUILT_IN_OOD if ood else {})}
     configured = config.get("networks") or {}
-    for name, entry in configured.items():
-        entries[name] = None if entry is None else deep_merge(entries.get(name) or {}, entry)
+    for name, entry in configured.items():  # a built-in name asked for gets the built-in settings, data or not
+        built_in = entries.get(name) or {**BUILT_IN, **BUILT_IN_OOD}.get(name) or {}
+        entries[name] = None if entry is None else deep_merge(built_in, entry)
     user_seeds = {name for name, entry in configured.items() if entry is not None and "seeds" in entry}
     if entries.get(PRIMARY) is None:
         raise ConfigError(f"networks.{PRIMARY} cannot be null: it is the ICD network every stage reads.")

@@ -12,6 +12,7 @@ import deeplab.workflow as deeplab_plan
 import icd.workflow as icd_plan
 from icd.seed_sets import seed_variants
 from wsss.core.config import load_config
+from wsss.core.errors import ConfigError
 from wsss.workflow import as_json, checked_dataset, data_targets, dataset_check, dataset_roots, has_saliency
 
 VOC = {
@@ -25,6 +26,12 @@ VOC = {
 @pytest.fixture(scope="module")
 def synthetic():
     return load_config()
+
+
+@pytest.fixture(scope="module")
+def with_ood():
+    """The default with the W-OoD network, which the cpu preset leaves out (config.yaml) and OoD data brings."""
+    return load_config(overrides={"networks": {"ood": {}}})
 
 
 def with_setting(config: dict, section: str, key: str, value) -> dict:
@@ -89,17 +96,21 @@ def test_every_icd_step_gets_the_backbone_it_runs(synthetic):
     assert synthetic["icd"]["top_down"], "the ablation network must not change the config it reads"
 
 
-def test_the_ablation_network_exists_only_beside_a_top_down_network(synthetic):
+def test_the_ablation_network_exists_only_beside_a_top_down_network(synthetic, with_ood):
     root = f"results/{synthetic['run']}"
-    assert list(icd_plan.networks(synthetic)) == ["icd", "no_td", "ood"]  # the synthetic set has OoD images
+    assert list(icd_plan.networks(synthetic)) == ["icd", "no_td"]  # the cpu preset leaves the W-OoD network out
+    assert list(icd_plan.networks(with_ood)) == ["icd", "no_td", "ood"]  # built in where there are OoD images
+    without_ood_data = {**with_ood, "synthetic": {**with_ood["synthetic"], "num_ood": 0}}
+    with pytest.raises(ConfigError, match=r"networks.ood trains with out-of-distribution images .* has none"):
+        icd_plan.networks(without_ood_data)
     assert icd_plan.score_shards(synthetic, "no_td") == [
         f"{root}/networks/no_td/scores/shard_{shard}.npz" for shard in range(synthetic["seeds"]["shards"])
     ]
     assert f"{root}/networks/no_td/model.pt" in icd_plan.stage_targets(synthetic, "icd")
-    switched_off = {**synthetic, "networks": {"no_td": None}}
+    switched_off = {**synthetic, "networks": {**synthetic["networks"], "no_td": None}}
     without_top_down = with_setting(synthetic, "icd", "top_down", False)
     for config in (switched_off, without_top_down):
-        assert list(icd_plan.networks(config)) == ["icd", "ood"]
+        assert list(icd_plan.networks(config)) == ["icd"]
         assert f"{root}/networks/no_td/model.pt" not in icd_plan.stage_targets(config, "icd")
         assert not any(variant.endswith("_no_td") for variant in icd_plan.variants(config))
 
@@ -114,11 +125,14 @@ def test_the_seed_families_write_every_seed_set_once(synthetic):
 
 
 def test_only_networks_with_cam_seed_sets_are_swept_and_table_1_reports_the_maps_their_seeds_use(synthetic):
-    config = {**synthetic, "networks": {"wide": {"icd": {"lr": 0.5}, "seeds": ["cam_sp", "icd"]}}}
-    assert icd_plan.swept_networks(config) == ["icd", "ood", "wide"]
+    config = {
+        **synthetic,
+        "networks": {**synthetic["networks"], "wide": {"icd": {"lr": 0.5}, "seeds": ["cam_sp", "icd"]}},
+    }
+    assert icd_plan.swept_networks(config) == ["icd", "wide"]
     assert icd_plan.cam_background(config, "wide") == f"results/{config['run']}/networks/wide/cam_background.json"
     table_1 = icd_plan.score_map_ap_networks(config)
-    assert list(table_1) == ["", "_no_td", "_ood", "_wide"]
+    assert list(table_1) == ["", "_no_td", "_wide"]
     assert table_1[""]["maps"] == ["cam", "bottom_up", "refined", "adapted"]
     assert table_1["_no_td"]["maps"] == ["bottom_up", "refined"] and table_1["_wide"]["maps"] == ["cam", "adapted"]
     assert table_1["_wide"]["scores"] == icd_plan.score_shards(config, "wide")
@@ -135,12 +149,12 @@ SETTING_READERS = {
 
 
 @pytest.mark.parametrize("setting", list(SETTING_READERS), ids=lambda setting: f"{setting[0]}.{setting[1]}")
-def test_a_seed_setting_changes_the_options_of_exactly_the_families_that_read_it(synthetic, setting):
-    changed = with_setting(synthetic, *setting)
+def test_a_seed_setting_changes_the_options_of_exactly_the_families_that_read_it(with_ood, setting):
+    changed = with_setting(with_ood, *setting)
     rerun = {
         family
-        for family in icd_plan.families(synthetic)
-        if as_json(icd_plan.family_options(changed, family)) != as_json(icd_plan.family_options(synthetic, family))
+        for family in icd_plan.families(with_ood)
+        if as_json(icd_plan.family_options(changed, family)) != as_json(icd_plan.family_options(with_ood, family))
     }
     assert rerun == SETTING_READERS[setting]
 

@@ -116,6 +116,8 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
 # tabled, drawn; the default target.
 MADE_OF_SEEDS = {
     "seed_table": 1,
+    "context_leakage": 1,
+    "ood_figure": 1,
     "seed_figure": 1,
     "seed_iou_chart": 1,
     "train_deeplab": 2,
@@ -204,7 +206,7 @@ def test_a_new_seed_threshold_and_crf_setting_reach_the_seeds(finished_run, tmp_
 
 @pytest.mark.slow
 def test_without_the_ablation_network_its_no_td_rows_are_absent(finished_run):
-    dry = snakemake(finished_run, "-n", config={**TINY, "networks": {"no_td": None}}).stdout
+    dry = snakemake(finished_run, "-n", config={**TINY, "networks": {**TINY["networks"], "no_td": None}}).stdout
     jobs = set(job_stats(dry))
     assert {"score_map_ap", "seed_table"} <= jobs  # the tables lose their *_no_td rows
     # the other seed sets are made without the ablation network's scores: they stay (so do DeepLab's rows)
@@ -218,7 +220,7 @@ def test_a_network_added_in_the_config_adds_exactly_its_own_jobs(finished_run):
     """A user's variant is one config entry: it is trained, scored, swept and seeded by the same rules, beside the
     others, whose results stay; only the tables that list every network are made again."""
     wide = {"icd": {"lr": 0.004}, "seeds": ["cam", "icd_crf"]}
-    dry = snakemake(finished_run, "-n", config={**TINY, "networks": {"wide": wide}}).stdout
+    dry = snakemake(finished_run, "-n", config={**TINY, "networks": {**TINY["networks"], "wide": wide}}).stdout
     jobs = job_stats(dry)
     assert jobs == {
         "train_icd": 1,
@@ -228,6 +230,7 @@ def test_a_network_added_in_the_config_adds_exactly_its_own_jobs(finished_run):
         "collect_seeds": 2,
         "score_map_ap": 1,
         "seed_table": 1,
+        "context_leakage": 1,
         "seed_iou_chart": 1,
         "all": 1,
     }

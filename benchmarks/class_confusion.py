@@ -27,7 +27,7 @@ from icd.score_maps import SCORE_MAPS, scored_training_images
 def confusion(results: Path, score_map: str, canvas: int) -> dict[str, float]:
     """The four shares (see the module docstring) over the multi-class training images of `results`."""
     dataset = json.loads((results / "data" / "dataset.json").read_text())
-    score_shards = sorted(str(path) for path in (results / "scores").glob("shard_*.npz"))
+    score_shards = sorted(str(path) for path in (results / "networks" / "icd" / "scores").glob("shard_*.npz"))
     index = SCORE_MAPS.index(score_map)
     counts = np.zeros(5)  # pixels, other higher raw, other higher per-class-normalised, other positive, own positive
     images = scored_training_images(dataset, score_shards, canvas=canvas, description="class confusion")

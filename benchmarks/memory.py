@@ -102,7 +102,7 @@ def main() -> None:
     missing = unbenchmarked_stages(args.results)
     print(f"stages that ran without a benchmark: {', '.join(missing) if missing else 'none'}")
 
-    sizes = score_sizes(sorted((args.results / "scores").glob("shard_*.npz")))
+    sizes = score_sizes(sorted((args.results / "networks" / "icd" / "scores").glob("shard_*.npz")))
     estimate = voc_estimate(sizes, args.voc_classes_per_image)
     print(
         f"\nscore shards: {sizes['images']} images, dtype {'/'.join(sizes['dtypes'])}, "

@@ -1,6 +1,8 @@
 """The fast seed CRF (`refine_seed`, wsss.crf.densecrf's engine) against the official 21-label pydensecrf
-call (`crf_official`) on synthetic and photographic seeds, the engine against pydensecrf, the lattice and the
-grid Gaussian against brute-force dense Gaussians, and the grid Gaussian's std against the lattice's."""
+call (`crf_official`) on synthetic and photographic seeds, the engine against pydensecrf, its compiled lattice
+construction against densecrf's transcribed in Python and its compiled lattice pass against the same operator
+as dense matrices, the lattice and the grid Gaussian against brute-force dense Gaussians, and the grid
+Gaussian's std against the lattice's."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import skimage.segmentation
 import torch
 
 from wsss.core.config import load_config
+from wsss.crf import densecrf
 from wsss.crf.densecrf import GridGaussian, LatticeFilter, mean_field, pixel_features, spatial_filter
 from wsss.crf.refine import crf_official, refine_seed
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES
@@ -226,9 +229,9 @@ def test_engine_marginals_match_pydensecrf():
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
 
 
-def test_engine_mixes_kernel_layouts():
-    """The grid Gaussian (channels first) beside the lattice (pixels first) gives the same marginals as the
-    same two kernels both fed pixels first, whatever their order."""
+def test_engine_sums_the_kernels_in_any_order():
+    """The grid Gaussian and the lattice, each accumulating into the message, give the marginals of one
+    kernel computing their weighted sum, whatever their order; the bilateral term matters."""
     rng = np.random.default_rng(8)
     image, _ = blocks(rng, [3])
     h, w = image.shape[:2]
@@ -236,21 +239,166 @@ def test_engine_mixes_kernel_layouts():
     grid = spatial_filter(h, w, 2)
     bilateral = LatticeFilter.from_features(pixel_features(h, w, 30, image, 13))
 
-    class PixelsFirst:  # the grid filter through a transpose
-        channels_first = False
-        filtered_ones = grid.filtered_ones
+    class Sum:  # both kernels in one call, through fresh arrays
+        filtered_ones = 3.0 * grid.filtered_ones + 10.0 * bilateral.filtered_ones
 
         def __call__(self, values, weight=1.0, add_to=None):
-            filtered = grid(values.T.contiguous(), weight).T
-            return filtered.contiguous() if add_to is None else add_to.add_(filtered)
+            total = (grid(values, 3.0) + bilateral(values, 10.0)) * weight
+            return total if add_to is None else add_to.add_(total)
 
-    reference = mean_field(unary, [(PixelsFirst(), 3.0), (bilateral, 10.0)], 4)
+    reference = mean_field(unary, [(Sum(), 1.0)], 4)
     for kernels in ([(grid, 3.0), (bilateral, 10.0)], [(bilateral, 10.0), (grid, 3.0)], [(grid, 3.0)]):
         got = mean_field(unary, kernels, 4)
         if len(kernels) == 1:
             assert not np.allclose(got, reference, atol=1e-3)  # the bilateral term matters
         else:
-            np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(got, reference, rtol=0, atol=1e-6)
+
+
+def densecrf_lattice(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """densecrf's Permutohedral::init (its SSE code path, which pydensecrf builds on x86) transcribed one
+    feature at a time in numpy float32 scalars, with a dict for its hash table: each feature's simplex
+    corners (vertex ids in order of creation, N x d+1), barycentric weights (N x d+1) and, per blur axis j,
+    each vertex's neighbours (d+1 x 2 x M, -1 where absent)."""
+    f32 = np.float32
+    d, n = features.shape
+    d1 = d + 1
+    canonical = [[r if k <= d - r else r - d1 for k in range(d1)] for r in range(d1)]
+    inverse_std = f32(np.sqrt(2.0 / 3.0) * d1)
+    scales = [f32(1.0 / np.sqrt((i + 2) * (i + 1)) * float(inverse_std)) for i in range(d)]
+    down_factor, up_factor = f32(1.0) / f32(d1), f32(d1)
+    table: dict[tuple[int, ...], int] = {}
+    corners = np.empty((n, d1), dtype=np.int64)
+    barycentric = np.empty((n, d1), dtype=np.float32)
+    for point in range(n):
+        elevated = [f32(0)] * d1
+        total = f32(0)
+        for j in range(d, 0, -1):
+            scaled = f32(features[j - 1, point]) * scales[j - 1]
+            elevated[j] = total - f32(j) * scaled
+            total = total + scaled
+        elevated[0] = total
+        remainder0, shift = [], f32(0)
+        for i in range(d1):
+            rounded = np.rint(down_factor * elevated[i])
+            remainder0.append(rounded * up_factor)
+            shift = shift + rounded
+        rank = [0] * d1
+        for i in range(d):
+            for j in range(i + 1, d1):
+                smaller = int(elevated[i] - remainder0[i] < elevated[j] - remainder0[j])
+                rank[i] += smaller
+                rank[j] += 1 - smaller
+        for i in range(d1):
+            rank[i] += int(shift)
+            if rank[i] < 0:
+                rank[i] += d1
+                remainder0[i] = remainder0[i] + up_factor
+            elif rank[i] >= d1:
+                rank[i] -= d1
+                remainder0[i] = remainder0[i] - up_factor
+        weights = [f32(0)] * (d1 + 1)
+        for i in range(d1):
+            value = (elevated[i] - remainder0[i]) * down_factor
+            weights[d - rank[i]] = weights[d - rank[i]] + value
+            weights[d - rank[i] + 1] = weights[d - rank[i] + 1] - value
+        weights[0] = weights[0] + (f32(1) + weights[d1])
+        for remainder in range(d1):
+            key = tuple(int(remainder0[i]) + canonical[remainder][rank[i]] for i in range(d))
+            corners[point, remainder] = table.setdefault(key, len(table))
+            barycentric[point, remainder] = weights[remainder]
+    neighbours = np.full((d1, 2, len(table)), -1, dtype=np.int64)
+    for key, vertex in table.items():
+        for j in range(d1):
+            for side, (step, along) in enumerate(((-1, d), (1, -d))):
+                shifted = [k + step for k in key]
+                if j < d:
+                    shifted[j] = key[j] + along
+                neighbours[j, side, vertex] = table.get(tuple(shifted), -1)
+    return corners, barycentric, neighbours
+
+
+def lattice_arrays(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled lattice construction's corners, barycentric weights and neighbours (as densecrf_lattice
+    lays them out: N x d+1, N x d+1, d+1 x 2 x M with -1 where absent)."""
+    d = features.shape[0]
+    down, ranks, barycentric, lowest, highest = densecrf._simplices(
+        np.ascontiguousarray(features, dtype=np.float32), densecrf._elevation_scales(d)
+    )
+    lows, radix = densecrf._key_packing(lowest, highest)
+    corners, neighbours = densecrf._vertices(down, ranks, lows, radix)
+    m = neighbours.shape[-1]
+    return corners, barycentric, np.where(neighbours == m, -1, neighbours)
+
+
+LATTICE_CASES = {  # features d x N: random, position only, an image's bilateral ones, a coarse grid (ties)
+    "random-d2": lambda rng: rng.normal(0, 3, (2, 301)).astype(np.float32),
+    "random-d5-grows-the-table": lambda rng: rng.normal(0, 2, (5, 3001)).astype(np.float32),
+    "position": lambda rng: pixel_features(13, 17, 1.5),
+    "bilateral": lambda rng: pixel_features(H, W, 20, blocks(rng, [2, 5])[0], 13),
+    "ties": lambda rng: np.repeat(rng.integers(-3, 4, (3, 20)), 5, axis=1).astype(np.float32) * 0.75,
+}
+
+
+@pytest.mark.parametrize("case", sorted(LATTICE_CASES))
+def test_lattice_construction_is_densecrfs(case):
+    """The compiled construction (8 features a vector, corner keys hashed as int64) gives densecrf's
+    lattice exactly: the same vertex ids (both number vertices in order of first use), bit-identical
+    barycentric weights and the same blur neighbours. The cases cover remainders that need wrapping,
+    equal residuals, a feature count that is not a multiple of 8 and a hash table that grows."""
+    rng = np.random.default_rng(sorted(LATTICE_CASES).index(case))
+    features = LATTICE_CASES[case](rng)
+    expected_corners, expected_weights, expected_neighbours = densecrf_lattice(features)
+    corners, weights, neighbours = lattice_arrays(features)
+    np.testing.assert_array_equal(corners, expected_corners)
+    np.testing.assert_array_equal(weights, expected_weights)
+    np.testing.assert_array_equal(neighbours, expected_neighbours)
+    if case == "random-d5-grows-the-table":
+        assert neighbours.shape[-1] > 4096
+
+
+def test_lattice_key_ranges_must_fit_int64():
+    """Vertex keys are packed into one int64: features spread too far are refused, not wrapped around."""
+    features = np.array([[0.0, 1e7], [0.0, -1e7], [0.0, 1e7], [0.0, -1e7], [0.0, 1e7]], dtype=np.float32)
+    with pytest.raises(ValueError, match="too wide to pack into int64"):
+        LatticeFilter.from_features(features)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, 6])
+def test_lattice_filter_is_the_normalised_splat_blur_slice(channels):
+    """The compiled pass (4 channels a vector) against the same operator as dense float64 matrices:
+    K = alpha S B_d ... B_0 S^T (S: N x M barycentric weights, B_j = I + (P_n1 + P_n2) / 2), D = K 1,
+    D^-1/2 K D^-1/2, alpha = 1 / (1 + 2^-d); with a weight, and added to what is there."""
+    rng = np.random.default_rng(channels)
+    image, _ = blocks(rng, [4, 9], (20, 27))
+    features = pixel_features(20, 27, 6, image, 20)
+    corners, weights, neighbours = lattice_arrays(features)
+    n, d1 = corners.shape
+    m = neighbours.shape[-1]
+    splat = np.zeros((n, m))
+    np.add.at(splat, (np.repeat(np.arange(n), d1), corners.ravel()), weights.ravel().astype(np.float64))
+    blur = np.eye(m)
+    for axis in range(d1):
+        step = np.eye(m)
+        for side in range(2):
+            present = neighbours[axis, side] >= 0
+            step[np.flatnonzero(present), neighbours[axis, side, present]] += 0.5
+        blur = step @ blur
+    kernel = splat @ blur @ splat.T / (1 + 2.0 ** (1 - d1))
+    norm = 1 / np.sqrt(kernel.sum(axis=1))
+    values = rng.random((channels, n)).astype(np.float32)
+    expected = (norm[:, None] * kernel * norm[None, :]) @ values.astype(np.float64).T
+
+    lattice = LatticeFilter.from_features(features)
+    assert lattice.vertices == m
+    np.testing.assert_allclose(lattice(torch.from_numpy(values)).numpy(), expected.T, rtol=1e-5, atol=1e-7)
+    accumulated = torch.ones(channels, n)
+    lattice(torch.from_numpy(values), 2.5, add_to=accumulated)
+    np.testing.assert_allclose(accumulated.numpy(), 1 + 2.5 * expected.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        lattice.filtered_ones.numpy(), (norm[:, None] * kernel * norm[None, :]).sum(axis=1), rtol=1e-5
+    )
+    np.testing.assert_array_equal(lattice(torch.from_numpy(values)).numpy(), lattice(torch.from_numpy(values)).numpy())
 
 
 @pytest.mark.parametrize(
@@ -295,13 +443,13 @@ def test_grid_gaussian_has_the_std_the_lattice_realises(sxy):
     lattice = LatticeFilter.from_features(pixel_features(size, size, sxy))
     reach = int(4 * sxy) + 2
     centres = [(y, x) for y in range(size // 2 - 6, size // 2 + 6) for x in range(size // 2 - 6, size // 2 + 6)]
-    impulses = torch.zeros(size * size, len(centres))
-    for column, (y, x) in enumerate(centres):
-        impulses[y * size + x, column] = 1
+    impulses = torch.zeros(len(centres), size * size)
+    for row, (y, x) in enumerate(centres):
+        impulses[row, y * size + x] = 1
     responses = lattice(impulses).numpy()
     averaged = sum(
-        responses[:, column].reshape(size, size)[y - reach : y + reach + 1, x - reach : x + reach + 1]
-        for column, (y, x) in enumerate(centres)
+        responses[row].reshape(size, size)[y - reach : y + reach + 1, x - reach : x + reach + 1]
+        for row, (y, x) in enumerate(centres)
     )
     averaged /= averaged.sum()
     offsets = np.arange(-reach, reach + 1)
@@ -309,7 +457,7 @@ def test_grid_gaussian_has_the_std_the_lattice_realises(sxy):
         assert np.sqrt((marginal * offsets**2).sum()) == pytest.approx(sxy, rel=0.01)
         assert marginal[np.abs(offsets) > 3.5 * sxy].sum() < 1e-4  # a Gaussian's: 4.6e-4
     values = torch.from_numpy(np.random.default_rng(0).random((2, size * size)).astype(np.float32))
-    reference = lattice(values.T.contiguous()).T
+    reference = lattice(values)
 
     def error(std: float) -> float:
         return float((GridGaussian(size, size, std)(values) - reference).norm() / reference.norm())
@@ -340,7 +488,7 @@ def test_lattice_filter_approximates_the_dense_gaussian(bilateral):
     else:
         features = pixel_features(h, w, 2.0)
     values = rng.random((h * w, 3)).astype(np.float32)
-    filtered = LatticeFilter.from_features(features)(torch.from_numpy(values)).numpy()
+    filtered = LatticeFilter.from_features(features)(torch.from_numpy(values.T.copy())).numpy().T
     errors = {}
     for std in (0.7, 1.0, 1.4):
         exact = _dense_normalised_gaussian(features.astype(np.float64), std, values)

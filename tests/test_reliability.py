@@ -134,7 +134,7 @@ def voc_config(workdir: Path, run: str = "voc", voc_root: Path | None = None) ->
 
 
 def model_target(config: dict) -> str:
-    return f"results/{config['run']}/icd/model.pt"
+    return f"results/{config['run']}/networks/icd/model.pt"
 
 
 def deeplab_target(config: dict) -> str:
@@ -477,7 +477,7 @@ def test_killed_in_a_sharded_step_and_in_icd_training_snakemake_resumes_to_ident
     result = rerun_after_unlock(tmp_path, config, target)
     assert result.returncode == 0, output(result)[-4000:]
     log = (results / "logs" / "train_icd" / "icd.log").read_text()
-    assert "resuming from results/voc/icd/checkpoint.pt" in log
+    assert "resuming from results/voc/networks/icd/checkpoint.pt" in log
     reference = voc_workdir / "results" / "voc" / "networks" / "icd"
     assert_resumed_after(
         log,
@@ -594,7 +594,7 @@ def test_memory_benchmark_reports_peak_rss_per_stage_and_compact_scores(syntheti
     ).stdout
     benchmarks = results / "benchmarks"
     expected = {
-        "train_icd": pd.read_csv(benchmarks / "train_icd" / "icd.tsv", sep="\t")["max_rss"].max(),
+        "train_icd/icd": pd.read_csv(benchmarks / "train_icd" / "icd.tsv", sep="\t")["max_rss"].max(),
         "superpixels": max(
             pd.read_csv(p, sep="\t")["max_rss"].max() for p in (benchmarks / "superpixels").glob("*.tsv")
         ),

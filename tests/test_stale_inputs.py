@@ -112,5 +112,5 @@ def test_a_weights_file_replaced_at_the_same_path_retrains_icd_from_scratch(fini
     assert "checkpoint.pt was trained on other inputs (changed: " in log and "weights); training from scratch" in log
     after = trained_weights(workdir / target)
     assert differing_weights(after, before)
-    reference = from_scratch(workdir, tmp_path / "scratch", config, [f"{RUN}/icd"], [target])
+    reference = from_scratch(workdir, tmp_path / "scratch", config, [f"{RUN}/networks/icd"], [target])
     assert not differing_weights(after, trained_weights(reference / target))

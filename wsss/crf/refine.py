@@ -112,11 +112,11 @@ def refine_seed(image, seed, settings: SeedCRFSettings | None = None, /, *, num_
     where pydensecrf uses a permutohedral lattice (see wsss.crf.densecrf: the same std, a slightly
     different kernel), which moves labels on 0-0.3 % of pixels (tests/test_crf.py).
     Cost: pydensecrf's per-pixel work barely depends on the label count (3-5 channels through it
-    were only 2-3x faster than 21). wsss.crf.densecrf builds the bilateral lattice with vectorised
-    numpy, filters the position kernel on the grid and P channels per iteration (the group's follows
-    from sum Q = 1): 6.3-7.2x less CPU than `crf_official` on 500 x 375 images with config.yaml's CRF
-    (5.7-6.0x with the VOC values, sxy 3 and bilateral 80, whose official lattices are cheaper;
-    benchmarks/crf.py).
+    were only 2-3x faster than 21). wsss.crf.densecrf builds the bilateral lattice and filters both
+    kernels in compiled code (numba), the position kernel on the grid, P channels per iteration (the
+    group's follows from sum Q = 1): 13-14x less CPU than `crf_official` on 500 x 375 images with
+    config.yaml's CRF (10-11x with the VOC values, sxy 3 and bilateral 80, whose official lattices are
+    cheaper), idle or with the other core busy (benchmarks/crf.py).
     """
     settings = SeedCRFSettings.resolve(settings, crf)
     image, seed = _check_inputs(image, seed, num_classes)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from wsss.core.errors import DataError
 from wsss.data.classes import IGNORE_LABEL, ClassList
 from wsss.data.io import image_size, read_mask, read_rgb
-from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to
+from wsss.data.transforms import bilinear_resize, nearest_resize, pad_to, scaled_size
 from wsss.data.voc import MAX_LISTED_PROBLEMS, VOCPaths
 
 
@@ -33,7 +33,7 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One training sample: (crop x crop x 3 uint8 image, crop x crop uint8 labels, or None without labels)."""
     scale = float(rng.uniform(*scale_range))
-    height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+    height, width = scaled_size(image.shape, scale)
     image = bilinear_resize(image, height, width)
     flipped = flip and rng.random() < 0.5
     if flipped:

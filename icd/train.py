@@ -12,6 +12,7 @@ uninterrupted one on CPU. The loop itself (schedule, reseeding, checkpoints, DDP
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -40,7 +41,8 @@ from wsss.core.files import atomic_path
 from wsss.core.shards import ShardStore
 from wsss.data.classes import ClassList
 from wsss.data.io import read_rgb
-from wsss.data.transforms import augment, bilinear_resize
+from wsss.data.ood import OoDImages
+from wsss.data.transforms import augment, bilinear_resize, scaled_size
 from wsss.data.voc import VOCPaths
 from wsss.nets.normalisation import weights_normalisation
 from wsss.training import TrainingLoop, multi_hot, rank_accuracy
@@ -49,6 +51,12 @@ log = logging.getLogger(__name__)
 
 
 OOD_STREAM = 0x6F6F64  # keeps the OoD images' draws apart from the training images' (seed, epoch, index) streams
+
+
+@functools.lru_cache(maxsize=1)
+def _ood_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    """The epoch's permutation of the OoD images, drawn once per epoch (per loader process), not per sample."""
+    return np.random.default_rng([seed, epoch, OOD_STREAM]).permutation(count)
 
 
 class ICDTrainingSet(Dataset):
@@ -72,7 +80,7 @@ class ICDTrainingSet(Dataset):
         flip,
         crop_size,
         pad_rgb,
-        ood_images: list[Path] = (),
+        ood_images: OoDImages | None = None,
         ood_epoch: int = 0,
     ):
         self.ids, self.labels, self.num_foreground = list(ids), labels, num_foreground
@@ -80,7 +88,7 @@ class ICDTrainingSet(Dataset):
         self.superpixels = superpixels
         self.seed, self.epoch = seed, 0
         self.options = dict(scales=scales, flip=flip, crop_size=crop_size, pad_rgb=pad_rgb)
-        self.ood_images, self.ood_epoch = list(ood_images), ood_epoch
+        self.ood_images, self.ood_epoch = ood_images, ood_epoch
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,9 +96,9 @@ class ICDTrainingSet(Dataset):
     def _ood_sample(self, index: int) -> torch.Tensor:
         if not self.ood_images or self.epoch < self.ood_epoch:
             return torch.empty(0, dtype=torch.uint8)
-        order = np.random.default_rng([self.seed, self.epoch, OOD_STREAM]).permutation(len(self.ood_images))
+        order = _ood_order(self.seed, self.epoch, len(self.ood_images))
         rng = np.random.default_rng([self.seed, self.epoch, index, OOD_STREAM])
-        image, _ = augment(rng, read_rgb(self.ood_images[order[index % len(order)]]), None, **self.options)
+        image, _ = augment(rng, self.ood_images.read(int(order[index % len(order)])), None, **self.options)
         return torch.from_numpy(image)
 
     def __getitem__(self, index: int):
@@ -139,22 +147,22 @@ def _batch_position(epoch: int, batch: int, figures: dict[str, float]) -> str:
     return f"epoch {epoch + 1}, batch {batch + 1} ({', '.join(losses)})"
 
 
-def _ood_images(dataset: dict) -> list[Path]:
+def _ood_images(dataset: dict) -> OoDImages:
     """The dataset's OoD images (validate-data's `ood` entry), for a network trained with icd.ood."""
-    ood = dataset.get("ood")
-    if not ood or not ood.get("images"):
+    images = OoDImages.of_dataset(dataset)
+    if not images:
         raise ConfigError(
             "icd.ood is set (a W-OoD network of `networks`) but the dataset has no out-of-distribution images. "
             "Set data.ood_root (and data.ood_list), or remove the network."
         )
-    return [Path(ood["root"]) / relative for relative in ood["images"]]
+    return images
 
 
 def _whole_images(paths, scale: float, normalise, device):
     """Each image at `scale`, whole, as a 1 x 3 x H x W network input: how W-OoD's prototypes see the images."""
     for path in paths:
         image = read_rgb(path)
-        height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+        height, width = scaled_size(image.shape, scale)
         yield normalise(bilinear_resize(image, height, width)[None]).to(device)
 
 
@@ -210,7 +218,7 @@ def train_icd(
         )
     normalise = weights_normalisation(weights, normalisation, key="pretrain.normalisation")
     ood = icd.get("ood")
-    ood_images = _ood_images(dataset) if ood else []
+    ood_images = _ood_images(dataset) if ood else None
     if ood and world > 1:
         raise ConfigError("a W-OoD network (icd.ood) trains on one device: give its training one GPU or the CPU.")
     options = {"model": model, "icd": icd, "seed": seed, "weights": str(weights), "normalisation": normalise.name}
@@ -287,7 +295,7 @@ def train_icd(
                 net,
                 _whole_images([data.paths.image(i) for i in ids], prototype_scale, normalise, device),
                 torch.stack([torch.from_numpy(multi_hot(labels[i], classes.num_foreground)) for i in ids]),
-                _whole_images(ood_images, prototype_scale, normalise, device),
+                _whole_images(map(ood_images.path, range(len(ood_images))), prototype_scale, normalise, device),
                 clusters=ood["clusters"],
                 seed=seed,
             )

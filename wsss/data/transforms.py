@@ -23,6 +23,11 @@ def nearest_resize(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.take(np.take(labels, rows, axis=0), cols, axis=1)  # two 1D takes: ~3x faster than one 2D gather
 
 
+def scaled_size(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """(height, width) of an image of `shape` (H x W ...) rescaled by `scale`, rounded, at least 1 pixel each."""
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
 def bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of an H x W x 3 uint8 image."""
     if image.shape[:2] == (height, width):
@@ -57,7 +62,7 @@ def augment(
     """One training sample: (crop x crop x 3 uint8 image, crop x crop int64 superpixel ids, or None for an image
     without superpixels). The draws do not depend on whether superpixels are given."""
     scale = float(rng.choice(scales))
-    height, width = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
+    height, width = scaled_size(image.shape, scale)
     image = bilinear_resize(image, height, width)
     if superpixels is not None:
         superpixels = nearest_resize(superpixels, height, width).astype(np.int64)

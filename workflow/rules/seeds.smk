@@ -183,27 +183,24 @@ rule seed_iou_chart:
 OOD_NETWORK = icd_plan.compared_ood_network(config)
 
 
-# Only where a W-OoD network is trained beside the primary one on data with context masks.
-if OOD_NETWORK:
-
-    rule ood_figure:
-        input:
-            dataset=f"{RESULTS}/data/dataset.json",
-            scores=icd_plan.score_shards(config, icd_plan.PRIMARY),
-            ood_scores=icd_plan.score_shards(config, OOD_NETWORK),
-            seeds=[f"{RESULTS}/seeds/icd_crf", f"{RESULTS}/seeds/icd_crf_{OOD_NETWORK}"],
-            data=dataset_inputs(),
-        output:
-            report(f"{RESULTS}/figures/ood_fig4.png", caption="../report/ood_fig4.rst", category="Seeds"),
-        log:
-            f"{LOGS}/ood_figure.log",
-        conda:
-            "../../envs/torch.yaml"
-        threads: 1
-        params:
-            network=OOD_NETWORK,
-            canvas=canvas_option("--canvas"),
-            root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
-        shell:
-            "icd ood-figure --dataset {input.dataset:q} --scores {input.scores:q} --ood-scores {input.ood_scores:q}"
-            " --network {params.network:q} --seeds-root {params.root:q} {params.canvas} --out {output:q} > {log:q} 2>&1"
+rule ood_figure:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        scores=icd_plan.score_shards(config, icd_plan.PRIMARY),
+        ood_scores=icd_plan.score_shards(config, OOD_NETWORK) if OOD_NETWORK else [],
+        seeds=[f"{RESULTS}/seeds/icd_crf", f"{RESULTS}/seeds/icd_crf_{OOD_NETWORK}"],
+        data=dataset_inputs(),
+    output:
+        report(f"{RESULTS}/figures/ood_fig4.png", caption="../report/ood_fig4.rst", category="Seeds"),
+    log:
+        f"{LOGS}/ood_figure.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    params:
+        network=OOD_NETWORK,
+        canvas=canvas_option("--canvas"),
+        root=lambda wildcards, input: os.path.dirname(input.seeds[0]),
+    shell:
+        "icd ood-figure --dataset {input.dataset:q} --scores {input.scores:q} --ood-scores {input.ood_scores:q}"
+        " --network {params.network:q} --seeds-root {params.root:q} {params.canvas} --out {output:q} > {log:q} 2>&1"

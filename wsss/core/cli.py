@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wsss.core.allocator import retain_freed_memory
 from wsss.core.devices import assign_local_gpus
 from wsss.core.errors import ICDError
 from wsss.core.files import write_text
@@ -118,9 +119,11 @@ class Verbs:
 def run_verb(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse, log to stderr, claim the verb's GPUs (`--gpus`), run it; a user error is one line and exit 2.
 
-    Shared by every `python -m <package>` CLI of the pipeline.
+    Shared by every `python -m <package>` CLI of the pipeline. Freed memory stays in the process
+    (wsss.core.allocator: every step reuses its buffers instead of faulting fresh pages in).
     """
     args = parser.parse_args(argv)
+    retain_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if getattr(args, "gpus", None) is not None:

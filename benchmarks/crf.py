@@ -85,7 +85,14 @@ def samples(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, seed) pairs from the synthetic val split, at 500 x 375."""
     options = load_config(
         overrides={
-            "synthetic": {"num_train": 1, "num_val": count, "num_test": 1, "min_size": HEIGHT, "max_size": WIDTH}
+            "synthetic": {
+                "num_train": 1,
+                "num_val": count,
+                "num_test": 1,
+                "num_extra": 0,
+                "min_size": HEIGHT,
+                "max_size": WIDTH,
+            }
         }
     )["synthetic"]
     rng = np.random.default_rng(seed)

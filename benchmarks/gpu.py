@@ -1250,16 +1250,18 @@ def print_schedules(config: dict, sizes: Sizes, m: Measurements, tiny: bool) -> 
     `runs` is how many such jobs the default pipeline makes (one ICD training per network of `networks`, each
     priced as the full one: an upper bound, the Table 3 ablation network has no top-down branch)."""
     from icd.networks import configured_networks
+    from icd.train import training_epochs
 
     icd, deeplab = config["icd"], config["deeplab"]
     icd_runs = len(configured_networks(config, saliency=False))
     iterations_per_epoch = VOC_TRAIN_AUG_IMAGES // icd["batch_size"]  # the last partial batch is dropped
+    epochs = training_epochs(icd["epochs"], VOC_TRAIN_AUG_IMAGES, VOC_TRAIN_AUG_IMAGES)  # no extra images
     rows = [
         (
             "ICD training",
-            f"{icd['epochs']} epochs x {iterations_per_epoch} it, batch {icd['batch_size']}",
+            f"{epochs} epochs x {iterations_per_epoch} it, batch {icd['batch_size']}",
             "ICD",
-            icd["epochs"] * iterations_per_epoch * icd["batch_size"],
+            epochs * iterations_per_epoch * icd["batch_size"],
             icd_runs,
         )
     ]

@@ -33,7 +33,8 @@ CANVAS = 513
 def images(count: int) -> list[np.ndarray]:
     """Synthetic VOC images at VOC's typical 500 x 375 size."""
     sizes = {"num_train": count, "num_val": 1, "num_test": 1, "min_size": 375, "max_size": 500}
-    options = load_config(overrides={"synthetic": {**sizes, "num_ood": 0}})["synthetic"]  # no OoD set: unused here
+    # No OoD or extra set: unused here.
+    options = load_config(overrides={"synthetic": {**sizes, "num_ood": 0, "num_extra": 0}})["synthetic"]
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder) / "VOC2012"
         generate_dataset(root, **options, progress=False)

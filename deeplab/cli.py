@@ -63,20 +63,28 @@ def _train(args: argparse.Namespace) -> None:
 @verbs.verb("predict-deeplab", help="full-resolution predictions of one split")
 @arg("--dataset", required=True)
 @arg("--model", required=True, help="model.pt written by `deeplab train-deeplab`")
-@arg("--split", required=True, help="a role (eval, test) or a split name")
+@arg("--split", required=True, help="a role (eval, test, train) or a split name")
 @options('JSON object {"scales", "flip", "crf": {...} or null}')
-@arg("--out-dir", required=True, help="raw/ and crf/ folders, or the server layout with --server-tar")
+@arg("--out-dir", required=True, help="raw/ and crf/, the server layout (--server-tar) or <id>.png (--as-seeds)")
 @arg("--server-tar", help="write the VOC server layout and pack it into this tar")
+@arg(
+    "--as-seeds",
+    action="store_true",
+    help="write only the final prediction (after the CRF when it runs) as <id>.png, a seed folder for "
+    "`train-deeplab --labels-root`: the training split's labels for a further round",
+)
 @GPUS
 def _predict(args: argparse.Namespace) -> None:
-    from deeplab.infer import pack_for_server, predict_split
+    from deeplab.infer import EVALUATION_LAYOUT, pack_for_server, predict_split
 
+    if args.as_seeds and args.server_tar is not None:
+        raise ICDError("--as-seeds and --server-tar are two layouts of the predictions: give one of them.")
     predict_split(
         args.model,
         read_json(args.dataset),
         args.split,
         args.out_dir,
-        server_layout=args.server_tar is not None,
+        layout="server" if args.server_tar is not None else "seeds" if args.as_seeds else EVALUATION_LAYOUT,
         **json.loads(args.options),
     )
     if args.server_tar is not None:
@@ -87,7 +95,7 @@ def _predict(args: argparse.Namespace) -> None:
 @arg("--dataset", required=True)
 @arg("--predictions", required=True, help="folder holding raw/ (and crf/)")
 @arg("--backbone", required=True)
-@arg("--seeds", required=True, help="the seed set the model was trained on (gt: ground truth)")
+@arg("--seeds", required=True, help="the run: its seed set (gt: ground truth), `<seeds>_round<r>` in round r >= 2")
 @arg("--multiscale", action="store_true", help="the predictions averaged several scales or flips")
 @arg("--out", required=True, help="JSON record")
 def _evaluate(args: argparse.Namespace) -> None:

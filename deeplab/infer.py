@@ -4,9 +4,10 @@ Class probabilities are the softmax of the logits upsampled (bilinear) to the im
 scales and flips; with scales [1] and no flip that is exactly the single-scale prediction. The CRF is
 deeplab-pytorch's test-time one: unary -log p, a Gaussian and a bilateral Potts term.
 
-Outputs: evaluation splits get `raw/<id>.png` (argmax) and, with the CRF, `crf/<id>.png`; the test
-split gets the final prediction in the VOC evaluation server's layout, `SERVER_FOLDER/<id>.png`,
-which `pack_for_server` tars for upload.
+Outputs, by layout: evaluation splits get `raw/<id>.png` (argmax) and, with the CRF, `crf/<id>.png`; the test
+split gets the final prediction (after the CRF when it runs) in the VOC evaluation server's layout,
+`SERVER_FOLDER/<id>.png`, which `pack_for_server` tars for upload; the training split gets the final prediction as
+`<id>.png`, a seed folder, the labels of a further DeepLab round.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ from wsss.nets.backbones import default_device
 from wsss.nets.normalisation import Normalisation, trained_normalisation
 
 SERVER_FOLDER = Path("results/VOC2012/Segmentation/comp6_test_cls")
+# The layouts that hold only the final prediction, by name, and the folder of out_dir it goes to: the VOC server's,
+# and a seed folder (`<id>.png` in out_dir itself, what `train-deeplab --labels-root` reads). The "evaluation"
+# layout, raw/ and crf/ side by side, is the default.
+EVALUATION_LAYOUT = "evaluation"
+FINAL_PREDICTION_FOLDERS = {"server": SERVER_FOLDER, "seeds": Path()}
 
 
 def load_trained(path, device: torch.device | None = None) -> tuple[torch.nn.Module, Normalisation]:
@@ -94,10 +100,11 @@ def predict_split(
     scales,
     flip: bool,
     crf: dict | None,
-    server_layout: bool = False,
+    layout: str = EVALUATION_LAYOUT,
     progress: bool = True,
 ) -> None:
-    """Predict every image of `split` (a role such as 'eval' or 'test', or a split name) into `out_dir`."""
+    """Predict every image of `split` (a role such as 'eval', 'test' or 'train', or a split name) into `out_dir`,
+    in `layout`: EVALUATION_LAYOUT, or one of FINAL_PREDICTION_FOLDERS."""
     if split in dataset["roles"] and dataset["roles"][split] is None:
         raise ConfigError(f"the dataset has no {split} split (data.{split}_split is null, as for COCO's test split).")
     split = dataset["roles"].get(split, split)
@@ -114,12 +121,12 @@ def predict_split(
             labels = {raw_folder: probabilities.argmax(axis=0).astype(np.uint8)}
             if settings is not None:
                 labels[crf_folder] = crf_refine(image, probabilities, settings)
-            if server_layout:
-                final = labels[crf_folder if settings is not None else raw_folder]
-                write_mask(tmp / SERVER_FOLDER / f"{image_id}.png", final, atomic=False)
-            else:
+            if layout == EVALUATION_LAYOUT:
                 for name, label_map in labels.items():
                     write_mask(tmp / name / f"{image_id}.png", label_map, atomic=False)
+            else:
+                final = labels[crf_folder if settings is not None else raw_folder]
+                write_mask(tmp / FINAL_PREDICTION_FOLDERS[layout] / f"{image_id}.png", final, atomic=False)
 
 
 def pack_for_server(predictions_root, tar_path) -> int:

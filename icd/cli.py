@@ -111,9 +111,11 @@ def _convert_coco(args: argparse.Namespace) -> None:
 @arg("--conversion", help="`icd convert-coco`'s report, recorded in the report (its counts, the images left out)")
 @arg("--ood-root", help="folder of hard out-of-distribution images (W-OoD); empty: none")
 @arg("--ood-list", default="ood_list.txt", help="the OoD list, relative to --ood-root: one image path per line")
-@arg("--out", required=True, help="JSON report: source, splits, labels, counts, the OoD images")
+@arg("--extra", default="[]", help="JSON list of {root, list}: sets of extra image-level-labelled images (data.extra)")
+@arg("--out", required=True, help="JSON report: source, splits, labels, counts, the OoD images, the extra images")
 def _validate_data(args: argparse.Namespace) -> None:
     from wsss.data.classes import VOC, ClassList
+    from wsss.data.extra import ExtraSet, validate_extra
     from wsss.data.ood import OoDList, validate_ood
     from wsss.data.voc import SplitRoles, VOCPaths, validate_dataset
 
@@ -125,13 +127,23 @@ def _validate_data(args: argparse.Namespace) -> None:
     paths = VOCPaths.create(args.voc_root, args.sbd_root, args.saliency_root)
     roles = SplitRoles(train=args.train_split, eval=args.eval_split, test=args.test_split or None)
     classes = ClassList(tuple(json.loads(args.classes))) if args.classes else VOC
-    report = validate_dataset(paths, roles, classes=classes, canvases=json.loads(args.canvases), workers=args.workers)
+    canvases = json.loads(args.canvases)
+    report = validate_dataset(paths, roles, classes=classes, canvases=canvases, workers=args.workers)
     ood = OoDList(Path(args.ood_root), args.ood_list) if args.ood_root else None
     report = {"source": args.source, **report, "ood": validate_ood(ood, workers=args.workers) if ood else None}
+    extra_sets = [ExtraSet.of_config(entry) for entry in json.loads(args.extra)]
+    report["extra"] = validate_extra(extra_sets, classes, canvases=canvases, workers=args.workers)
+    if report["extra"]:  # the derived canvases hold the extra images too
+        report["largest_side"] = max(report["largest_side"], report["extra"]["largest_side"])
     if args.conversion:
         report["conversion"] = read_json(args.conversion)
     write_json(args.out, report)
-    log.info("dataset ok: %s, OoD images: %d", report["counts"], len(report["ood"]["images"]) if ood else 0)
+    log.info(
+        "dataset ok: %s, OoD images: %d, extra images: %s",
+        report["counts"],
+        len(report["ood"]["images"]) if ood else 0,
+        {entry["root"]: entry["images"] for entry in report["extra"]["sets"]} if report["extra"] else 0,
+    )
 
 
 @verbs.verb("accept-data", help="make a checked dataset report (validate-data's) the pipeline's")
@@ -170,16 +182,21 @@ def _premise(args: argparse.Namespace) -> None:
     write_json(args.out, report)
 
 
-@verbs.verb("superpixels", help="Felzenszwalb + feature merging for one shard of the training split")
+@verbs.verb("superpixels", help="Felzenszwalb + feature merging for one shard of the training images")
 @SHARDED
 @arg("--weights", required=True, help="backbone weights the features come from")
 @GPUS
 def _superpixels(args: argparse.Namespace) -> None:
+    """The shard's images of the training split and of the extra images (data.extra), which ICD trains on."""
     from icd.superpixels import compute_superpixel_shard
+    from wsss.core.shards import shard_ids
+    from wsss.data.training_images import TrainingImages
 
-    dataset, ids = _training_shard(args)
+    dataset = read_json(args.dataset)
+    images = TrainingImages.of_dataset(dataset)
+    ids = shard_ids(images.ids, args.shard, args.shards)
     options = _with_canvas(json.loads(args.options), "feature_input_size", dataset)
-    stats = compute_superpixel_shard(args.out, ids, voc_root=dataset["voc_root"], weights=args.weights, **options)
+    stats = compute_superpixel_shard(args.out, ids, image_path=images.path, weights=args.weights, **options)
     log.info("shard %d/%d: %s", args.shard, args.shards, stats)
 
 

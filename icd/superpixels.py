@@ -15,6 +15,8 @@ on proper input (torchvision's VGG16, fed raw 0..255, would see values up to 255
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -146,7 +148,7 @@ def compute_superpixel_shard(
     out_path,
     ids: list[str],
     *,
-    voc_root: str,
+    image_path: Callable[[str], Path],
     weights: str,
     width: float,
     batch_norm: bool,
@@ -158,7 +160,8 @@ def compute_superpixel_shard(
     feature_input_size: int,
     progress: bool = True,
 ) -> dict:
-    """Merged superpixels of `ids`, saved as one npz shard {id: map}; returns region-count statistics.
+    """Merged superpixels of `ids` (their files: `image_path(id)`), saved as one npz shard {id: map}; returns
+    region-count statistics.
 
     Features come from the same pretrained backbone the ICD stage starts from (`weights`), on the input
     `normalisation` it expects (checked against the file: `wsss.nets.normalisation.weights_normalisation`).
@@ -168,7 +171,6 @@ def compute_superpixel_shard(
     from wsss.core.errors import DataError
     from wsss.core.shards import save_shard
     from wsss.data.io import read_rgb
-    from wsss.data.voc import VOCPaths
     from wsss.nets.backbones import VGG16DeepLab, default_device, load_vgg16_weights
     from wsss.nets.normalisation import weights_normalisation
 
@@ -176,13 +178,12 @@ def compute_superpixel_shard(
     model = VGG16DeepLab(width=width, batch_norm=batch_norm)
     load_vgg16_weights(model, weights)
     model.to(default_device()).eval()
-    paths = VOCPaths.create(voc_root)
     maps, counts = {}, []
     for image_id in tqdm(ids, desc="superpixels", disable=not progress, mininterval=2.0):
-        image = read_rgb(paths.image(image_id))
+        image = read_rgb(image_path(image_id))
         if max(image.shape[:2]) > feature_input_size:
             raise DataError(
-                f"{paths.image(image_id)}: image is {image.shape[1]}x{image.shape[0]}, larger than "
+                f"{image_path(image_id)}: image is {image.shape[1]}x{image.shape[0]}, larger than "
                 f"superpixels.feature_input_size {feature_input_size}. Raise that setting."
             )
         maps[image_id] = image_superpixels(

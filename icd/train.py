@@ -35,21 +35,24 @@ from icd.ood import (
     ood_classification_loss,
 )
 from wsss.core.checkpoints import distributed, fingerprint, process_device, save_trained
-from wsss.core.digests import file_digest, files_digest, training_inputs
+from wsss.core.digests import file_digest, files_digest, training_inputs, value_digest
 from wsss.core.errors import ConfigError, DataError
 from wsss.core.files import atomic_path
 from wsss.core.shards import ShardStore
 from wsss.data.classes import ClassList
 from wsss.data.io import read_rgb
 from wsss.data.ood import OoDImages
+from wsss.data.training_images import TrainingImages
 from wsss.data.transforms import augment, bilinear_resize, scaled_size
-from wsss.data.voc import VOCPaths
 from wsss.nets.normalisation import weights_normalisation
 from wsss.training import TrainingLoop, multi_hot, rank_accuracy
 
 log = logging.getLogger(__name__)
 
 
+# run_icd.py's training length: 20 epochs over train_aug; `icd.epochs: null` keeps its number of iterations when extra
+# images (data.extra) join the training split.
+OFFICIAL_EPOCHS = 20
 OOD_STREAM = 0x6F6F64  # keeps the OoD images' draws apart from the training images' (seed, epoch, index) streams
 
 
@@ -69,10 +72,8 @@ class ICDTrainingSet(Dataset):
 
     def __init__(
         self,
-        ids,
-        labels,
+        images: TrainingImages,
         num_foreground,
-        voc_root,
         superpixels: ShardStore,
         *,
         seed,
@@ -83,8 +84,7 @@ class ICDTrainingSet(Dataset):
         ood_images: OoDImages | None = None,
         ood_epoch: int = 0,
     ):
-        self.ids, self.labels, self.num_foreground = list(ids), labels, num_foreground
-        self.paths = VOCPaths.create(voc_root)
+        self.images, self.ids, self.num_foreground = images, list(images.ids), num_foreground
         self.superpixels = superpixels
         self.seed, self.epoch = seed, 0
         self.options = dict(scales=scales, flip=flip, crop_size=crop_size, pad_rgb=pad_rgb)
@@ -105,12 +105,12 @@ class ICDTrainingSet(Dataset):
         image_id = self.ids[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, superpixels = augment(
-            rng, read_rgb(self.paths.image(image_id)), self.superpixels[image_id], **self.options
+            rng, read_rgb(self.images.path(image_id)), self.superpixels[image_id], **self.options
         )
         return (
             torch.from_numpy(image),
             torch.from_numpy(superpixels),
-            torch.from_numpy(multi_hot(self.labels[image_id], self.num_foreground)),
+            torch.from_numpy(multi_hot(self.images.labels[image_id], self.num_foreground)),
             self._ood_sample(index),
         )
 
@@ -129,6 +129,16 @@ def build_network(model: dict, icd: dict, num_classes: int) -> ICDNet:
         sign_momentum=icd["sign_momentum"],
         bn_momentum=icd["bn_momentum"],
     )
+
+
+def training_epochs(epochs: int | None, split_images: int, training_images: int) -> int:
+    """The epochs a network trains for: `icd.epochs` when set; null derives them from the data, the official 20 epochs'
+    worth of iterations over the training split spread over all `training_images` (the split's and the extra ones),
+    so that extra images change what the network sees, not how long it trains (the synthetic default: 600 + 200
+    images, 15 epochs, the 1500 iterations of 20 over the 600)."""
+    if epochs is not None:
+        return epochs
+    return max(1, round(OFFICIAL_EPOCHS * split_images / training_images))
 
 
 def epoch_order(count: int, batch_size: int, seed: int, epoch: int) -> list[int]:
@@ -156,6 +166,19 @@ def _ood_images(dataset: dict) -> OoDImages:
             "Set data.ood_root (and data.ood_list), or remove the network."
         )
     return images
+
+
+def extra_images_digest(images: TrainingImages) -> str:
+    """What a network reads of the extra images (data.extra): their ids, labels and bytes. A resumed training
+    whose extra images changed starts afresh, as one whose training split changed."""
+    ids = images.extra_ids
+    labels = {image_id: images.labels[image_id] for image_id in ids}
+    return value_digest(
+        {
+            "ids_and_labels": value_digest({"ids": list(ids), "labels": labels}),
+            "images": files_digest(map(images.path, ids)),
+        }
+    )
 
 
 def _whole_images(paths, scale: float, normalise, device):
@@ -204,9 +227,8 @@ def train_icd(
     out_dir = Path(out_dir)
     rank, world = distributed()
     device = process_device(rank)
-    train_split = dataset["roles"]["train"]
-    ids = dataset["splits"][train_split]
-    labels = {image_id: dataset["labels"][image_id] for image_id in ids}
+    images = TrainingImages.of_dataset(dataset, extra=icd["extra_images"])
+    ids, labels = images.ids, images.labels
     classes = ClassList.of_dataset(dataset)
     per_rank_batch = max(1, icd["batch_size"] // world)
     batch_size = per_rank_batch * world
@@ -232,10 +254,8 @@ def train_icd(
     optimizer = torch.optim.SGD(groups, lr=icd["lr"], momentum=icd["momentum"])
 
     data = ICDTrainingSet(
-        ids,
-        labels,
+        images,
         classes.num_foreground,
-        dataset["voc_root"],
         ShardStore(superpixel_shards),
         seed=seed,
         scales=icd["scales"],
@@ -252,14 +272,19 @@ def train_icd(
         iteration = (epoch - icd["top_down_start_epoch"]) * iterations_per_epoch + batch
         return warmup_weight(iteration, warmup_iterations) if iteration >= 0 else 0.0
 
-    inputs = training_inputs(dataset, superpixels=files_digest(superpixel_shards), weights=file_digest(weights))
+    inputs = training_inputs(
+        dataset,
+        superpixels=files_digest(superpixel_shards),
+        weights=file_digest(weights),
+        **({"extra_images": extra_images_digest(images)} if images.extra_ids else {}),
+    )
     # The loop's plain DDP fits: every parameter is in every step's graph (the warm-up multiplies the top-down
     # loss, never skips it).
     loop = TrainingLoop(
         net,
         optimizer,
         unit="epoch",
-        units=icd["epochs"],
+        units=training_epochs(icd["epochs"], len(images.ids) - len(images.extra_ids), len(images.ids)),
         steps_per_unit=iterations_per_epoch,
         lr=icd["lr"],
         poly_power=icd["poly_power"],
@@ -293,7 +318,7 @@ def train_icd(
             log.info("W-OoD: prototypes from the network after %d epochs", ood["start_epoch"])
             return compute_prototypes(
                 net,
-                _whole_images([data.paths.image(i) for i in ids], prototype_scale, normalise, device),
+                _whole_images(map(images.path, ids), prototype_scale, normalise, device),
                 torch.stack([torch.from_numpy(multi_hot(labels[i], classes.num_foreground)) for i in ids]),
                 _whole_images(map(ood_images.path, range(len(ood_images))), prototype_scale, normalise, device),
                 clusters=ood["clusters"],

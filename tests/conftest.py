@@ -147,6 +147,7 @@ def prepared(tiny_dataset, tmp_path_factory):
     from icd.superpixels import compute_superpixel_shard
     from wsss.core.config import load_config
     from wsss.core.shards import shard_ids
+    from wsss.data.voc import VOCPaths
     from wsss.nets.backbones import VGG16DeepLab, save_backbone
 
     folder = tmp_path_factory.mktemp("icd")
@@ -162,7 +163,7 @@ def prepared(tiny_dataset, tmp_path_factory):
         compute_superpixel_shard(
             path,
             shard_ids(ids, index, 2),
-            voc_root=tiny_dataset["voc_root"],
+            image_path=VOCPaths.create(tiny_dataset["voc_root"]).image,
             weights=weights,
             width=ICD_TEST_WIDTH,
             batch_norm=True,

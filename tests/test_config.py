@@ -19,7 +19,8 @@ def test_default_config_is_synthetic_and_cpu_sized():
     config = load_config()
     assert config["data"]["source"] == "synthetic"
     assert config["model"]["width"] == 0.125  # from synthetic_overrides
-    assert config["icd"]["lr"] == 0.003 and config["icd"]["epochs"] == 20  # a synthetic preset; a schema default
+    assert config["icd"]["lr"] == 0.003 and config["icd"]["epochs"] is None  # synthetic presets: derived epochs
+    assert config["icd"]["batch_size"] == 8 and load_config(overrides={"preset": "paper"})["icd"]["epochs"] == 20
     assert config["superpixels"] == {
         **config["superpixels"],
         "sigma": 0.8,
@@ -47,7 +48,7 @@ BAD = {
         "at '<top level>': Additional properties are not allowed ('seeds_threshold'",
     ),
     "typo in section": ({"seeds": {"treshold": 0.3}}, "at 'seeds': Additional properties are not allowed ('treshold'"),
-    "wrong type": ({"icd": {"epochs": "twenty"}}, "at 'icd.epochs': 'twenty' is not of type 'integer'"),
+    "wrong type": ({"icd": {"epochs": "twenty"}}, "at 'icd.epochs': 'twenty' is not of type 'integer', 'null'"),
     "out of range": ({"crf": {"confidence": 1.5}}, "at 'crf.confidence': 1.5 is greater than the maximum of 1"),
     "bad enum": ({"icd": {"bottom_up_loss": "l3"}}, "at 'icd.bottom_up_loss': 'l3' is not one of ['l2', 'abs', 'sig']"),
     "bad source": ({"data": {"source": "ade"}}, "at 'data.source': 'ade' is not one of ['synthetic', 'voc', 'coco']"),

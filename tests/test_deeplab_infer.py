@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from deeplab.data import SeedTrainingSet
 from deeplab.evaluate import evaluate_predictions
 from deeplab.infer import SERVER_FOLDER, class_probabilities, crf_refine, load_trained, pack_for_server, predict_split
 from deeplab.model import NETWORK_KEYS, build_model
-from deeplab.train import network_options
+from deeplab.train import network_options, train_deeplab
 from wsss.core.config import load_config
 from wsss.core.errors import DataError
 from wsss.data.classes import IGNORE_LABEL, NUM_CLASSES, PALETTE
@@ -102,7 +103,7 @@ def test_test_split_predictions_in_the_server_layout_with_the_voc_palette_and_a_
         scales=[1.0],
         flip=False,
         crf=None,
-        server_layout=True,
+        layout="server",
         progress=False,
     )
     ids = tiny_dataset["splits"]["test"]
@@ -135,6 +136,53 @@ def test_eval_predictions_with_crf_write_raw_and_crf_folders(tiny_dataset, saved
         assert sorted(p.stem for p in (out / name).iterdir()) == sorted(ids)
     results = evaluate_predictions(tiny_dataset, out, progress=False)
     assert set(results) == {"raw", "crf"} and all(0 <= r["miou"] <= 1 for r in results.values())
+
+
+def test_the_training_split_predicted_as_seeds_is_a_seed_folder_deeplab_trains_on(
+    tiny_dataset, saved_model, tmp_path, one_torch_thread
+):
+    """A further round's labels: the final prediction (after the CRF) of every training image as <id>.png, palettised
+    as the seeds are, at the image's size, which `train-deeplab --labels-root` reads."""
+    crf = load_config()["deeplab"]["crf"]
+    labels = tmp_path / "train_labels"
+    options = dict(scales=[0.5, 1.0], flip=True, crf=crf, progress=False)
+    predict_split(saved_model, tiny_dataset, "train", labels, layout="seeds", **options)
+    ids = tiny_dataset["splits"][tiny_dataset["roles"]["train"]]
+    assert sorted(path.name for path in labels.iterdir()) == sorted(f"{image_id}.png" for image_id in ids)
+    evaluation = tmp_path / "evaluation"
+    predict_split(saved_model, tiny_dataset, "train", evaluation, **options)
+    for image_id in ids:
+        with Image.open(labels / f"{image_id}.png") as png:
+            assert png.mode == "P"
+        assert (labels / f"{image_id}.png").read_bytes() == (evaluation / "crf" / f"{image_id}.png").read_bytes()
+
+    data = SeedTrainingSet(tiny_dataset, labels, seed=0, crop_size=32, scale_range=(1, 1), flip=False, pad_rgb=[0] * 3)
+    data.check_seed_sizes(progress=False)
+    assert data.label_path(ids[0]) == f"{labels}/{ids[0]}.png"
+    deeplab = {**load_config()["deeplab"], "width": 0.0625, "iterations": 2, "batch_size": 2, "crop_size": 32}
+    deeplab.update(workers=0, log_interval=1, checkpoint_interval=2)
+    train_deeplab(
+        tmp_path / "round2",
+        dataset=tiny_dataset,
+        labels_root=labels,
+        weights=None,
+        backbone="vgg16",
+        deeplab=deeplab,
+        model=MODEL_SECTION,
+        normalisation="minus127",
+        seed=0,
+        progress=False,
+    )
+    assert len(json.loads((tmp_path / "round2" / "history.json").read_text())) == 2
+
+
+def test_the_seed_layout_and_the_server_layout_are_not_asked_for_together(tmp_path, capsys):
+    from deeplab.cli import main
+
+    command = ["predict-deeplab", "--dataset", "d.json", "--model", "m.pt", "--split", "train", "--options", "{}"]
+    code = main([*command, "--out-dir", str(tmp_path / "out"), "--as-seeds", "--server-tar", str(tmp_path / "t.tar")])
+    assert code == 2 and "give one of them" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_evaluation_matches_a_brute_force_iou(tiny_dataset, tmp_path):

@@ -38,7 +38,18 @@ def test_segmentation_csv_and_paper_tables(tmp_path):
     ]
     write_segmentation_tables(evaluations, tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "pc.csv")
     table = pd.read_csv(tmp_path / "s.csv")
-    assert list(table.columns) == ["backbone", "seeds", "supervision", "dataset", "split", "multiscale", "crf", "miou"]
+    assert list(table.columns) == [
+        "backbone",
+        "seeds",
+        "round",
+        "supervision",
+        "dataset",
+        "split",
+        "multiscale",
+        "crf",
+        "miou",
+    ]
+    assert set(table["round"]) == {1}
     assert table[["seeds", "supervision", "crf"]].values.tolist() == [
         ["icd_crf", "I", False],
         ["icd_crf", "I", True],
@@ -49,9 +60,9 @@ def test_segmentation_csv_and_paper_tables(tmp_path):
     assert table["miou"].tolist() == [0.4, 0.45, 0.5, 0.7, 0.3]
     markdown = (tmp_path / "s.md").read_text()
     assert "Table 7" in markdown and "Table 8" in markdown
-    assert "| icd_crf | I | no | yes | 45.0 | 61.2 | 60.9 |" in markdown
-    assert "| icd_sal | I+S | no | no | 50.0 | 64.0 | 63.9 |" in markdown
-    assert "| cam | I | no | no | 30.0 | - | - |" in markdown  # the paper has no CAM-seed DeepLab row
+    assert "| icd_crf | 1 | I | no | yes | 45.0 | 61.2 | 60.9 |" in markdown
+    assert "| icd_sal | 1 | I+S | no | no | 50.0 | 64.0 | 63.9 |" in markdown
+    assert "| cam | 1 | I | no | no | 30.0 | - | - |" in markdown  # the paper has no CAM-seed DeepLab row
     per_class = pd.read_csv(tmp_path / "pc.csv")
     assert len(per_class) == 5 and per_class["cat"].isna().sum() == 4
 
@@ -63,7 +74,34 @@ def test_a_coco_row_names_its_dataset_and_sits_beside_no_paper_number(tmp_path):
     )
     assert [row["dataset"] for row in rows] == ["coco"]
     assert pd.read_csv(tmp_path / "s.csv")["dataset"].tolist() == ["coco"]
-    assert "| icd_crf | I | no | no | 30.0 | - | - |" in (tmp_path / "s.md").read_text()
+    assert "| icd_crf | 1 | I | no | no | 30.0 | - | - |" in (tmp_path / "s.md").read_text()
+
+
+def test_a_further_round_is_a_row_of_its_seed_set_and_round_and_leaves_round_one_as_it_was(tmp_path):
+    """The evaluation record of `<seeds>_round<r>` (its run's name) becomes a row of the seed set with its round; the
+    round-1 rows keep their numbers, and only they sit beside the paper's (trained once, on the seeds)."""
+    round_one = [record("vgg16", "icd_crf", 0.4, 0.45), record("vgg16", "icd_sal", 0.5), record("vgg16", "gt", 0.7)]
+    further = [record("vgg16", "icd_crf_round2", 0.5, 0.55), record("vgg16", "icd_sal_round3", 0.6)]
+    alone = write_segmentation_tables(round_one, tmp_path / "a.csv", tmp_path / "a.md", tmp_path / "a_pc.csv")
+    rows = write_segmentation_tables(round_one + further, tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "pc.csv")
+    assert rows[: len(alone)] == alone
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert table[["seeds", "round", "supervision", "crf", "miou"]].values.tolist()[len(alone) :] == [
+        ["icd_crf", 2, "I", False, 0.5],
+        ["icd_crf", 2, "I", True, 0.55],
+        ["icd_sal", 3, "I+S", False, 0.6],
+    ]
+    assert table.iloc[: len(alone)].equals(pd.read_csv(tmp_path / "a.csv"))
+    markdown = (tmp_path / "s.md").read_text()
+    assert "| icd_crf | 1 | I | no | yes | 45.0 | 61.2 | 60.9 |" in markdown
+    assert "| icd_crf | 2 | I | no | yes | 55.0 | - | - |" in markdown
+    assert "| icd_sal | 3 | I+S | no | no | 60.0 | - | - |" in markdown
+    per_class = pd.read_csv(tmp_path / "pc.csv")
+    assert per_class[["seeds", "round", "crf"]].values.tolist()[-3:] == [
+        ["icd_crf", 2, False],
+        ["icd_crf", 2, True],
+        ["icd_sal", 3, False],
+    ]
 
 
 def test_prediction_figure_shows_every_model_beside_the_ground_truth(tiny_dataset, tmp_path):
@@ -111,3 +149,48 @@ def test_the_plan_trains_every_backbone_on_seeds_and_baselines_and_checks_the_co
         plan.check_config(wanted, ["cam", "cam_crf", "cam_sp"], synthetic=True)
     with pytest.raises(ConfigError, match="deeplab.weights.resnet101 is not set"):
         plan.check_config(deeplab, ["cam", "icd_crf", "icd_sal"], synthetic=False)
+
+
+def test_further_rounds_train_each_backbone_again_on_its_own_predictions_of_the_training_split():
+    deeplab = {**load_config()["deeplab"], "seeds": ["icd_crf", "icd_sal"], "baselines": ["cam", "gt"]}
+    assert plan.runs("r", deeplab, ["vgg16"]) == [
+        plan.Run("vgg16", seeds, 1, f"r/vgg16/{seeds}") for seeds in ("icd_crf", "icd_sal", "cam", "gt")
+    ]
+    three = {**deeplab, "rounds": 3, "round_seeds": ["icd_crf"]}
+    further = plan.runs("r", three)[4:]
+    assert [(run.backbone, run.folder, run.title) for run in further[:2]] == [
+        ("vgg16", "r/vgg16/icd_crf_round2", "vgg16 icd_crf r2"),
+        ("vgg16", "r/vgg16/icd_crf_round3", "vgg16 icd_crf r3"),
+    ]
+    assert [run.folder for run in further[2:]] == [
+        f"r/resnet101/{name}" for name in ("icd_crf", "icd_sal", "cam", "gt", "icd_crf_round2", "icd_crf_round3")
+    ]
+    assert "r/resnet101/icd_crf_round3/evaluation.json" in plan.stage_targets("r", three, "test", ["resnet101"])
+    # by default every seed set of deeplab.seeds, never the baselines that are not among them
+    assert plan.round_seed_sets({**deeplab, "seeds": ["icd_crf", "gt"]}) == ["icd_crf"]
+    assert plan.runs("r", {**deeplab, "rounds": 2}, ["vgg16"])[4:] == [
+        plan.Run("vgg16", seeds, 2, f"r/vgg16/{seeds}_round2") for seeds in ("icd_crf", "icd_sal")
+    ]
+    # round 1 on the seeds (gt: from the dataset), round r on round r-1's predictions of the same backbone
+    assert plan.training_labels("s", "r", "vgg16", "icd_crf") == "s/icd_crf"
+    assert plan.training_labels("s", "r", "vgg16", "gt") == []
+    assert plan.training_labels("s", "r", "resnet101", "icd_crf_round2") == "r/resnet101/icd_crf/train_labels"
+    assert plan.training_labels("s", "r", "vgg16", "icd_crf_round3") == "r/vgg16/icd_crf_round2/train_labels"
+    assert plan.parse_run_name("icd_crf_round12") == ("icd_crf", 12) and plan.parse_run_name("cam") == ("cam", 1)
+    # the rounds do not reach the training step's options: round 1's jobs stay as they were
+    options = plan.training_options(three, "vgg16", {"batch_norm": True}, 0, "minus127", fc6_dilation=1)
+    assert options == plan.training_options(deeplab, "vgg16", {"batch_norm": True}, 0, "minus127", fc6_dilation=1)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"round_seeds": ["cam"]}, r"deeplab.round_seeds names 'cam', .* among \['icd_crf', 'icd_sal'\]"),
+        ({"round_seeds": ["icd_crf", "gt"]}, r"deeplab.round_seeds names 'gt', .* the ground truth excepted"),
+        ({"seeds": ["icd_crf", "icd_crf_round2"]}, r"deeplab.seeds names \['icd_crf_round2'\], whose `_round<N>`"),
+    ],
+)
+def test_a_further_round_of_a_seed_set_not_trained_on_or_a_name_that_reads_as_a_round_stops_the_plan(change, message):
+    deeplab = {**load_config()["deeplab"], "seeds": ["icd_crf", "icd_sal"], "rounds": 2, **change}
+    with pytest.raises(ConfigError, match=message):
+        plan.check_config(deeplab, ["cam", "icd_crf", "icd_sal", "icd_crf_round2"], synthetic=True)

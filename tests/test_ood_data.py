@@ -191,11 +191,12 @@ def test_the_run_reads_the_configured_or_generated_ood_set():
 
 
 def test_a_run_without_ood_images_keeps_the_name_of_its_checked_report():
-    """The check's name before OoD sets existed: the same settings without the `ood` key. A run that does not use
-    them keeps its accepted report, and nothing after it reruns; one that does gets another name."""
+    """The check's name before OoD sets existed: the same settings without the `ood` key (nor the later `extra`). A
+    run that does not use them keeps its accepted report, and nothing after it reruns; one that does gets another
+    name."""
     voc = load_config(overrides=VOC)
     check = dataset_check(voc, {"width": 1.0, "batch_norm": False})
-    before = {key: value for key, value in check.items() if key != "ood"}
+    before = {key: value for key, value in check.items() if key not in ("ood", "extra")}
     digest = hashlib.sha256(as_json(before).encode()).hexdigest()[:16]
     assert checked_dataset(voc, check) == f"results/voc/data/checked/{digest}.json"
     voc["data"]["ood_root"] = "/data/ood"

@@ -450,3 +450,85 @@ def test_seed_shards_collect_into_variant_folders_and_are_evaluated(tiny_dataset
     with pytest.raises(DataError, match=rf"{missing}: unreadable shard .*rerun the step that writes it"):
         seed_shard(parts[0], shard_ids(ids, 0, 2), score_shards=[missing])
     assert (tmp_path / "seeds_0" / "icd").is_dir() and len(snapshot(tmp_path / "seeds")) == len(before) - 1
+
+
+def test_extra_images_join_the_epochs_only_where_a_network_asks(tiny_dataset, prepared, tmp_path, monkeypatch):
+    """data.extra's images are trained on beside the split (an epoch visits both, with their superpixels); with
+    icd.extra_images false the network is bit for bit the one trained on a dataset without them."""
+    import icd.train
+    from icd.superpixels import compute_superpixel_shard
+    from wsss.data.classes import VOC
+    from wsss.data.extra import ExtraImages, ExtraSet, validate_extra
+    from wsss.data.training_images import TrainingImages
+
+    weights, shards = prepared
+    split = tiny_dataset["splits"]["train_aug"]
+    root = tmp_path / "web"
+    (root / "images").mkdir(parents=True)
+    lines = []
+    for number, image_id in enumerate(split[:8]):  # real images under new names, with their labels as names
+        shutil.copy(Path(tiny_dataset["voc_root"]) / "JPEGImages" / f"{image_id}.jpg", root / f"images/web{number}.jpg")
+        names = ",".join(VOC.names[label] for label in tiny_dataset["labels"][image_id])
+        lines.append(f"images/web{number}.jpg {names}")
+    (root / "extra_list.txt").write_text("\n".join(lines) + "\n")
+    with_extra = {**tiny_dataset, "extra": validate_extra([ExtraSet(root)], VOC, progress=False)}
+    extra = ExtraImages.of_dataset(with_extra)
+    assert len(extra) == 8 and TrainingImages.of_dataset(with_extra).ids == (*split, *extra.ids)
+    options = {k: v for k, v in load_config()["superpixels"].items() if k != "shards"}
+    extra_shard = tmp_path / "extra_shard.npz"
+    compute_superpixel_shard(
+        extra_shard,
+        list(extra.ids),
+        image_path=extra.path,
+        weights=weights,
+        width=WIDTH,
+        batch_norm=True,
+        normalisation="minus127",
+        progress=False,
+        **{**options, "feature_input_size": 65, "max_regions": 8},
+    )
+
+    visited: list[str] = []
+    original = icd.train.ICDTrainingSet.__getitem__
+
+    def recording(self, index):
+        visited.append(self.ids[index])
+        return original(self, index)
+
+    monkeypatch.setattr(icd.train.ICDTrainingSet, "__getitem__", recording)
+
+    def run(folder, dataset, **overrides):
+        visited.clear()
+        train_icd(
+            folder,
+            dataset=dataset,
+            superpixel_shards=[*shards, str(extra_shard)],
+            weights=weights,
+            progress=False,
+            **icd_options(epochs=1, **overrides),
+        )
+        return sorted(visited), trained_weights(folder / "model.pt")
+
+    ids, _ = run(tmp_path / "with", with_extra)
+    assert ids == sorted([*split, *extra.ids])  # 32 images: four full batches of 8
+    ids, left_out = run(tmp_path / "left_out", with_extra, extra_images=False)
+    assert ids == sorted(split)
+    _, without = run(tmp_path / "without", tiny_dataset, extra_images=False)
+    assert differing_weights(left_out, without) == []
+
+    # A changed extra label is a changed input: a checkpoint of the old set is not resumed.
+    relabelled = json.loads(json.dumps(with_extra))
+    first = extra.ids[0]
+    relabelled["extra"]["labels"][first] = [label % 20 + 1 for label in relabelled["extra"]["labels"][first]]
+    assert icd.train.extra_images_digest(TrainingImages.of_dataset(relabelled)) != icd.train.extra_images_digest(
+        TrainingImages.of_dataset(with_extra)
+    )
+
+
+def test_derived_epochs_keep_the_official_iterations_when_extra_images_join():
+    from icd.train import OFFICIAL_EPOCHS, training_epochs
+
+    assert training_epochs(7, 600, 800) == 7  # set: passes over everything the network trains on
+    assert training_epochs(None, 600, 600) == OFFICIAL_EPOCHS == 20
+    assert training_epochs(None, 600, 800) == 15  # the synthetic default: 15 x 800 = 20 x 600 images
+    assert training_epochs(None, 10, 10_000) == 1

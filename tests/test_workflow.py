@@ -98,6 +98,21 @@ def test_default_target_builds_every_stage(finished_run):
     # DeepLab ResNet101 starts from the stand-in, through the --weights path real ImageNet weights take.
     resnet_log = (results / "logs" / "deeplab" / "train_resnet101_gt.log").read_text()
     assert "random initialisation" not in resnet_log and "final loss" in resnet_log
+    # The second DeepLab round (tiny.yaml): each backbone's icd_crf model labels the training split, on which the
+    # same backbone trains again; its rows in the tables say so.
+    for backbone in ("vgg16", "resnet101"):
+        labels = results / "deeplab" / backbone / "icd_crf" / "train_labels"
+        assert len(list(labels.glob("*.png"))) == 16
+        round_two = {path.name for path in (results / "deeplab" / backbone / "icd_crf_round2").iterdir()}
+        assert {"model.pt", "history.json", "evaluation.json", "test.tar"} <= round_two
+        log = (results / "logs" / "deeplab" / f"predict_train_{backbone}_icd_crf.log").read_text()
+        assert "predict train_aug" in log
+    rows = list(csv.DictReader((results / "tables" / "segmentation.csv").read_text().splitlines()))
+    assert sorted({(row["backbone"], row["seeds"], row["round"]) for row in rows}) == sorted(
+        (backbone, seeds, round_number)
+        for backbone in ("vgg16", "resnet101")
+        for seeds, round_number in (("icd_crf", "1"), ("gt", "1"), ("icd_crf", "2"))
+    )
 
 
 @pytest.mark.slow
@@ -112,17 +127,18 @@ def test_nothing_reruns_and_a_training_knob_reruns_only_training(finished_run):
     )
 
 
-# What is made of the seeds: tables, figures; DeepLab trained on the ICD+CRF seeds with both backbones, evaluated,
-# tabled, drawn; the default target.
+# What is made of the seeds: tables, figures; DeepLab trained on the ICD+CRF seeds with both backbones, then
+# (tiny.yaml's second round) on their predictions of the training split, evaluated, tabled, drawn; the default target.
 MADE_OF_SEEDS = {
     "seed_table": 1,
     "context_leakage": 1,
     "ood_figure": 1,
     "seed_figure": 1,
     "seed_iou_chart": 1,
-    "train_deeplab": 2,
-    "predict_deeplab": 2,
-    "evaluate_deeplab": 2,
+    "train_deeplab": 4,
+    "predict_deeplab": 4,
+    "predict_deeplab_train": 2,
+    "evaluate_deeplab": 4,
     "segmentation_table": 1,
     "segmentation_figure": 1,
     "all": 1,

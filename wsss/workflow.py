@@ -108,14 +108,45 @@ def ood_inputs(config: dict) -> list[str]:
     return [os.path.join(data["ood_root"], data["ood_list"])] if data["ood_root"] else []
 
 
+# Where the synthetic generator writes its extra image-level-labelled set under the dataset root (list layout):
+# wsss.data.synthetic's EXTRA_FOLDER and EXTRA_LIST, held equal in tests/test_extra_data.py as GENERATED_OOD is.
+GENERATED_EXTRA = ("Extra", "extra_list.txt")
+
+
+def extra_sets(config: dict) -> list[dict]:
+    """The sets of extra image-level-labelled training images the run reads ({root, list} each, data.extra's form):
+    data.extra when it names any; else, on synthetic data, the set the generator writes beside the dataset whenever
+    synthetic.num_extra > 0; else none."""
+    if config["data"]["extra"]:
+        return config["data"]["extra"]
+    if is_synthetic(config) and config["synthetic"]["num_extra"] > 0:
+        folder, list_name = GENERATED_EXTRA
+        return [{"root": f"{dataset_roots(config)[0]}/{folder}", "list": list_name}]
+    return []
+
+
+def extra_inputs(config: dict) -> list[str]:
+    """What lists the user's extra images, as inputs of the dataset check: each set's list, or the Annotations folder
+    of a VOC tree read whole, so that images added or removed rerun the check, hence what reads its report. Never an
+    image folder: planning stays a few stat calls. The generated set lies in the synthetic dataset's folder, already
+    an input."""
+    if not config["data"]["extra"]:
+        return []
+    from wsss.data.extra import ExtraSet  # imported only for the user's sets: the default run never needs it
+
+    return [str(ExtraSet.of_config(entry).index_path) for entry in config["data"]["extra"]]
+
+
 def dataset_check(config: dict, backbone: dict) -> dict:
     """The dataset check's settings (validate_data's params): the source (recorded in the report), the roots, the
     splits ("" for no test split), the class list, and as the verb's arguments the user's weights file with the
-    backbone shape it must fit (`backbone`: {"width", "batch_norm"}) and the OoD set (`ood_set`)."""
+    backbone shape it must fit (`backbone`: {"width", "batch_norm"}), the OoD set (`ood_set`) and the extra
+    image-level-labelled sets (`extra_sets`)."""
     import shlex
 
     weights = config["pretrain"]["weights"]
     ood = ood_set(config)
+    extra = extra_sets(config)
     return {
         "source": config["data"]["source"],
         "roots": [root or "" for root in dataset_roots(config)],
@@ -124,6 +155,7 @@ def dataset_check(config: dict, backbone: dict) -> dict:
         "canvases": as_json(explicit_canvases(config)),
         "weights": (f"--weights {shlex.quote(weights)} --backbone {shlex.quote(as_json(backbone))}" if weights else ""),
         "ood": f"--ood-root {shlex.quote(ood[0])} --ood-list {shlex.quote(ood[1])}" if ood else "",
+        "extra": f"--extra {shlex.quote(as_json(extra))}" if extra else "",
     }
 
 
@@ -142,8 +174,9 @@ def checked_dataset(config: dict, check: dict) -> str:
 
     Snakemake records a failed job as if it had passed: under one name for all settings, a setting rejected
     and then put back would look changed, and rerun the check and everything after it. An empty setting (no
-    weights file, no OoD set) stays out of the name: a setting added to the check later leaves the name of a run
-    that does not use it as it was, so its accepted report, and all that was made from it, stays valid.
+    weights file, no OoD set, no extra images) stays out of the name: a setting added to the check later leaves
+    the name of a run that does not use it as it was, so its accepted report, and all that was made from it,
+    stays valid.
     """
     settings = {key: value for key, value in check.items() if value != ""}
     digest = hashlib.sha256(as_json(settings).encode()).hexdigest()[:16]

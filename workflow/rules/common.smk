@@ -96,16 +96,26 @@ def family_reads(name, paths):
 # Which ready job Snakemake starts first when the cores are short (the highest `priority`): the one with the longest
 # chain of work still ahead of it, as measured on the synthetic default (issue 19). The data, the pretext stand-in
 # and the ICD trainings (10), then what turns their scores into the seed sets DeepLab trains on (8-6), the DeepLab
-# trainings, ResNet101's (the longer, with its stand-in) first (5, 4), their predictions (3); tables, figures and
-# evaluations (0) fill the cores that would otherwise idle. A job never ranks below one it feeds
-# (tests/test_scheduling.py). A GPU cluster runs them all at once and never asks.
+# trainings, ResNet101's (the longer, with its stand-in) first (5, 4), their predictions (3), further DeepLab rounds
+# (deeplab.rounds: the training split's predictions and the trainings and predictions on them, 1) after round 1 of
+# everything; tables, figures and evaluations (0) fill the cores that would otherwise idle. A job never ranks below
+# one it feeds (tests/test_scheduling.py). A GPU cluster runs them all at once and never asks.
 PRIORITY_DEEPLAB_SEEDS = 6
+PRIORITY_FURTHER_ROUNDS = 1
 
 
 def deeplab_seeds_priority(variants):
     """make_seeds and collect_seeds: ahead of the DeepLab trainings for a seed set DeepLab trains on, else last."""
     trained_on = set(deeplab_plan.seed_sets(config["deeplab"]))
     return PRIORITY_DEEPLAB_SEEDS if trained_on.intersection(variants) else 0
+
+
+def deeplab_training_priority(wildcards):
+    """train_deeplab: round 1's ResNet101 (the longer, with its stand-in) before its VGG16, a further round's after
+    both."""
+    if deeplab_plan.is_further_round(wildcards.seeds):
+        return PRIORITY_FURTHER_ROUNDS
+    return 5 if wildcards.backbone == "resnet101" else 4
 
 
 def network_priority(network, priority):

@@ -1,7 +1,14 @@
 # Data: generate the synthetic VOC (embedded default), convert SBD as downloaded and MS-COCO 2014, and validate
 # whatever dataset is used, up front.
 
-from wsss.workflow import checked_dataset, converted_coco, converted_sbd, dataset_check, ood_inputs
+from wsss.workflow import (
+    checked_dataset,
+    converted_coco,
+    converted_sbd,
+    dataset_check,
+    extra_inputs,
+    ood_inputs,
+)
 
 
 rule synthesize_data:
@@ -85,6 +92,7 @@ rule validate_data:
     input:
         data=dataset_inputs(),
         ood=ood_inputs(config),
+        extra=extra_inputs(config),
         weights=config["pretrain"]["weights"] if config["pretrain"]["weights"] else [],
         conversion=rules.convert_coco.output.report if COCO else [],
     output:
@@ -109,7 +117,8 @@ rule validate_data:
         " --saliency-root={params.roots[2]:q} --train-split {params.splits[0]:q}"
         " --eval-split {params.splits[1]:q} --test-split={params.splits[2]:q} --classes {params.classes:q}"
         " --canvases {params.canvases:q}"
-        " --workers {threads} {params.weights} {params.ood} {params.conversion} --out {output:q} > {log:q} 2>&1"
+        " --workers {threads} {params.weights} {params.ood} {params.extra} {params.conversion} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 # The checked report becomes data/dataset.json, what every later step reads, in a step of its own: Snakemake

@@ -1,6 +1,8 @@
 # The DeepLab stage: one network per backbone x seed set (plus the CAM-seed and ground-truth reference
 # rows), full-resolution predictions of the eval and test splits (no test split for COCO), mIoU, Tables 7/8 and a
-# Fig. 6-style figure.
+# Fig. 6-style figure. Further rounds (deeplab.rounds): a network's predictions of the training split train the same
+# backbone again, a run of its own named `<seeds>_round<r>`; the `seeds` wildcard is the run's name
+# (deeplab.workflow.run_name), the seed set's own in round 1.
 
 DEEPLAB = config["deeplab"]
 DEEPLAB_ROOT = f"{RESULTS}/deeplab"
@@ -50,7 +52,10 @@ wildcard_constraints:
 rule train_deeplab:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        labels=lambda wildcards: [] if wildcards.seeds == "gt" else f"{RESULTS}/seeds/{wildcards.seeds}",
+        # the seed folder (none for the ground truth), or in a further round the previous round's train_labels
+        labels=lambda wildcards: deeplab_plan.training_labels(
+            f"{RESULTS}/seeds", DEEPLAB_ROOT, wildcards.backbone, wildcards.seeds
+        ),
         weights=lambda wildcards: DEEPLAB_WEIGHTS[wildcards.backbone],
         data=dataset_inputs(),
     output:
@@ -60,7 +65,7 @@ rule train_deeplab:
         f"{LOGS}/deeplab/train_{{backbone}}_{{seeds}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/deeplab/train_{{backbone}}_{{seeds}}.tsv"
-    priority: lambda wildcards: 5 if wildcards.backbone == "resnet101" else 4
+    priority: deeplab_training_priority
     conda:
         "../../envs/torch.yaml"
     threads: DEEPLAB["workers"] + 1
@@ -97,7 +102,7 @@ rule predict_deeplab:
         f"{LOGS}/deeplab/predict_{{backbone}}_{{seeds}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/deeplab/predict_{{backbone}}_{{seeds}}.tsv"
-    priority: 3
+    priority: lambda wildcards: PRIORITY_FURTHER_ROUNDS if deeplab_plan.is_further_round(wildcards.seeds) else 3
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -108,6 +113,32 @@ rule predict_deeplab:
     shell:
         "deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split eval --options {params.options:q}"
         f" --gpus {{resources.gpu}} --out-dir {{output.eval:q}} > {{log:q}} 2>&1{PREDICT_TEST_SPLIT}"
+
+
+# The next round's training labels: the training split predicted as at test time (scales, flip, CRF), each image's
+# final labels as <id>.png, a seed folder.
+rule predict_deeplab_train:
+    input:
+        dataset=f"{RESULTS}/data/dataset.json",
+        model=f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/model.pt",
+        data=dataset_inputs(),
+    output:
+        directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{deeplab_plan.TRAINING_LABELS}"),
+    log:
+        f"{LOGS}/deeplab/predict_train_{{backbone}}_{{seeds}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/deeplab/predict_train_{{backbone}}_{{seeds}}.tsv"
+    priority: PRIORITY_FURTHER_ROUNDS
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        gpu=1 if not SYNTHETIC else 0,
+    params:
+        options=as_json(deeplab_plan.prediction_options(DEEPLAB)),
+    shell:
+        "deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split train --as-seeds"
+        " --options {params.options:q} --gpus {resources.gpu} --out-dir {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_deeplab:
@@ -131,7 +162,7 @@ rule evaluate_deeplab:
 
 rule segmentation_table:
     input:
-        [f"{folder}/evaluation.json" for _, _, folder in DEEPLAB_RUNS],
+        [f"{run.folder}/evaluation.json" for run in DEEPLAB_RUNS],
     output:
         table=report(f"{RESULTS}/tables/segmentation.csv", caption="../report/deeplab_tables.rst", category="DeepLab"),
         per_class=report(
@@ -151,7 +182,7 @@ rule segmentation_table:
 rule segmentation_figure:
     input:
         dataset=f"{RESULTS}/data/dataset.json",
-        predictions=[f"{folder}/{EVAL_SPLIT}" for _, _, folder in DEEPLAB_RUNS],
+        predictions=[f"{run.folder}/{EVAL_SPLIT}" for run in DEEPLAB_RUNS],
         data=dataset_inputs(),
     output:
         report(f"{RESULTS}/figures/deeplab_fig6.png", caption="../report/deeplab_fig6.rst", category="DeepLab"),
@@ -162,14 +193,14 @@ rule segmentation_figure:
     threads: 1
     params:
         # eval-split predictions after the CRF when it runs
-        folders=[f"{folder}/{EVAL_SPLIT}/{'crf' if DEEPLAB['test_crf'] else 'raw'}" for _, _, folder in DEEPLAB_RUNS],
-        titles=[f"{backbone} {seeds}" for backbone, seeds, _ in DEEPLAB_RUNS],
+        folders=[f"{run.folder}/{EVAL_SPLIT}/{'crf' if DEEPLAB['test_crf'] else 'raw'}" for run in DEEPLAB_RUNS],
+        titles=[run.title for run in DEEPLAB_RUNS],
     shell:
         "deeplab segmentation-figure --dataset {input.dataset:q} --predictions {params.folders:q} --titles {params.titles:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
-# Named targets: `snakemake --cores N deeplab_vgg16` trains, predicts and evaluates one backbone.
+# Named targets: `snakemake --cores N deeplab_vgg16` trains, predicts and evaluates one backbone, every round.
 rule deeplab_vgg16:
     input:
         deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT, ["vgg16"]),

@@ -254,17 +254,42 @@ def _check_ood_files(data: dict) -> None:
         )
 
 
+def _check_extra_files(data: dict) -> None:
+    """Each set of data.extra must be a folder holding what lists its images (its list, or a VOC tree's Annotations/):
+    a mistyped one fails when the Snakefile is parsed, naming the entry, as the OoD set does. The images are the
+    dataset check's (wsss.data.extra)."""
+    from wsss.data.extra import ExtraSet  # imported only for the user's sets: the default run never needs it
+
+    for index, entry in enumerate(data["extra"]):
+        key, extra = f"data.extra[{index}]", ExtraSet.of_config(entry)
+        without = f"or remove {key} from data.extra to train without it"
+        if not extra.root.is_dir():
+            raise ConfigError(
+                f"invalid configuration at '{key}.root': the folder {extra.root} does not exist. Set it to the folder "
+                f"of extra images, {without}."
+            )
+        if not extra.index_path.exists():
+            raise ConfigError(
+                f"invalid configuration at '{key}.list': the file {extra.index_path} does not exist. Write the list "
+                f"there (one `<image path relative to {key}.root> <class>[,<class>...]` per line; a VOC tree needs "
+                f"Annotations/ and JPEGImages/ instead), or set {key}.list to its path relative to {key}.root, "
+                f"{without}."
+            )
+
+
 def check_data_roots(config: dict) -> None:
     """With real data (voc, coco), raise a ConfigError unless every dataset folder the config names exists.
 
     Called when the Snakefile is parsed, so a mistyped root fails before any job with the key, the
     path and the fix. Not part of `prepare_config`: a VOC config stays loadable where the data is not.
-    Relative roots are read from the working directory (Snakemake's --directory). The OoD folder and its list
-    are checked on every source (synthetic data may read a set of the user's too).
+    Relative roots are read from the working directory (Snakemake's --directory). The OoD folder and its list, and
+    the extra image sets' folders and lists, are checked on every source (synthetic data may read the user's too).
     """
     data = config["data"]
     if data["ood_root"] is not None:
         _check_ood_files(data)
+    if data["extra"]:
+        _check_extra_files(data)
     if data["source"] == "synthetic":
         return
     for key, fix in _DATA_ROOT_FIXES.items():

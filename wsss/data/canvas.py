@@ -11,6 +11,8 @@ dataset.json), the same 32k + 1 rule that gives 513 for VOC and 129 for the synt
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 CANVAS_STEP = 32
 
@@ -23,3 +25,18 @@ def derived_canvas(largest_side: int) -> int:
 def canvas_size(setting: int | None, dataset: dict) -> int:
     """The canvas a step uses: the config's `setting`, or null's derived one from the dataset report."""
     return setting if setting is not None else derived_canvas(dataset["largest_side"])
+
+
+def canvas_problems(images: Sequence[Path], sides: Sequence[int], canvases: Mapping[str, int]) -> list[str]:
+    """The dataset check's problem for each canvas the config sets ({setting key: pixels}) that the largest of
+    `images` (whose longer sides are `sides`) does not fit in, naming that image and the fix."""
+    largest_side = max(sides, default=0)
+    problems = []
+    for key, size in canvases.items():
+        if largest_side > size:
+            largest = images[sides.index(largest_side)]
+            problems.append(
+                f"{largest}: image side of {largest_side} px is larger than {key} {size}, the canvas images are "
+                f"padded to. Raise {key} to at least {largest_side}, or leave it null to derive it from the data."
+            )
+    return problems

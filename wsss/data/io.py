@@ -25,7 +25,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"{path}: unreadable or truncated image ({exc}). Re-extract or re-download this file, "
-            "or remove it from the list that names it (split list or OoD list)."
+            "or remove it from the list that names it (split list, OoD or extra image list)."
         ) from None
 
 

@@ -14,12 +14,12 @@ the run before any training, and records the list in dataset.json (`ood`); the t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from wsss.data.image_lists import ListedPaths, read_list_lines
 from wsss.data.io import read_rgb
 from wsss.data.voc import decode_image, parallel_map, problems_error
 
@@ -40,52 +40,29 @@ class OoDList:
         return self.root / self.list_name
 
 
-def _escapes_root(relative: str) -> bool:
-    """Whether a listed path leads outside the root (absolute, or up through `..`). Judged on the text, not the
-    resolved file: an image under the root may be a link to elsewhere, as COCO's converted tree's are."""
-    normal = os.path.normpath(relative)
-    return os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep)
-
-
 def read_ood_list(ood: OoDList) -> tuple[list[tuple[int, str]], list[str]]:
     """The list's (line number, image path) pairs in list order, and the problems of the list itself: missing, not
-    text, empty, a path escaping the root, a path listed twice. Blank lines are skipped; `\\r\\n` line ends and
-    spaces around a path are dropped."""
+    text, empty, a path escaping the root, a path listed twice (wsss.data.image_lists)."""
     list_file = ood.list_file
     if not ood.root.is_dir():
         return [], [f"{ood.root}: OoD folder not found. Set data.ood_root to the folder of OoD images, {_WITHOUT}."]
-    try:
-        text = list_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return [], [
-            f"{list_file}: OoD list not found. Write one image path per line, relative to {ood.root}, or set "
-            f"data.ood_list to the list's path relative to data.ood_root, {_WITHOUT}."
-        ]
-    except (OSError, UnicodeDecodeError) as exc:  # a folder, an unreadable or a binary file
-        problem = f"{list_file}: not a readable UTF-8 text file ({exc}). Point data.ood_list at the list, {_WITHOUT}."
+    lines, problem = read_list_lines(
+        list_file,
+        missing=f"OoD list not found. Write one image path per line, relative to {ood.root}, or set data.ood_list "
+        f"to the list's path relative to data.ood_root, {_WITHOUT}.",
+        unreadable=f"Point data.ood_list at the list, {_WITHOUT}.",
+    )
+    if problem:
         return [], [problem]
+    listed = ListedPaths(list_file, ood.root, folder="OoD folder", root_key="data.ood_root")
     entries: list[tuple[int, str]] = []
     problems: list[str] = []
-    first_line: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        relative = line.strip()
-        if not relative:
-            continue
-        if _escapes_root(relative):
-            problems.append(
-                f"{list_file}:{number}: '{relative}' lies outside the OoD folder {ood.root}. List paths relative to "
-                "data.ood_root (no leading / and no way up through ..): move or link the image into the folder."
-            )
-            continue
-        normal = os.path.normpath(relative)
-        if normal in first_line:
-            problems.append(
-                f"{list_file}:{number}: '{relative}' is listed twice (first on line {first_line[normal]}). "
-                "Remove the duplicate line."
-            )
-            continue
-        first_line[normal] = number
-        entries.append((number, relative))
+    for number, relative in lines:
+        problem = listed.problem(number, relative)
+        if problem:
+            problems.append(problem)
+        else:
+            entries.append((number, relative))
     if not entries and not problems:
         problems.append(f"{list_file}: the OoD list names no image. Write one image path per line, {_WITHOUT}.")
     return entries, problems

@@ -14,7 +14,10 @@ spurious cue a classifier learns along with the class. Two more outputs serve th
 ContextMasks/<id>.png says where each labelled image's cues lie (the class index of the context, 0 elsewhere),
 to measure how far a CAM leaks onto them; and OoD/ holds a hard out-of-distribution set in W-OoD's layout (Lee et
 al., CVPR 2022; OoD/ood_list.txt, one image path per line): images showing the cues without any class object,
-which teach the classifier not to fire on them.
+which teach the classifier not to fire on them. Extra/ holds extra image-level-labelled images in data.extra's list
+layout (Extra/extra_list.txt, `<path> <class>` per line), as a web crawl by class name would give them: statistics
+of their own (one class each, larger and more central objects, plain backdrops, the context cues half as often),
+for the ICD networks to train on besides the training split.
 
 Also here: `pretext_images`, a generic shape x texture classification task that stands in for
 ImageNet pretraining (no weights can be downloaded), sharing the background generator.
@@ -94,6 +97,13 @@ def _waves(rng: np.random.Generator, n: int, h: int, w: int, wavelength: np.ndar
     return np.cos(x) * np.cos(y) - np.sin(x) * np.sin(y)
 
 
+def _gradients(angle: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Linear ramps (n, h, w) from 0 to 1 across each image, along its angle (n, 1, 1, radians)."""
+    ramp = np.cos(angle) * np.linspace(0, 1, w, dtype=np.float32)
+    ramp = ramp + np.sin(angle) * np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    return (ramp - ramp.min(axis=(1, 2), keepdims=True)) / np.maximum(np.ptp(ramp, axis=(1, 2), keepdims=True), 1e-6)
+
+
 def _backgrounds(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
     """n noise-free backgrounds (n, h, w, 3) float32: a gradient, stripes or blotches between two muted colours.
 
@@ -101,10 +111,7 @@ def _backgrounds(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray
     """
     first, second = _muted_colours(rng, n), _muted_colours(rng, n)
     kind = rng.integers(0, 3, n)
-    angle = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
-    ramp = np.cos(angle) * np.linspace(0, 1, w, dtype=np.float32)
-    ramp = ramp + np.sin(angle) * np.linspace(0, 1, h, dtype=np.float32)[:, None]
-    pattern = (ramp - ramp.min(axis=(1, 2), keepdims=True)) / np.maximum(np.ptp(ramp, axis=(1, 2), keepdims=True), 1e-6)
+    pattern = _gradients(rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32), h, w)
     stripes = np.flatnonzero(kind == 1)  # softened square waves, 10-24 px period, over the gradient
     waves = _waves(rng, stripes.size, h, w, rng.uniform(10, 24, stripes.size))
     pattern[stripes] = 0.5 * pattern[stripes] + 0.5 * (np.clip(3 * waves, -1, 1) * 0.5 + 0.5)
@@ -115,9 +122,9 @@ def _backgrounds(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray
     return first[:, None, None] + pattern[..., None] * (second - first)[:, None, None]
 
 
-def _add_noise(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
-    """Per-image Gaussian pixel noise, rounded to uint8."""
-    sigma = rng.uniform(3, 8, (images.shape[0],) + (1,) * (images.ndim - 1)).astype(np.float32)
+def _add_noise(rng: np.random.Generator, images: np.ndarray, sigma_range: tuple[float, float] = (3, 8)) -> np.ndarray:
+    """Per-image Gaussian pixel noise, its sigma drawn in `sigma_range`, rounded to uint8."""
+    sigma = rng.uniform(*sigma_range, (images.shape[0],) + (1,) * (images.ndim - 1)).astype(np.float32)
     noisy = images + sigma * rng.standard_normal(images.shape, dtype=np.float32)
     return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)  # + 0.5 then truncation rounds
 
@@ -274,13 +281,20 @@ def _object_shape(rng: np.random.Generator, name: str, scale: float, length, wid
     return _Object(name, mask[crop], part[crop])
 
 
-def _try_place(rng, obj: _Object, instances, protected, areas, visible) -> bool:
-    """Put `obj` on top at a random position if every earlier part stays fully visible and every
-    earlier object keeps `_MIN_VISIBLE` of its area; update the maps when it does."""
+def _offset(rng, free: int, spread: float) -> int:
+    """A position in 0..free, uniform over the central `spread` of that range (1: all of it)."""
+    margin = round((1 - spread) * free / 2)
+    return int(rng.integers(margin, free - margin + 1))
+
+
+def _try_place(rng, obj: _Object, instances, protected, areas, visible, spread: float = 1.0) -> bool:
+    """Put `obj` on top at a random position (within the central `spread` of the positions that fit) if every
+    earlier part stays fully visible and every earlier object keeps `_MIN_VISIBLE` of its area; update the maps
+    when it does."""
     (h, w), (ph, pw) = instances.shape, obj.mask.shape
     if ph > h or pw > w:
         return False
-    obj.top, obj.left = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+    obj.top, obj.left = _offset(rng, h - ph, spread), _offset(rng, w - pw, spread)
     window = obj.window()
     if protected[window][obj.mask].any():
         return False
@@ -293,8 +307,9 @@ def _try_place(rng, obj: _Object, instances, protected, areas, visible) -> bool:
     return True
 
 
-def _layout(rng, names: list[str], h: int, w: int, length, width, part_fraction: float):
-    """Rejection-sample all objects of an image; returns the objects and the instance map (0 = background)."""
+def _layout(rng, names: list[str], h: int, w: int, length, width, part_fraction: float, spread: float = 1.0):
+    """Rejection-sample all objects of an image, each within the central `spread` of the positions that fit it;
+    returns the objects and the instance map (0 = background)."""
     scale = min(h, w)
     for _ in range(_LAYOUT_TRIES):
         instances = np.zeros((h, w), np.int64)
@@ -303,7 +318,7 @@ def _layout(rng, names: list[str], h: int, w: int, length, width, part_fraction:
         for name in names:
             for _ in range(_PLACEMENT_TRIES):
                 obj = _object_shape(rng, name, scale, length, width, part_fraction)
-                if _try_place(rng, obj, instances, protected, areas, visible):
+                if _try_place(rng, obj, instances, protected, areas, visible, spread):
                     objects.append(obj)
                     areas, visible = np.append(areas, obj.mask.sum()), np.append(visible, obj.mask.sum())
                     break
@@ -505,6 +520,68 @@ def _write_ood_set(root: Path, o: dict, bar: tqdm) -> Counter:
     return cues
 
 
+# ----------------------------------------------------------------------------- the extra image-level-labelled set
+
+# <dataset root>/Extra/extra_list.txt lists the extra images, `<path> <class>` (data.extra's list layout).
+EXTRA_FOLDER, EXTRA_LIST = "Extra", "extra_list.txt"
+_EXTRA_STREAM = 4  # the extra images' split code in (seed, split, index), after the OoD images' 3
+_EXTRA_SECOND_INSTANCE_PROBABILITY = 0.15  # two objects of the class, at the dataset's sizes and positions
+_EXTRA_OBJECT_SCALE = 1.2  # a single object's length and width, relative to the dataset's ranges ...
+_EXTRA_LARGEST_OBJECT = 0.9  # ... up to this fraction of the shorter side, so that it still fits
+_EXTRA_SPREAD = 0.4  # a single object lies within the central 40 % of the positions that fit it
+_EXTRA_CONTEXT_SHARE = 0.5  # a context class's cue shows half as often as in the dataset's images
+_EXTRA_NOISE = (1.0, 3.0)  # sigma of the pixel noise, the dataset's being 3-8
+
+
+def _plain_background(rng, h: int, w: int) -> np.ndarray:
+    """A web image's backdrop (h, w, 3) float32: one muted colour, or a smooth gradient between two."""
+    first, second = _muted_colours(rng, 2)
+    if rng.random() < 0.5:
+        return np.broadcast_to(first, (h, w, 3)).copy()
+    ramp = _gradients(rng.uniform(0, 2 * np.pi, (1, 1, 1)).astype(np.float32), h, w)[0]
+    return first + ramp[..., None] * (second - first)
+
+
+def _render_extra(rng, o: dict) -> tuple[np.ndarray, str, bool]:
+    """One web-style image of the dataset's sizes: a class drawn uniformly, one large central object of it (or two
+    of the dataset's), a plain backdrop with light noise, and the class's context cue half as often as the dataset
+    shows it. Returns the image, its class and whether the cue shows."""
+    h, w = (int(s) for s in rng.integers(o["min_size"], o["max_size"] + 1, 2))
+    name = o["classes"][rng.integers(len(o["classes"]))]
+    image = _plain_background(rng, h, w)
+    cue = name in o["context_classes"] and rng.random() < _EXTRA_CONTEXT_SHARE * o["context_probability"]
+    if cue:
+        _CONTEXT_PAINTERS[_CONTEXT_KIND[name]](rng, image)
+    if rng.random() < _EXTRA_SECOND_INSTANCE_PROBABILITY:
+        objects, _ = _layout(rng, [name, name], h, w, o["object_length"], o["object_width"], o["part_fraction"])
+    else:
+        length, width = (
+            [min(_EXTRA_OBJECT_SCALE * bound, _EXTRA_LARGEST_OBJECT) for bound in o[key]]
+            for key in ("object_length", "object_width")
+        )
+        objects, _ = _layout(rng, [name], h, w, length, width, o["part_fraction"], spread=_EXTRA_SPREAD)
+    for obj in objects:
+        _paint_object(rng, image, obj, _part_colours(o["classes"])[name], o["body_tint"])
+    return _add_noise(rng, image[None], _EXTRA_NOISE)[0], name, cue
+
+
+def _write_extra_set(root: Path, o: dict, bar: tqdm) -> list[tuple[str, bool]]:
+    """The `num_extra` extra images and their list under root/Extra (nothing for none); returns each image's class
+    and whether its context cue shows. Image k draws from (seed, _EXTRA_STREAM, k - 1) alone: it does not depend on
+    how many there are, and the dataset's files not on whether there are any."""
+    names = [f"JPEGImages/extra_{number:06d}.jpg" for number in range(1, o["num_extra"] + 1)]
+    drawn = []
+    for index, name in enumerate(names):
+        image, class_name, cue = _render_extra(np.random.default_rng([o["seed"], _EXTRA_STREAM, index]), o)
+        write_jpeg(root / EXTRA_FOLDER / name, image, quality=o["jpeg_quality"])
+        drawn.append((class_name, cue))
+        bar.update()
+    if names:
+        listing = "".join(f"{name} {class_name}\n" for name, (class_name, _) in zip(names, drawn, strict=True))
+        write_text(root / EXTRA_FOLDER / EXTRA_LIST, listing)
+    return drawn
+
+
 # ----------------------------------------------------------------------------- the dataset
 
 # Per labelled image, the class index of the context whose cue shows at each pixel (0: none, objects included).
@@ -527,6 +604,8 @@ def _validate(o: dict) -> None:
         raise ValueError(f"synthetic objects_per_image must be [min, max] with 1 <= min <= max, got {[lo, hi]}")
     if o["num_ood"] < 0:
         raise ValueError(f"synthetic num_ood must be >= 0 (0: no OoD set), got {o['num_ood']}")
+    if o["num_extra"] < 0:
+        raise ValueError(f"synthetic num_extra must be >= 0 (0: no extra set), got {o['num_extra']}")
     if not 1 <= o["min_size"] <= o["max_size"]:
         raise ValueError(f"synthetic min_size must be <= max_size, got {o['min_size']} > {o['max_size']}")
     for key in ("object_length", "object_width"):
@@ -581,12 +660,16 @@ def _record(sample: _Sample) -> dict:
     }
 
 
-def _summarise(records: list[dict], ids: dict[str, list[str]], o: dict, ood_cues: Counter) -> dict:
-    """JSON-serialisable statistics over the labelled images (train_aug and val), and the OoD set's size and cues
-    (`ood_cues`: how many OoD images show each context kind)."""
+def _summarise(
+    records: list[dict], ids: dict[str, list[str]], o: dict, ood_cues: Counter, extra: list[tuple[str, bool]]
+) -> dict:
+    """JSON-serialisable statistics over the labelled images (train_aug and val), the OoD set's size and cues
+    (`ood_cues`: how many OoD images show each context kind), and the extra set's size, images per class and
+    context fractions (`extra`: each extra image's class and whether its cue shows), beside the dataset's."""
     counts = Counter(r["objects"] for r in records)
     parts = np.array([p for r in records for p in r["parts"]])
     with_class = {c: [r for r in records if c in r["classes"]] for c in o["classes"]}
+    extra_classes, extra_cues = Counter(name for name, _ in extra), Counter(name for name, cue in extra if cue)
     return {
         "images": {split: len(ids[split]) for split in ("train_aug", "train", "val", "test")},
         "objects_per_image": {
@@ -605,6 +688,13 @@ def _summarise(records: list[dict], ids: dict[str, list[str]], o: dict, ood_cues
         },
         "context_pixel_fraction": float(np.mean([r["context_pixels"] for r in records])),  # visible cues, any class
         "ood": {"images": o["num_ood"], "contexts": dict(sorted(ood_cues.items()))},
+        "extra": {
+            "images": len(extra),
+            "class_images": {c: extra_classes[c] for c in o["classes"]},
+            "context_fraction": {
+                c: extra_cues[c] / extra_classes[c] if extra_classes[c] else 0.0 for c in o["context_classes"]
+            },
+        },
     }
 
 
@@ -616,6 +706,7 @@ def generate_dataset(
     num_val: int,
     num_test: int,
     num_ood: int,
+    num_extra: int,
     train_gt_fraction: float,
     min_size: int,
     max_size: int,
@@ -635,12 +726,12 @@ def generate_dataset(
     jpeg_quality: int,
     progress: bool = True,
 ) -> dict:
-    """Write the synthetic VOC2012 (+ SBD) folder at `root` atomically, with its hard OoD set in root/OoD, and
-    return its statistics.
+    """Write the synthetic VOC2012 (+ SBD) folder at `root` atomically, with its hard OoD set in root/OoD and its
+    extra image-level-labelled set in root/Extra, and return its statistics.
 
     Each image draws from its own generator seeded by (seed, split, index), the OoD images' split being
-    `_OOD_STREAM`, so files are byte-identical across runs and an image does not depend on how many others there
-    are (nor the dataset's images on whether there is an OoD set).
+    `_OOD_STREAM` and the extra images' `_EXTRA_STREAM`, so files are byte-identical across runs and an image does
+    not depend on how many others there are (nor the dataset's images on whether there is an OoD or extra set).
     """
     o = dict(locals())  # the options as one dict for the helpers
     o["classes"], o["context_classes"] = list(classes), list(context_classes)
@@ -651,7 +742,8 @@ def generate_dataset(
     segmented = set(ids["train"]) | set(ids["val"])
 
     records = []
-    bar = tqdm(total=num_train + num_val + num_test + num_ood, desc="synthetic VOC", disable=not progress)
+    total = num_train + num_val + num_test + num_ood + num_extra
+    bar = tqdm(total=total, desc="synthetic VOC", disable=not progress)
     with atomic_dir(root) as tmp, bar:
         for code, (split, split_ids) in enumerate(
             zip(SPLITS, (ids["train_aug"], ids["val"], ids["test"]), strict=True)
@@ -668,7 +760,8 @@ def generate_dataset(
                 bar.update()
         _write_lists(tmp, ids)
         ood_cues = _write_ood_set(tmp, o, bar)
-    return _summarise(records, ids, o, ood_cues)
+        extra = _write_extra_set(tmp, o, bar)
+    return _summarise(records, ids, o, ood_cues, extra)
 
 
 # ----------------------------------------------------------------------------- pretext task

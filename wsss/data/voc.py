@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from wsss.core.errors import DataError
+from wsss.data.canvas import canvas_problems
 from wsss.data.classes import ClassList
 from wsss.data.io import image_size, read_mask, read_rgb
 
@@ -117,6 +118,26 @@ def parse_annotation(xml_path: str | os.PathLike, classes: ClassList) -> tuple[i
     return tuple(sorted(set(kept)))
 
 
+def annotation_labels(
+    xml_path: Path, classes: ClassList, *, missing: str, empty: str
+) -> tuple[tuple[int, ...], str | None]:
+    """An image's weak labels from its annotation (`parse_annotation`), or none and the problem for the dataset
+    check: the XML missing (`missing`: what to write after its name), malformed, naming an unknown class, or holding
+    no object (`empty`: the fix), since weak supervision needs at least one class per training image."""
+    if not xml_path.is_file():
+        return (), f"{xml_path}: {missing}"
+    try:
+        labels = parse_annotation(xml_path, classes)
+    except DataError as exc:
+        return (), str(exc)
+    if not labels:
+        return (), (
+            f"{xml_path}: no object, so the image has an empty label set; weak supervision needs at least one class. "
+            f"{empty}"
+        )
+    return labels, None
+
+
 @dataclass(frozen=True)
 class SplitRoles:
     """Which split plays which part: weak training labels, evaluation with GT, server test (None: a dataset with
@@ -189,23 +210,17 @@ def validate_dataset(
     problems: list[str] = []
     labels: dict[str, list[int]] = {}
     for image_id in splits["train"]:
-        if not paths.annotation(image_id).is_file():
-            problems.append(
-                f"{paths.annotation(image_id)}: annotation missing for id '{image_id}' of '{roles.train}'. "
-                "Add the XML or remove the id from the split list."
-            )
-            continue
-        try:
-            found = parse_annotation(paths.annotation(image_id), classes)
-        except DataError as exc:
-            problems.append(str(exc))
-            continue
-        if not found:
-            problems.append(
-                f"{paths.annotation(image_id)}: no object, so the image has an empty label set; "
-                f"weak supervision needs at least one class. Remove '{image_id}' from '{roles.train}'."
-            )
-        labels[image_id] = list(found)
+        found, problem = annotation_labels(
+            paths.annotation(image_id),
+            classes,
+            missing=f"annotation missing for id '{image_id}' of '{roles.train}'. Add the XML or remove the id from "
+            "the split list.",
+            empty=f"Remove '{image_id}' from '{roles.train}'.",
+        )
+        if problem:
+            problems.append(problem)
+        else:
+            labels[image_id] = list(found)
 
     all_ids = sorted(set().union(*splits.values()))
     missing = [paths.image(i) for i in all_ids if not paths.image(i).is_file()]
@@ -217,13 +232,7 @@ def validate_dataset(
     problems += [problem for problem, _ in decoded if problem]
     sides = [side for _, side in decoded]
     largest_side = max(sides, default=0)
-    for key, size in (canvases or {}).items():
-        if largest_side > size:
-            largest = to_decode[sides.index(largest_side)]
-            problems.append(
-                f"{largest}: image side of {largest_side} px is larger than {key} {size}, the canvas images are "
-                f"padded to. Raise {key} to at least {largest_side}, or leave it null to derive it from the data."
-            )
+    problems += canvas_problems(to_decode, sides, canvases or {})
 
     for role in ("train", "eval"):
         split = getattr(roles, role)

@@ -134,7 +134,7 @@ def build_network(model: dict, icd: dict, num_classes: int) -> ICDNet:
 def training_epochs(epochs: int | None, split_images: int, training_images: int) -> int:
     """The epochs a network trains for: `icd.epochs` when set; null derives them from the data, the official 20 epochs'
     worth of iterations over the training split spread over all `training_images` (the split's and the extra ones),
-    so that extra images change what the network sees, not how long it trains (the synthetic default: 600 + 200
+    so that extra images change what the network sees, not how long it trains (the synthetic split with 200 extra
     images, 15 epochs, the 1500 iterations of 20 over the 600)."""
     if epochs is not None:
         return epochs

@@ -456,12 +456,12 @@ def test_extra_images_join_the_epochs_only_where_a_network_asks(tiny_dataset, pr
     """data.extra's images are trained on beside the split (an epoch visits both, with their superpixels); with
     icd.extra_images false the network is bit for bit the one trained on a dataset without them."""
     import icd.train
-    from icd.superpixels import compute_superpixel_shard
+    from icd.cli import main as icd_cli
     from wsss.data.classes import VOC
     from wsss.data.extra import ExtraImages, ExtraSet, validate_extra
     from wsss.data.training_images import TrainingImages
 
-    weights, shards = prepared
+    weights, _ = prepared
     split = tiny_dataset["splits"]["train_aug"]
     root = tmp_path / "web"
     (root / "images").mkdir(parents=True)
@@ -474,19 +474,26 @@ def test_extra_images_join_the_epochs_only_where_a_network_asks(tiny_dataset, pr
     with_extra = {**tiny_dataset, "extra": validate_extra([ExtraSet(root)], VOC, progress=False)}
     extra = ExtraImages.of_dataset(with_extra)
     assert len(extra) == 8 and TrainingImages.of_dataset(with_extra).ids == (*split, *extra.ids)
+    # The superpixels verb shards the training images, the extra ones included (ICD's refinement reads them).
+    dataset_file, training_shard = tmp_path / "dataset.json", tmp_path / "training_shard.npz"
+    dataset_file.write_text(json.dumps(with_extra))
     options = {k: v for k, v in load_config()["superpixels"].items() if k != "shards"}
-    extra_shard = tmp_path / "extra_shard.npz"
-    compute_superpixel_shard(
-        extra_shard,
-        list(extra.ids),
-        image_path=extra.path,
-        weights=weights,
-        width=WIDTH,
-        batch_norm=True,
-        normalisation="minus127",
-        progress=False,
-        **{**options, "feature_input_size": 65, "max_regions": 8},
-    )
+    options.update(width=WIDTH, batch_norm=True, normalisation="minus127", feature_input_size=65, max_regions=8)
+    arguments = [
+        "superpixels",
+        "--dataset",
+        str(dataset_file),
+        "--shard",
+        "0",
+        "--shards",
+        "1",
+        "--weights",
+        str(weights),
+    ]
+    assert icd_cli([*arguments, "--options", json.dumps(options), "--gpus", "0", "--out", str(training_shard)]) == 0
+    store = ShardStore([training_shard])
+    assert store.ids() == sorted([*split, *extra.ids])
+    assert all(store[i].shape == image_size(extra.path(i)) for i in extra.ids)
 
     visited: list[str] = []
     original = icd.train.ICDTrainingSet.__getitem__
@@ -502,7 +509,7 @@ def test_extra_images_join_the_epochs_only_where_a_network_asks(tiny_dataset, pr
         train_icd(
             folder,
             dataset=dataset,
-            superpixel_shards=[*shards, str(extra_shard)],
+            superpixel_shards=[str(training_shard)],
             weights=weights,
             progress=False,
             **icd_options(epochs=1, **overrides),

@@ -35,7 +35,7 @@ from icd.ood import (
     ood_classification_loss,
 )
 from wsss.core.checkpoints import distributed, fingerprint, process_device, save_trained
-from wsss.core.digests import file_digest, files_digest, training_inputs, value_digest
+from wsss.core.digests import file_digest, files_digest, labelled_images_digests, training_inputs, value_digest
 from wsss.core.errors import ConfigError, DataError
 from wsss.core.files import atomic_path
 from wsss.core.shards import ShardStore
@@ -171,14 +171,7 @@ def _ood_images(dataset: dict) -> OoDImages:
 def extra_images_digest(images: TrainingImages) -> str:
     """What a network reads of the extra images (data.extra): their ids, labels and bytes. A resumed training
     whose extra images changed starts afresh, as one whose training split changed."""
-    ids = images.extra_ids
-    labels = {image_id: images.labels[image_id] for image_id in ids}
-    return value_digest(
-        {
-            "ids_and_labels": value_digest({"ids": list(ids), "labels": labels}),
-            "images": files_digest(map(images.path, ids)),
-        }
-    )
+    return value_digest(labelled_images_digests(images.extra_ids, images.labels, images.path))
 
 
 def _whole_images(paths, scale: float, normalise, device):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,13 +58,18 @@ def changed_inputs(recorded: dict | None, current: dict[str, str]) -> list[str]:
     return sorted(name for name in set(recorded) | set(current) if recorded.get(name) != current.get(name))
 
 
+def labelled_images_digests(ids: Sequence[str], labels: Mapping[str, list[int]], image_path) -> dict[str, str]:
+    """What a trainer reads of a set of image-level-labelled images: their ids and labels in order, and the bytes of
+    their files (`image_path(id)`)."""
+    return {
+        "ids_and_labels": value_digest({"ids": list(ids), "labels": {i: labels[i] for i in ids}}),
+        "images": files_digest(map(image_path, ids)),
+    }
+
+
 def training_inputs(dataset: dict, **others: str) -> dict[str, str]:
     """The digests of a trainer's inputs: what every trainer reads of the dataset (the training split's
     ids and labels, and its images' bytes) and the digests of its `others` inputs, by name."""
     ids = dataset["splits"][dataset["roles"]["train"]]
     paths = VOCPaths.create(dataset["voc_root"], dataset["sbd_root"])
-    return {
-        "ids_and_labels": value_digest({"ids": ids, "labels": {i: dataset["labels"][i] for i in ids}}),
-        "images": files_digest(paths.image(image_id) for image_id in ids),
-        **others,
-    }
+    return {**labelled_images_digests(ids, dataset["labels"], paths.image), **others}

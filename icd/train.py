@@ -30,6 +30,7 @@ from icd.ood import (
     class_logits,
     climb,
     compute_prototypes,
+    contrastive_bottom_up_loss,
     distance_loss,
     frozen_batch_norm,
     ood_classification_loss,
@@ -305,6 +306,12 @@ def train_icd(
             )
             if ood[f"background_{branch}_weight"] > 0 and (branch != "top_down" or icd["top_down"])
         }
+        # The OoD batch's forward with gradients (and W-OoD's climb before it) only where a loss trains through it;
+        # the contrastive bottom-up loss (this project's) reads its features without.
+        climbs = ood["classification_weight"] > 0 or bool(background_losses)
+        needs_prototypes = ood["distance_weight"] > 0
+        contrastive = ("ood_contrastive",) if ood["contrastive_bottom_up_weight"] > 0 else ()
+        ood_loss_names = ("ood", "distance", *background_losses, *contrastive)
         prototype_scale = sorted(icd["scales"])[len(icd["scales"]) // 2]  # the middle training scale
 
         def compute_now() -> dict:
@@ -320,7 +327,7 @@ def train_icd(
 
     def epoch_batches(epoch: int) -> DataLoader:
         data.epoch = epoch
-        if ood and epoch >= ood["start_epoch"] and not prototypes:
+        if ood and needs_prototypes and epoch >= ood["start_epoch"] and not prototypes:
             compute = compute_now if epoch == ood["start_epoch"] else None
             found = _ood_prototypes(out_dir / "ood_prototypes.pt", run_id, compute)
             prototypes.update({key: found[key].to(device) for key in ("classes", "ood")})
@@ -339,20 +346,36 @@ def train_icd(
         """W-OoD's two losses (icd.ood), weighted: the climbed OoD batch classified as no class, and the pooled
         features pulled to their classes' prototypes and pushed from the nearest OoD centres; with
         icd.ood.background_top_down_weight / background_bottom_up_weight, this project's background targets for the
-        ICD branches on the same climbed batch (icd.ood.background_top_down_loss, background_bottom_up_loss)."""
-        climbed = climb(net, normalise(ood_batch).to(device, non_blocking=True), climb_step)
-        with frozen_batch_norm(net):
-            logits, features = class_logits(net, climbed)
-            extensions = {
-                name: weight * loss(net, features, targets.shape[0])
-                for name, (weight, loss) in background_losses.items()
-            }
-        return {
-            **extensions,
-            "ood": ood["classification_weight"] * ood_classification_loss(logits, excluded, targets.shape[0]),
-            "distance": ood["distance_weight"]
-            * distance_loss(outputs["pooled"], targets, prototypes["classes"], prototypes["ood"], ood["push_fraction"]),
-        }
+        ICD branches on the same climbed batch (icd.ood.background_top_down_loss, background_bottom_up_loss), and
+        with contrastive_bottom_up_weight its contrastive bottom-up loss on that batch's features (on the plain
+        batch's, forwarded without gradients, where nothing climbs). A loss whose weight is 0 is not computed."""
+        inputs = normalise(ood_batch).to(device, non_blocking=True)
+        zero = outputs["class_logits"].new_zeros(())
+        losses = {"ood": zero, "distance": zero}
+        if climbs:
+            climbed = climb(net, inputs, climb_step)
+            with frozen_batch_norm(net):
+                logits, features = class_logits(net, climbed)
+                losses.update(
+                    {
+                        name: weight * loss(net, features, targets.shape[0])
+                        for name, (weight, loss) in background_losses.items()
+                    }
+                )
+            losses["ood"] = ood["classification_weight"] * ood_classification_loss(logits, excluded, targets.shape[0])
+        elif contrastive:
+            with torch.no_grad(), frozen_batch_norm(net):
+                features = net.backbone(inputs)
+        if needs_prototypes:
+            losses["distance"] = ood["distance_weight"] * distance_loss(
+                outputs["pooled"], targets, prototypes["classes"], prototypes["ood"], ood["push_fraction"]
+            )
+        if contrastive:
+            with frozen_batch_norm(net):
+                losses["ood_contrastive"] = ood["contrastive_bottom_up_weight"] * contrastive_bottom_up_loss(
+                    net, features, targets, icd["bottom_up_loss"], icd["bottom_up_weight"]
+                )
+        return losses
 
     def step(batch, epoch: int, index: int) -> tuple[torch.Tensor, dict[str, float]]:
         images, superpixels, targets, ood_batch = batch
@@ -371,8 +394,7 @@ def train_icd(
         if ood:  # every step logs the OoD losses, zero before they start
             started = epoch >= ood["start_epoch"]
             zero = losses["total"].new_zeros(())
-            names = (*background_losses, "ood", "distance")
-            extra = ood_losses(outputs, targets, ood_batch) if started else dict.fromkeys(names, zero)
+            extra = ood_losses(outputs, targets, ood_batch) if started else dict.fromkeys(ood_loss_names, zero)
             losses = {**losses, **extra, "total": losses["total"] + sum(extra.values())}
         correct, count = rank_accuracy(outputs["class_logits"].detach(), targets)
         return losses["total"], {

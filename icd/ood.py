@@ -27,7 +27,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from icd.model import bottom_up_scores, pooled_class_feature
-from wsss.core.errors import ConfigError
 
 KMEANS_ITERATIONS = 10  # the official Lloyd iterations
 
@@ -67,34 +66,6 @@ def background_bottom_up_loss(net, features: dict[str, torch.Tensor], id_batch_s
     follow. The ICD BatchNorm is frozen by the caller."""
     raw = bottom_up_scores(net.feature_bn(net._bottom_up_input(features)), net.directions)
     return _all_background(net.sign_flip(raw), id_batch_size)
-
-
-def contrastive_bottom_up_loss(
-    net, features: dict[str, torch.Tensor], id_labels: torch.Tensor, variant: str, scale: float
-) -> torch.Tensor:
-    """This project's extension, not W-OoD's: the OoD images as the background dataset of a contrastive PCA (Abid et
-    al., Nat. Commun. 2018) for the bottom-up directions. ICD's l2 bottom-up loss (Eq. 1) makes class c's direction
-    the principal direction of the features of single-class images of c; where a context co-occurs with the class
-    (water in most boat images), the context-versus-rest axis is one of the largest variations there and the
-    direction takes the context as the class. OoD images hold that context without the class, so their variance
-    along a direction, subtracted, leaves the directions of what class images have and class-free images do not.
-
-    The bottom-up loss's own per-pixel term (`icd.losses.bottom_up_loss`; l2: (scale/2) Ŝ², abs: scale |Ŝ|), with
-    the opposite sign, averaged over the OoD images and their pixels, per class weighted by the number n_c of the ID
-    batch's single-class images of c, divided by the ID batch size N: per batch, class c's direction then maximises
-    (n_c / N) (Var_c - weight * Var_OoD) for l2, the objective of contrastive PCA with alpha = the caller's weight.
-    Sign-free, like the bottom-up loss; features detached (`bottom_up_scores`), so only the directions learn. The
-    ICD BatchNorm is frozen by the caller, so the OoD features are centred with the running means of the ID ones."""
-    if variant not in ("l2", "abs"):
-        raise ConfigError(
-            f"icd.ood.contrastive_bottom_up_weight needs a variance-like bottom-up loss (icd.bottom_up_loss l2 or "
-            f"abs), got {variant!r}. Set the weight to 0 or change icd.bottom_up_loss."
-        )
-    raw = bottom_up_scores(net.feature_bn(net._bottom_up_input(features)), net.directions)  # B' x C x h x w
-    per_pixel = 0.5 * raw.square() if variant == "l2" else raw.abs()
-    single = (id_labels.sum(1, keepdim=True) == 1).to(raw.dtype)
-    singles_per_class = (id_labels.to(raw.dtype) * single).sum(0)  # C
-    return scale * (per_pixel.mean((0, 2, 3)) * singles_per_class).sum() / id_labels.shape[0]
 
 
 def class_logits(net, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -30,7 +30,6 @@ from icd.ood import (
     class_logits,
     climb,
     compute_prototypes,
-    contrastive_bottom_up_loss,
     distance_loss,
     frozen_batch_norm,
     ood_classification_loss,
@@ -306,12 +305,11 @@ def train_icd(
             )
             if ood[f"background_{branch}_weight"] > 0 and (branch != "top_down" or icd["top_down"])
         }
-        # The OoD batch's forward with gradients (and W-OoD's climb before it) only where a loss trains through it;
-        # the contrastive bottom-up loss (this project's) reads its features without.
+        # The OoD batch is climbed and forwarded only where a loss reads it, the prototypes computed only for the
+        # distance loss: a network of one ingredient (an ablation) costs only that ingredient.
         climbs = ood["classification_weight"] > 0 or bool(background_losses)
         needs_prototypes = ood["distance_weight"] > 0
-        contrastive = ("ood_contrastive",) if ood["contrastive_bottom_up_weight"] > 0 else ()
-        ood_loss_names = ("ood", "distance", *background_losses, *contrastive)
+        ood_loss_names = ("ood", "distance", *background_losses)
         prototype_scale = sorted(icd["scales"])[len(icd["scales"]) // 2]  # the middle training scale
 
         def compute_now() -> dict:
@@ -346,14 +344,12 @@ def train_icd(
         """W-OoD's two losses (icd.ood), weighted: the climbed OoD batch classified as no class, and the pooled
         features pulled to their classes' prototypes and pushed from the nearest OoD centres; with
         icd.ood.background_top_down_weight / background_bottom_up_weight, this project's background targets for the
-        ICD branches on the same climbed batch (icd.ood.background_top_down_loss, background_bottom_up_loss), and
-        with contrastive_bottom_up_weight its contrastive bottom-up loss on that batch's features (on the plain
-        batch's, forwarded without gradients, where nothing climbs). A loss whose weight is 0 is not computed."""
-        inputs = normalise(ood_batch).to(device, non_blocking=True)
+        ICD branches on the same climbed batch (icd.ood.background_top_down_loss, background_bottom_up_loss). A loss
+        whose weight is 0 is not computed (0)."""
         zero = outputs["class_logits"].new_zeros(())
         losses = {"ood": zero, "distance": zero}
         if climbs:
-            climbed = climb(net, inputs, climb_step)
+            climbed = climb(net, normalise(ood_batch).to(device, non_blocking=True), climb_step)
             with frozen_batch_norm(net):
                 logits, features = class_logits(net, climbed)
                 losses.update(
@@ -363,18 +359,10 @@ def train_icd(
                     }
                 )
             losses["ood"] = ood["classification_weight"] * ood_classification_loss(logits, excluded, targets.shape[0])
-        elif contrastive:
-            with torch.no_grad(), frozen_batch_norm(net):
-                features = net.backbone(inputs)
         if needs_prototypes:
             losses["distance"] = ood["distance_weight"] * distance_loss(
                 outputs["pooled"], targets, prototypes["classes"], prototypes["ood"], ood["push_fraction"]
             )
-        if contrastive:
-            with frozen_batch_norm(net):
-                losses["ood_contrastive"] = ood["contrastive_bottom_up_weight"] * contrastive_bottom_up_loss(
-                    net, features, targets, icd["bottom_up_loss"], icd["bottom_up_weight"]
-                )
         return losses
 
     def step(batch, epoch: int, index: int) -> tuple[torch.Tensor, dict[str, float]]:

@@ -13,12 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from icd.losses import bottom_up_loss
-from icd.model import bottom_up_scores
 from icd.ood import (
     class_prototypes,
     climb,
-    contrastive_bottom_up_loss,
     distance_loss,
     frozen_batch_norm,
     kmeans,
@@ -173,64 +170,6 @@ def test_the_background_bottom_up_loss_moves_only_the_directions_with_the_orient
     assert learned == {"directions"}
 
 
-class FeatureDirections(nn.Module):
-    """What the bottom-up losses read of an ICD network, on given features: no BatchNorm, the directions."""
-
-    def __init__(self, directions: np.ndarray):
-        super().__init__()
-        self.directions = nn.Parameter(torch.tensor(directions, dtype=torch.float64))
-        self.feature_bn = nn.Identity()
-
-    def _bottom_up_input(self, features: dict) -> torch.Tensor:
-        return features["conv5"]
-
-
-def test_the_contrastive_bottom_up_loss_is_the_ood_variance_per_class_weighted_by_its_single_class_images():
-    rng = np.random.default_rng(0)
-    directions = rng.normal(size=(3, 4))
-    ood = rng.normal(size=(2, 4, 3, 5))
-    labels = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1], [0, 0, 1], [1, 0, 0]])  # singles: 3 of class 0, 1 of class 2
-    unit = directions / np.linalg.norm(directions, axis=1, keepdims=True)
-    scores = np.einsum("cd,bdhw->bchw", unit, ood)
-    net = FeatureDirections(directions)
-    features = {"conv5": torch.tensor(ood)}
-    for variant, per_pixel in (("l2", 0.5 * scores**2), ("abs", np.abs(scores))):
-        expected = 10.0 * (per_pixel.mean((0, 2, 3)) * np.array([3, 0, 1])).sum() / 5
-        ours = contrastive_bottom_up_loss(net, features, torch.tensor(labels), variant, 10.0)
-        assert float(ours.detach()) == pytest.approx(expected, rel=1e-12), variant
-    with pytest.raises(ConfigError, match="contrastive_bottom_up_weight needs a variance-like bottom-up loss"):
-        contrastive_bottom_up_loss(net, features, torch.tensor(labels), "sig", 10.0)
-
-
-def test_the_contrastive_bottom_up_loss_turns_a_direction_from_a_shared_context_to_the_contrastive_pca_axis():
-    """Class pixels vary most along a context axis (variance 4) the OoD pixels share, less along the object's
-    (variance 1); the OoD pixels also vary along a third axis. Trained with the bottom-up loss alone, the direction
-    is the class's principal axis, the context; with the contrastive loss at alpha = 1, the top eigenvector of
-    M_class - M_OoD (contrastive PCA, numpy), the object's axis."""
-    rng = np.random.default_rng(1)
-    class_pixels = rng.normal(size=(1, 3, 20, 20)) * np.array([1.0, 2.0, 0.1])[None, :, None, None]
-    ood_pixels = rng.normal(size=(4, 3, 20, 20)) * np.array([0.1, 2.0, 1.0])[None, :, None, None]
-
-    def second_moment(pixels):
-        flat = pixels.transpose(1, 0, 2, 3).reshape(3, -1)
-        return flat @ flat.T / flat.shape[1]
-
-    for alpha in (0.0, 1.0):
-        net = FeatureDirections(np.array([[0.5, 0.5, 0.5]]))
-        optimiser = torch.optim.SGD(net.parameters(), lr=0.05)
-        labels = torch.ones(1, 1)
-        for _ in range(400):
-            optimiser.zero_grad()
-            loss = bottom_up_loss(bottom_up_scores(torch.tensor(class_pixels), net.directions), labels)
-            loss = loss + alpha * contrastive_bottom_up_loss(net, {"conv5": torch.tensor(ood_pixels)}, labels, "l2", 10)
-            loss.backward()
-            optimiser.step()
-        learned = nn.functional.normalize(net.directions.detach(), dim=1)[0].numpy()
-        _, vectors = np.linalg.eigh(second_moment(class_pixels) - alpha * second_moment(ood_pixels))
-        assert abs(learned @ vectors[:, -1]) > 0.999, alpha
-        assert np.argmax(np.abs(learned)) == (1 if alpha == 0 else 0)  # the context's axis, then the object's
-
-
 def test_frozen_batch_norm_keeps_statistics_and_restores_modes():
     net = TinyCamNet().train()
     before = net.bn.running_var.clone()
@@ -267,7 +206,6 @@ def ood_settings(**overrides) -> dict:
         "excluded_classes": [],
         "background_top_down_weight": 0.0,
         "background_bottom_up_weight": 0.0,
-        "contrastive_bottom_up_weight": 0.0,
         **overrides,
     }
 
@@ -298,20 +236,17 @@ def test_an_ood_network_trains_as_the_plain_one_until_its_start_epoch_then_adds_
     assert plain_two["history"][1]["loss_cam"] != second["loss_cam"]  # while the OoD losses do train it
 
 
-def test_a_contrastive_only_ood_network_forwards_ood_images_without_w_oods_climb_or_prototypes(
+def test_a_network_of_one_w_ood_ingredient_computes_only_what_that_ingredient_reads(
     with_ood_images, prepared, tmp_path
 ):
-    settings = ood_settings(classification_weight=0.0, distance_weight=0.0, contrastive_bottom_up_weight=1.0)
-    trained = train(tmp_path / "contrastive", with_ood_images, prepared, epochs=2, ood=settings)
-    first, second = trained["history"]
-    assert first["loss_ood_contrastive"] == 0 and second["loss_ood_contrastive"] > 0
-    assert second["loss_ood"] == second["loss_distance"] == 0
-    assert not (tmp_path / "contrastive" / "ood_prototypes.pt").exists()
-    plain = train(tmp_path / "plain", with_ood_images, prepared, epochs=2)
-    assert first["loss_bottom_up"] == plain["history"][0]["loss_bottom_up"]
-    # It moves the directions (and through the top-down targets they make, what the top-down loss trains).
-    contrastive_weights = trained_weights(tmp_path / "contrastive" / "model.pt")
-    assert "directions" in differing_weights(contrastive_weights, trained_weights(tmp_path / "plain" / "model.pt"))
+    classification = ood_settings(distance_weight=0.0)
+    history = train(tmp_path / "classification", with_ood_images, prepared, epochs=2, ood=classification)["history"]
+    assert history[1]["loss_ood"] > 0 and history[1]["loss_distance"] == 0
+    assert not (tmp_path / "classification" / "ood_prototypes.pt").exists()  # no prototypes without the distance
+    distance = ood_settings(classification_weight=0.0)
+    history = train(tmp_path / "distance", with_ood_images, prepared, epochs=2, ood=distance)["history"]
+    assert history[1]["loss_ood"] == 0 and history[1]["loss_distance"] != 0
+    assert (tmp_path / "distance" / "ood_prototypes.pt").exists()
 
 
 def test_an_ood_network_needs_ood_images_and_resumes_from_its_own_prototypes(

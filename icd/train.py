@@ -246,18 +246,6 @@ def train_icd(
     groups = net.parameter_groups(icd["lr"], icd["weight_decay"], icd["new_layer_lr_mult"])
     optimizer = torch.optim.SGD(groups, lr=icd["lr"], momentum=icd["momentum"])
 
-    data = ICDTrainingSet(
-        images,
-        classes.num_foreground,
-        ShardStore(superpixel_shards),
-        seed=seed,
-        scales=icd["scales"],
-        flip=icd["flip"],
-        crop_size=icd["crop_size"],
-        pad_rgb=normalise.pad_rgb,
-        ood_images=ood_images,
-        ood_epoch=ood["start_epoch"] if ood else 0,
-    )
     warmup_iterations = max(1, round(icd["warmup_epochs"] * iterations_per_epoch))
 
     def top_down_weight(epoch: int, batch: int) -> float:
@@ -305,7 +293,7 @@ def train_icd(
             )
             if ood[f"background_{branch}_weight"] > 0 and (branch != "top_down" or icd["top_down"])
         }
-        # The OoD batch is climbed and forwarded only where a loss reads it, the prototypes computed only for the
+        # The OoD batch is read, climbed and forwarded only where a loss reads it, the prototypes computed only for the
         # distance loss: a network of one ingredient (an ablation) costs only that ingredient.
         climbs = ood["classification_weight"] > 0 or bool(background_losses)
         needs_prototypes = ood["distance_weight"] > 0
@@ -322,6 +310,19 @@ def train_icd(
                 clusters=ood["clusters"],
                 seed=seed,
             )
+
+    data = ICDTrainingSet(
+        images,
+        classes.num_foreground,
+        ShardStore(superpixel_shards),
+        seed=seed,
+        scales=icd["scales"],
+        flip=icd["flip"],
+        crop_size=icd["crop_size"],
+        pad_rgb=normalise.pad_rgb,
+        ood_images=ood_images if ood and climbs else None,  # read only where the OoD batch is forwarded
+        ood_epoch=ood["start_epoch"] if ood else 0,
+    )
 
     def epoch_batches(epoch: int) -> DataLoader:
         data.epoch = epoch

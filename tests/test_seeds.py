@@ -406,3 +406,55 @@ def test_context_leakage_counts_the_context_pixels_a_seed_labels_with_the_images
             assert by_class[("gt", VOC.names[c])]["leaked_pixels"] == 0
     pooled = by_class[("first", "all")]
     assert pooled["leakage"] == pytest.approx(sum(leaked.values()) / sum(context.values()))
+
+
+def test_context_leakage_reports_the_iou_with_the_leaked_pixels_given_to_the_background(tiny_dataset, tmp_path):
+    """Per class and pooled, the IoU of a seed set as labelled and with its leaked context pixels set to background,
+    recounted pixel by pixel with PIL and numpy (255 seeds excluded, 255 ground truth skipped)."""
+    from PIL import Image
+
+    from icd.context_leakage import context_leakage
+    from wsss.data.classes import VOC
+
+    root = Path(tiny_dataset["voc_root"])
+    ids = tiny_dataset["splits"]["train_aug"]
+    rng = np.random.default_rng(0)
+    seeds, cleaned, truths = [], [], []
+    for image_id in ids:
+        cues = np.asarray(Image.open(root / "ContextMasks" / f"{image_id}.png"))
+        truth = np.asarray(Image.open(root / "SegmentationClassAug" / f"{image_id}.png"))
+        own = tiny_dataset["labels"][image_id]
+        # the truth, a random share of the context given to the image's classes and some pixels left at 255
+        seed = truth.copy()
+        for c in own:
+            seed[(cues == c) & (rng.random(cues.shape) < 0.6)] = c
+        seed[rng.random(cues.shape) < 0.1] = 255
+        (tmp_path / "noisy").mkdir(exist_ok=True)
+        Image.fromarray(seed).save(tmp_path / "noisy" / f"{image_id}.png")
+        fixed = seed.copy()
+        for c in own:
+            fixed[(cues == c) & (seed == c)] = 0
+        seeds.append(seed.ravel()), cleaned.append(fixed.ravel()), truths.append(truth.ravel())
+    seeds, cleaned, truths = np.concatenate(seeds), np.concatenate(cleaned), np.concatenate(truths)
+
+    def iou(prediction, c):
+        counted = (truths != 255) & (prediction != 255)
+        inter = ((truths == c) & (prediction == c) & counted).sum()
+        union = (((truths == c) | (prediction == c)) & counted).sum()
+        return inter / union if union else np.nan
+
+    present = [c for c in range(VOC.num_classes) if not np.isnan(iou(seeds, c)) or not np.isnan(iou(cleaned, c))]
+    rows = {
+        (row["class"]): row
+        for row in context_leakage(tiny_dataset, tmp_path, ["noisy"], progress=False)
+        if row["variant"] == "noisy"
+    }
+    assert rows["all"]["leaked_pixels"] > 0
+    for name, row in rows.items():
+        if name == "all":
+            assert row["iou"] == pytest.approx(np.nanmean([iou(seeds, c) for c in present]))
+            assert row["iou_leakage_removed"] == pytest.approx(np.nanmean([iou(cleaned, c) for c in present]))
+        else:
+            c = VOC.names.index(name)
+            assert (row["iou"], row["iou_leakage_removed"]) == pytest.approx((iou(seeds, c), iou(cleaned, c)))
+    assert rows["all"]["iou_leakage_removed"] > rows["all"]["iou"]

@@ -60,13 +60,14 @@ def context_leakage(dataset: dict, seeds_root, variants: list[str], progress: bo
         regions = {c: cues == c for c in dataset["labels"][image_id]}
         regions = {c: region for c, region in regions.items() if region.any()}
         for name, labels in labelled.items():
-            cleaned = labels.copy()
-            for c, region in regions.items():
-                leak = region & (labels == c)
+            confusion = confusion_matrix(ground_truth, labels, n)
+            as_labelled[name] += confusion
+            leaks = [region & (labels == c) for c, region in regions.items()]
+            for c, leak in zip(regions, leaks, strict=True):
                 leaked[name][c] += leak.sum()
-                cleaned[leak] = 0
-            as_labelled[name] += confusion_matrix(ground_truth, labels, n)
-            leakage_removed[name] += confusion_matrix(ground_truth, cleaned, n)
+            if any(leak.any() for leak in leaks):  # else giving the leaked pixels to the background changes nothing
+                confusion = confusion_matrix(ground_truth, np.where(np.logical_or.reduce(leaks), 0, labels), n)
+            leakage_removed[name] += confusion
         for c, region in regions.items():
             context[c] += region.sum()
     rows = []

@@ -420,6 +420,7 @@ def test_context_leakage_reports_the_iou_with_the_leaked_pixels_given_to_the_bac
     ids = tiny_dataset["splits"]["train_aug"]
     rng = np.random.default_rng(0)
     seeds, cleaned, truths = [], [], []
+    (tmp_path / "noisy").mkdir()
     for image_id in ids:
         cues = np.asarray(Image.open(root / "ContextMasks" / f"{image_id}.png"))
         truth = np.asarray(Image.open(root / "SegmentationClassAug" / f"{image_id}.png"))
@@ -429,12 +430,13 @@ def test_context_leakage_reports_the_iou_with_the_leaked_pixels_given_to_the_bac
         for c in own:
             seed[(cues == c) & (rng.random(cues.shape) < 0.6)] = c
         seed[rng.random(cues.shape) < 0.1] = 255
-        (tmp_path / "noisy").mkdir(exist_ok=True)
         Image.fromarray(seed).save(tmp_path / "noisy" / f"{image_id}.png")
         fixed = seed.copy()
         for c in own:
             fixed[(cues == c) & (seed == c)] = 0
-        seeds.append(seed.ravel()), cleaned.append(fixed.ravel()), truths.append(truth.ravel())
+        seeds.append(seed.ravel())
+        cleaned.append(fixed.ravel())
+        truths.append(truth.ravel())
     seeds, cleaned, truths = np.concatenate(seeds), np.concatenate(cleaned), np.concatenate(truths)
 
     def iou(prediction, c):
@@ -445,7 +447,7 @@ def test_context_leakage_reports_the_iou_with_the_leaked_pixels_given_to_the_bac
 
     present = [c for c in range(VOC.num_classes) if not np.isnan(iou(seeds, c)) or not np.isnan(iou(cleaned, c))]
     rows = {
-        (row["class"]): row
+        row["class"]: row
         for row in context_leakage(tiny_dataset, tmp_path, ["noisy"], progress=False)
         if row["variant"] == "noisy"
     }

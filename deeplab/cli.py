@@ -66,7 +66,12 @@ def _train(args: argparse.Namespace) -> None:
 @arg("--split", required=True, help="a role (eval, test, train) or a split name")
 @options('JSON object {"scales", "flip", "crf": {...} or null}')
 @arg("--out-dir", required=True, help="raw/ and crf/, the server layout (--server-tar) or <id>.png (--as-seeds)")
-@arg("--server-tar", help="write the VOC server layout and pack it into this tar")
+@arg(
+    "--test-out-dir",
+    help="then predict the test split too, in the VOC server's layout, into this folder: the eval and test "
+    "predictions of one model in one process (the workflow's predict_deeplab), not two",
+)
+@arg("--server-tar", help="write the VOC server layout and pack it into this tar (--test-out-dir's when given)")
 @arg(
     "--as-seeds",
     action="store_true",
@@ -77,18 +82,17 @@ def _train(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from deeplab.infer import EVALUATION_LAYOUT, pack_for_server, predict_split
 
-    if args.as_seeds and args.server_tar is not None:
+    if args.as_seeds and args.server_tar is not None and args.test_out_dir is None:
         raise ICDError("--as-seeds and --server-tar are two layouts of the predictions: give one of them.")
-    predict_split(
-        args.model,
-        read_json(args.dataset),
-        args.split,
-        args.out_dir,
-        layout="server" if args.server_tar is not None else "seeds" if args.as_seeds else EVALUATION_LAYOUT,
-        **json.loads(args.options),
-    )
+    dataset, options = read_json(args.dataset), json.loads(args.options)
+    server_layout = args.server_tar is not None and args.test_out_dir is None
+    layout = "server" if server_layout else "seeds" if args.as_seeds else EVALUATION_LAYOUT
+    predict_split(args.model, dataset, args.split, args.out_dir, layout=layout, **options)
+    if args.test_out_dir is not None:
+        predict_split(args.model, dataset, "test", args.test_out_dir, layout="server", **options)
+    server_dir = args.test_out_dir if args.test_out_dir is not None else args.out_dir
     if args.server_tar is not None:
-        log.info("packed %d predictions into %s", pack_for_server(args.out_dir, args.server_tar), args.server_tar)
+        log.info("packed %d predictions into %s", pack_for_server(server_dir, args.server_tar), args.server_tar)
 
 
 @verbs.verb("evaluate-deeplab", help="mIoU and per-class IoU of eval-split predictions")

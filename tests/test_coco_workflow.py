@@ -124,7 +124,7 @@ def test_a_dry_run_plans_the_conversion_before_the_dataset_check_and_never_reads
     assert arguments.saliency_root == "" and arguments.test_split == ""
     assert arguments.conversion == "results/coco/data/coco_conversion.json"
     assert json.loads(arguments.classes) == list(COCO_CLASSES)
-    assert ".tar" not in result.stdout and "--split test" not in result.stdout  # no test split, no server tar
+    assert ".tar" not in result.stdout and "--test-out-dir" not in result.stdout  # no test split, no server tar
     assert re.search(r"^    output: \S+/val$", blocks["predict_deeplab"], re.M)  # the eval split's predictions only
     for split in ("train2014", "val2014"):  # still what fabricate_coco_layout wrote: nothing had to parse it
         assert (tmp_path / "fabricated" / "coco" / "annotations" / f"instances_{split}.json").read_text() == NOT_JSON

@@ -11,8 +11,8 @@ deeplab_plan.check_config(DEEPLAB, SEED_VARIANTS, SYNTHETIC)
 RESNET101_STAND_IN = deeplab_plan.resnet101_stand_in(DEEPLAB, SYNTHETIC)
 DEEPLAB_RUNS = deeplab_plan.runs(DEEPLAB_ROOT, DEEPLAB)
 DEEPLAB_TARGETS = deeplab_plan.stage_targets(DEEPLAB_ROOT, DEEPLAB, TEST_SPLIT)
-# The test split's predictions in the VOC server's layout, packed into a tar: outputs and command of predict_deeplab
-# only where the dataset has a test split (data.test_split null: COCO).
+# The test split's predictions in the VOC server's layout, packed into a tar: outputs and options of predict_deeplab
+# (which predicts both splits in one process) only where the dataset has a test split (data.test_split null: COCO).
 PREDICTION_TEST_OUTPUTS = (
     {
         "test": directory(f"{DEEPLAB_ROOT}/{{backbone}}/{{seeds}}/{TEST_SPLIT}"),
@@ -21,12 +21,7 @@ PREDICTION_TEST_OUTPUTS = (
     if TEST_SPLIT
     else {}
 )
-PREDICT_TEST_SPLIT = (
-    "; deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split test --options {params.options:q}"
-    " --gpus {resources.gpu} --out-dir {output.test:q} --server-tar {output.tar:q} >> {log:q} 2>&1"
-    if TEST_SPLIT
-    else ""
-)
+PREDICT_TEST_SPLIT = " --test-out-dir {output.test:q} --server-tar {output.tar:q}" if TEST_SPLIT else ""
 # Backbone weights: deeplab.weights, else VGG16 takes the trained ICD network's backbone (init_from_icd)
 # or the weights ICD started from, and ResNet101 the synthetic stand-in for ImageNet (real data requires
 # deeplab.weights.resnet101, see check_config).
@@ -112,7 +107,7 @@ rule predict_deeplab:
         options=as_json(deeplab_plan.prediction_options(DEEPLAB)),
     shell:
         "deeplab predict-deeplab --dataset {input.dataset:q} --model {input.model:q} --split eval --options {params.options:q}"
-        f" --gpus {{resources.gpu}} --out-dir {{output.eval:q}} > {{log:q}} 2>&1{PREDICT_TEST_SPLIT}"
+        f" --gpus {{resources.gpu}} --out-dir {{output.eval:q}}{PREDICT_TEST_SPLIT} > {{log:q}} 2>&1"
 
 
 # The next round's training labels: the training split predicted as at test time (scales, flip, CRF), each image's

@@ -33,7 +33,7 @@ from deeplab.model import parameter_groups
 from wsss.core.checkpoints import check_intervals, fingerprint, process_device, save_checkpoint
 from wsss.core.digests import training_inputs
 from wsss.core.errors import ConfigError
-from wsss.core.files import atomic_path
+from wsss.core.files import save_torch
 from wsss.data.io import read_rgb
 from wsss.nets.normalisation import from_scratch, with_record
 from wsss.nets.resnet import ResNet101
@@ -183,8 +183,7 @@ def train_classifier(
 
     started = time.time()
     history = loop.run(lambda iteration: islice(batches, 1), step, record)
-    with atomic_path(out_path) as tmp:
-        torch.save(with_record(net.torchvision_state_dict(), normalise.name), tmp)
+    save_torch(with_record(net.torchvision_state_dict(), normalise.name), out_path)
     return {
         "settings": settings,
         "history": history,

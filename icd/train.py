@@ -37,7 +37,7 @@ from icd.ood import (
 from wsss.core.checkpoints import distributed, fingerprint, process_device, save_trained
 from wsss.core.digests import file_digest, files_digest, labelled_images_digests, training_inputs, value_digest
 from wsss.core.errors import ConfigError, DataError
-from wsss.core.files import atomic_path
+from wsss.core.files import save_torch
 from wsss.core.shards import ShardStore
 from wsss.data.classes import ClassList
 from wsss.data.io import read_rgb
@@ -187,8 +187,7 @@ def _ood_prototypes(path: Path, run_id: str, compute) -> dict:
     fingerprint), read back when a run resumes after it, since the network they were computed from is gone."""
     if compute is not None:
         prototypes = compute()
-        with atomic_path(path) as tmp:
-            torch.save({**prototypes, "fingerprint": run_id}, tmp)
+        save_torch({**prototypes, "fingerprint": run_id}, path)
         return prototypes
     saved = torch.load(path, weights_only=True) if path.is_file() else None
     if saved is None or saved["fingerprint"] != run_id:

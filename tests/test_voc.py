@@ -195,6 +195,25 @@ def test_atomic_writes_get_the_usual_permissions_and_replace_only_on_success(tmp
         os.umask(umask)
 
 
+def test_the_same_tensors_saved_twice_are_the_same_bytes_and_load_back(tmp_path):
+    """Weights written through atomic_path's temporary files: equal objects give equal files (torch would name the
+    zip's records after each random temporary name), and torch.load reads them back."""
+    import zipfile
+
+    import torch
+
+    from wsss.core.files import save_torch
+
+    state = {"weight": torch.arange(6.0).reshape(2, 3), "fingerprint": "run"}
+    save_torch(state, tmp_path / "a.pth")
+    save_torch(state, tmp_path / "b.pth")
+    assert (tmp_path / "a.pth").read_bytes() == (tmp_path / "b.pth").read_bytes()
+    assert all(name.startswith("archive/") for name in zipfile.ZipFile(tmp_path / "a.pth").namelist())
+    loaded = torch.load(tmp_path / "a.pth", weights_only=True)
+    assert torch.equal(loaded["weight"], state["weight"]) and loaded["fingerprint"] == "run"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.pth", "b.pth"]  # no temporaries left
+
+
 def test_a_rerun_removes_the_temporaries_of_a_killed_writer_and_only_those(tmp_path):
     import os
     import subprocess

@@ -20,7 +20,7 @@ import torch
 
 from wsss.core.digests import changed_inputs
 from wsss.core.errors import ConfigError
-from wsss.core.files import atomic_path, write_text
+from wsss.core.files import save_torch, write_text
 from wsss.nets.backbones import default_device
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,7 @@ def save_checkpoint(
         "normalisation": normalisation,
         "torch_rng": torch.get_rng_state(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def save_trained(
@@ -100,17 +99,16 @@ def save_trained(
 ) -> None:
     """The finished run's `model.pt` (weights, `metadata` to rebuild the network, fingerprint and input
     digests: what it was trained from; the input `normalisation` it expects) and `history.json`."""
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(
-            {
-                "model": net.state_dict(),
-                **metadata,
-                "fingerprint": run_id,
-                "inputs": inputs,
-                "normalisation": normalisation,
-            },
-            tmp,
-        )
+    save_torch(
+        {
+            "model": net.state_dict(),
+            **metadata,
+            "fingerprint": run_id,
+            "inputs": inputs,
+            "normalisation": normalisation,
+        },
+        out_dir / "model.pt",
+    )
     write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
 
 

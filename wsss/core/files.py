@@ -65,6 +65,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """`torch.save(obj)` to `path`, atomically, byte for byte the same file for the same object.
+
+    Given a path, torch names the zip's records after it (`.<name>.<pid>.<random>.tmp/data.pkl` for
+    atomic_path's temporary file), so two runs' identical weights differ in bytes; through an open file
+    they are `archive/...` whatever the path.
+    """
+    import torch  # here, not at the top: the jobs that never write tensors start without importing torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(obj, file)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory next to `path`; it replaces `path` only if the block succeeds.

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from wsss.core.errors import ConfigError
-from wsss.core.files import atomic_path
+from wsss.core.files import save_torch
 from wsss.nets.normalisation import load_weights_file, with_record
 
 # torchvision's VGG16 configuration ("D"): channel counts, "M" = max pool.
@@ -297,5 +297,4 @@ def save_backbone(model: VGG16DeepLab, path: str | os.PathLike, normalisation: s
     state = model.state_dict()
     copied = OrderedDict((key, value.detach().cpu().clone()) for key, value in state.items())
     copied._metadata = state._metadata
-    with atomic_path(path) as tmp:
-        torch.save(with_record(copied, normalisation), tmp)
+    save_torch(with_record(copied, normalisation), path)

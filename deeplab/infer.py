@@ -83,13 +83,18 @@ def class_probabilities(
     return (total / count).cpu().numpy()
 
 
+def crf_unary(probabilities: np.ndarray) -> np.ndarray:
+    """The test-time CRF's unary, M x H*W: -log p of the K x H x W class probabilities, p clipped at 1e-5 (as
+    deeplab-pytorch's `unary_from_softmax`)."""
+    return -np.log(np.maximum(probabilities.reshape(len(probabilities), -1), 1e-5))
+
+
 def crf_refine(
     image: np.ndarray, probabilities: np.ndarray, settings: CRFSettings | None = None, /, **crf
 ) -> np.ndarray:
     """Dense CRF on class probabilities (unary -log p, clipped at 1e-5); returns H x W uint8 labels. The CRF:
     a CRFSettings, or its fields as keywords (the config's `deeplab.crf`)."""
-    unary = -np.log(np.maximum(probabilities.reshape(len(probabilities), -1), 1e-5))
-    q = crf_marginals(np.require(image, np.uint8, "C"), unary, CRFSettings.resolve(settings, crf))
+    q = crf_marginals(np.require(image, np.uint8, "C"), crf_unary(probabilities), CRFSettings.resolve(settings, crf))
     return q.argmax(axis=0).astype(np.uint8)
 
 

@@ -82,16 +82,16 @@ def _train(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from deeplab.infer import EVALUATION_LAYOUT, pack_for_server, predict_split
 
-    if args.as_seeds and args.server_tar is not None and args.test_out_dir is None:
+    server_layout = args.server_tar is not None and args.test_out_dir is None  # --split's own predictions
+    if args.as_seeds and server_layout:
         raise ICDError("--as-seeds and --server-tar are two layouts of the predictions: give one of them.")
     dataset, options = read_json(args.dataset), json.loads(args.options)
-    server_layout = args.server_tar is not None and args.test_out_dir is None
     layout = "server" if server_layout else "seeds" if args.as_seeds else EVALUATION_LAYOUT
     predict_split(args.model, dataset, args.split, args.out_dir, layout=layout, **options)
     if args.test_out_dir is not None:
         predict_split(args.model, dataset, "test", args.test_out_dir, layout="server", **options)
-    server_dir = args.test_out_dir if args.test_out_dir is not None else args.out_dir
     if args.server_tar is not None:
+        server_dir = args.out_dir if server_layout else args.test_out_dir
         log.info("packed %d predictions into %s", pack_for_server(server_dir, args.server_tar), args.server_tar)
 
 

@@ -6,11 +6,15 @@ Every job's start and end come from the log's timestamps, its inputs and outputs
 back from the job that finished last, each step goes to the input-producing job that finished last: the chain
 that nothing could have shortened without shortening one of its jobs. Printed as a table, with the time each
 job of the chain waited after its inputs were ready (a job waiting for a free core, not for its inputs) and,
-per rule, the wall time all its jobs took: what to make faster, or run side by side, to shorten the run.
+per rule, the wall time all its jobs took: what to make faster, or run side by side, to shorten the run. Last, the
+core time no job used (cores x wall - job time, from the log's "Provided cores" and each job's threads) and which
+critical-path jobs ran while it went unused: the time a schedule cannot win back without work that could have run
+then, and the wall time of a run that kept every core busy (job time / cores).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from pathlib import Path
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 _START = re.compile(r"^(?:local)?rule (\w+):$")
 _FINISHED = re.compile(r"^Finished jobid: (\d+)")
+_CORES = re.compile(r"^Provided cores: (\d+)")
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Job:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     wildcards: str = ""
+    threads: int = 1
 
     @property
     def name(self) -> str:
@@ -56,6 +62,8 @@ def parse_log(text: str) -> list[Job]:
                 getattr(current, f"{key}s").extend(value.split(", "))
             elif key == "wildcards":
                 current.wildcards = value
+            elif key == "threads":
+                current.threads = int(value)
             elif key == "jobid":
                 current.jobid = int(value)
                 jobs[current.jobid] = current
@@ -92,11 +100,28 @@ def critical_path(jobs: list[Job]) -> list[Job]:
     return path[::-1]
 
 
+def provided_cores(text: str) -> int:
+    """The cores Snakemake ran with (its "Provided cores" line; 1 when the log has none, as Snakemake's default)."""
+    found = next((_CORES.match(line) for line in text.splitlines() if _CORES.match(line)), None)
+    return int(found[1]) if found else 1
+
+
+def idle_core_seconds(jobs: list[Job], cores: int) -> list[tuple[datetime, datetime, float]]:
+    """The intervals between consecutive job starts and ends, each with the core-seconds no job used in it."""
+    moments = sorted({moment for job in jobs for moment in (job.start, job.end)})
+    intervals = []
+    for begin, end in itertools.pairwise(moments):
+        busy = sum(min(job.threads, cores) for job in jobs if job.start <= begin and job.end >= end)
+        intervals.append((begin, end, max(0, cores - busy) * (end - begin).total_seconds()))
+    return intervals
+
+
 def main(argv: list[str]) -> None:
     log = (
         Path(argv[0]) if argv else max(Path(".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
     )
-    jobs = parse_log(log.read_text())
+    text = log.read_text()
+    jobs = parse_log(text)
     if not jobs:
         raise SystemExit(f"{log}: no finished jobs in this log")
     begin = min(job.start for job in jobs)
@@ -118,6 +143,17 @@ def main(argv: list[str]) -> None:
     print("|---|---:|")
     for rule, seconds in sorted(per_rule.items(), key=lambda item: -item[1]):
         print(f"| {rule} | {seconds:.0f} |")
+    cores = provided_cores(text)
+    idle = idle_core_seconds(jobs, cores)
+    job_time = sum(min(job.threads, cores) * job.seconds for job in jobs)
+    unused = sum(seconds for _, _, seconds in idle)
+    print(f"\nIdle core time: {unused:.0f} s of {cores} cores x {wall:.0f} s; every core busy, the same jobs would")
+    print(f"take {job_time / cores / 60:.1f} min. Idle while a critical-path job ran:\n")
+    print("| critical path job | idle core time while it ran (s) |")
+    print("|---|---:|")
+    for job in path:
+        during = sum(seconds for begin, end, seconds in idle if job.start <= begin and end <= job.end)
+        print(f"| {job.name} | {during:.0f} |")
 
 
 if __name__ == "__main__":

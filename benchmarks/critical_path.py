@@ -24,7 +24,7 @@ from pathlib import Path
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 _START = re.compile(r"^(?:local)?rule (\w+):$")
 _FINISHED = re.compile(r"^Finished jobid: (\d+)")
-_CORES = re.compile(r"^Provided cores: (\d+)")
+_CORES = re.compile(r"^Provided cores: (\d+)$", re.MULTILINE)
 
 
 @dataclass
@@ -102,7 +102,7 @@ def critical_path(jobs: list[Job]) -> list[Job]:
 
 def provided_cores(text: str) -> int:
     """The cores Snakemake ran with (its "Provided cores" line; 1 when the log has none, as Snakemake's default)."""
-    found = next((_CORES.match(line) for line in text.splitlines() if _CORES.match(line)), None)
+    found = _CORES.search(text)
     return int(found[1]) if found else 1
 
 
